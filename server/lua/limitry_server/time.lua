@@ -1,0 +1,96 @@
+-- UTC date arithmetic without os.time, which depends on the host's time zone.
+local floor = math.floor
+
+local M = {}
+
+local function days_from_civil(y, m, d)
+  y = (m <= 2) and (y - 1) or y
+  local era = floor(y / 400)
+  local yoe = y - era * 400
+  local mp = (m + 9) % 12
+  local doy = floor((153 * mp + 2) / 5) + d - 1
+  local doe = yoe * 365 + floor(yoe / 4) - floor(yoe / 100) + doy
+  return era * 146097 + doe - 719468
+end
+
+local function civil_from_days(z)
+  z = z + 719468
+  local era = floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = floor((doe - floor(doe / 1460) + floor(doe / 36524) - floor(doe / 146096)) / 365)
+  local y = yoe + era * 400
+  local doy = doe - (365 * yoe + floor(yoe / 4) - floor(yoe / 100))
+  local mp = floor((5 * doy + 2) / 153)
+  local d = doy - floor((153 * mp + 2) / 5) + 1
+  local m = mp < 10 and mp + 3 or mp - 9
+  if m <= 2 then y = y + 1 end
+  return y, m, d
+end
+
+local function days_in_month(y, m)
+  if m == 2 then
+    local leap = (y % 4 == 0 and y % 100 ~= 0) or y % 400 == 0
+    return leap and 29 or 28
+  end
+  return (m == 4 or m == 6 or m == 9 or m == 11) and 30 or 31
+end
+
+-- Parses "YYYY-MM-DD" or "YYYY-MM-DDTHH:MM[:SS[.fff]][Z|+HH:MM|-HH:MM]" (a missing zone means UTC).
+-- Returns unix seconds (fractions kept) or nil.
+function M.parse(s)
+  if type(s) ~= "string" then return nil end
+  local y, mo, d, rest = s:match("^(%d%d%d%d)%-(%d%d)%-(%d%d)(.*)$")
+  if not y then return nil end
+  y, mo, d = tonumber(y), tonumber(mo), tonumber(d)
+  if mo < 1 or mo > 12 or d < 1 or d > days_in_month(y, mo) then return nil end
+  local h, mi, sec, offset = 0, 0, 0, 0
+  if rest ~= "" then
+    local hh, mm, tail = rest:match("^[Tt ](%d%d):(%d%d)(.*)$")
+    if not hh then return nil end
+    h, mi = tonumber(hh), tonumber(mm)
+    local ss, tail2 = tail:match("^:(%d%d)(.*)$")
+    if ss then
+      sec = tonumber(ss)
+      tail = tail2
+      local frac, tail3 = tail:match("^([.,]%d+)(.*)$")
+      if frac then
+        sec = sec + tonumber("0." .. frac:sub(2))
+        tail = tail3
+      end
+    end
+    if tail == "Z" or tail == "z" or tail == "" then
+      offset = 0
+    else
+      local sign, oh, om = tail:match("^([+-])(%d%d):?(%d%d)$")
+      if not sign then return nil end
+      offset = (tonumber(oh) * 60 + tonumber(om)) * 60
+      if sign == "-" then offset = -offset end
+    end
+    if h > 23 or mi > 59 or sec >= 61 then return nil end
+  end
+  return days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec - offset
+end
+
+function M.format(t)
+  t = floor(t)
+  local days = floor(t / 86400)
+  local secs = t - days * 86400
+  local y, m, d = civil_from_days(days)
+  return string.format("%04d-%02d-%02dT%02d:%02d:%02dZ", y, m, d,
+    floor(secs / 3600), floor(secs % 3600 / 60), secs % 60)
+end
+
+local MONDAY_1970 = 4 * 86400 -- 1970-01-01 was a Thursday
+local BUCKET = { hour = 3600, day = 86400, week = 7 * 86400 }
+
+-- Start of the UTC bucket holding t; weeks start Monday 00:00Z.
+function M.bucket(t, interval)
+  local size = BUCKET[interval]
+  if interval == "week" then
+    return floor((t - MONDAY_1970) / size) * size + MONDAY_1970
+  end
+  return floor(t / size) * size
+end
+
+M.days_from_civil = days_from_civil
+return M
