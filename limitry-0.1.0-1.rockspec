@@ -1,0 +1,38 @@
+rockspec_format = "3.0"
+package = "limitry"
+version = "0.1.0-1"
+source = {
+   url = "git+https://github.com/limitry/limitry-lua.git",
+   tag = "v0.1.0",
+}
+description = {
+   summary = "Lua client for Limitry's usage analytics API (C core on libcurl)",
+   detailed = [[
+      limitry.new(key):usage():get_summary{ start_date = ..., end_date = ... } returns plain Lua
+      tables. A small C core (limitry.core) does HTTP with libcurl and decodes JSON with integers
+      kept as integers; the Lua facade owns the API, argument checks and retries.
+   ]],
+   homepage = "https://github.com/limitry/limitry-lua",
+   license = "MIT",
+}
+dependencies = {
+   "lua >= 5.1, < 5.5",
+}
+external_dependencies = {
+   CURL = { header = "curl/curl.h", library = "curl" },
+}
+build = {
+   type = "builtin",
+   modules = {
+      ["limitry"] = "lua/limitry/init.lua",
+      ["limitry.errors"] = "lua/limitry/errors.lua",
+      ["limitry.protocol"] = "lua/limitry/protocol.lua",
+      ["limitry.core"] = {
+         sources = { "src/core.c", "src/request.c", "src/multi.c", "src/json.c", "src/buffer.c" },
+         libraries = { "curl" },
+         incdirs = { "$(CURL_INCDIR)" },
+         libdirs = { "$(CURL_LIBDIR)" },
+         defines = { "_POSIX_C_SOURCE=200809L" },
+      },
+   },
+}

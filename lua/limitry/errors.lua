@@ -1,0 +1,85 @@
+-- The error value of every runtime failure: a table with a name in the family
+--   LimitryError > { APIError > { AuthenticationError, RateLimitError },
+--                    NetworkError > TimeoutError, DecodeError }
+-- and tostring(err) == the message string returned beside it.
+local M = {}
+
+local PARENT = {
+  APIError = "LimitryError",
+  AuthenticationError = "APIError",
+  RateLimitError = "APIError",
+  NetworkError = "LimitryError",
+  TimeoutError = "NetworkError",
+  DecodeError = "LimitryError",
+}
+M.PARENT = PARENT
+
+local Error = {}
+Error.__index = Error
+Error.__tostring = function(e) return e.msg end
+M.Error = Error
+
+-- True when e's name is `name` or descends from it.
+function Error:is(name)
+  local n = self.name
+  while n do
+    if n == name then return true end
+    n = PARENT[n]
+  end
+  return false
+end
+
+-- Replaces every occurrence of secret in s (plain text, not a pattern).
+local function redact(s, secret)
+  if type(s) ~= "string" or not secret or secret == "" then return s end
+  local out, start = {}, 1
+  while true do
+    local i, j = s:find(secret, start, true)
+    if not i then break end
+    out[#out + 1] = s:sub(start, i - 1)
+    out[#out + 1] = "[REDACTED]"
+    start = j + 1
+  end
+  if start == 1 then return s end
+  out[#out + 1] = s:sub(start)
+  return table.concat(out)
+end
+
+local function redact_deep(v, secret, depth)
+  if type(v) == "string" then return redact(v, secret) end
+  if type(v) ~= "table" or depth > 20 then return v end
+  local copy = {}
+  for k, x in pairs(v) do copy[redact_deep(k, secret, depth + 1)] = redact_deep(x, secret, depth + 1) end
+  return copy
+end
+
+-- fields: name (required), message, status, response, retry_after, headers, curl_code...
+-- The message text is composed here so every failure reads the same way:
+--   "<name>: <message> (HTTP <status>, <n> attempts)"
+function M.new(fields, secret)
+  local e = setmetatable({}, Error)
+  for k, v in pairs(fields) do e[k] = redact_deep(v, secret, 0) end
+  e.message = e.message or e.name
+  return e
+end
+
+-- Fills in attempts and the final message; called once the retry loop has given up.
+-- `host` (host:port) is named for transport failures, where the status cannot tell which server.
+function M.finish(e, attempts, host)
+  e.attempts = attempts
+  local detail = {}
+  if e.status then detail[#detail + 1] = "HTTP " .. e.status end
+  if e.kind and host then detail[#detail + 1] = host end
+  if attempts and attempts > 1 then detail[#detail + 1] = attempts .. " attempts" end
+  e.msg = e.name .. ": " .. e.message .. (#detail > 0 and (" (" .. table.concat(detail, ", ") .. ")") or "")
+  return e
+end
+
+-- Gives a plain table (one that crossed a thread boundary) its methods back.
+function M.restore(t)
+  return setmetatable(t, Error)
+end
+
+function M.is_error(v) return getmetatable(v) == Error end
+
+return M

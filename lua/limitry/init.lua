@@ -1,0 +1,212 @@
+-- limitry: the Lua client for Limitry's usage API.
+--   local client = limitry.new(key | options)
+--   local s, msg, err = client:usage():get_summary{ start_date = ..., end_date = ... }
+-- The C core (limitry.core) does HTTP and JSON; this facade owns defaults, argument checks,
+-- retries and the shape of the API.
+local core = require "limitry.core"
+local errors = require "limitry.errors"
+local protocol = require "limitry.protocol"
+
+local limitry = {
+  VERSION = "0.1.0",
+  DEFAULT_BASE_URL = "https://api.limitry.com/v1",
+  null = core.null,
+  is_error = errors.is_error,
+}
+
+local DEFAULTS = {
+  timeout = 30,              -- seconds per attempt (connect + transfer)
+  connect_timeout = 10,      -- seconds
+  max_retries = 2,
+  backoff = 0.5,             -- seconds before the first retry; doubles each time
+  max_backoff = 8,           -- seconds
+  max_retry_after = 60,      -- seconds: a longer Retry-After fails at once instead of sleeping
+  max_response_size = 16 * 1024 * 1024, -- bytes (a year of hourly buckets is under 2 MiB)
+  ssl_verify = true,
+}
+
+local OPTION_TYPES = {
+  api_key = "string", base_url = "string", timeout = "number", connect_timeout = "number",
+  max_retries = "number", backoff = "number", max_backoff = "number", max_retry_after = "number",
+  max_response_size = "number", headers = "table", ca_file = "string", ca_path = "string",
+  proxy = "string", no_proxy = "string", ssl_verify = "boolean",
+}
+
+-- The key lives only here, never in a field of the client, so printing a client cannot show it.
+local secrets = setmetatable({}, { __mode = "k" })
+
+local Client = {}
+Client.__index = Client
+Client.__tostring = function(c) return "limitry.client (" .. c.base_url .. ")" end
+Client.__close = function(c) c:close() end
+
+local Usage = {}
+Usage.__index = Usage
+
+local function raise(msg) error("limitry.new: " .. msg, 0) end
+
+local function has_control(s) return s:find("[%z\1-\31\127]") ~= nil end
+
+local function check_options(opts)
+  for k, v in pairs(opts) do
+    local want = OPTION_TYPES[k]
+    if not want then
+      local names = {}
+      for name in pairs(OPTION_TYPES) do names[#names + 1] = name end
+      table.sort(names)
+      raise("unknown option '" .. tostring(k) .. "' (allowed: " .. table.concat(names, ", ") .. ")")
+    end
+    if type(v) ~= want then raise("option '" .. k .. "' must be a " .. want .. " (got " .. type(v) .. ")") end
+  end
+  for _, k in ipairs { "timeout", "connect_timeout", "max_response_size" } do
+    if opts[k] and not (opts[k] > 0 and opts[k] < math.huge) then raise(k .. " must be a positive number") end
+  end
+  for _, k in ipairs { "backoff", "max_backoff", "max_retry_after" } do
+    if opts[k] and not (opts[k] >= 0 and opts[k] < math.huge) then raise(k .. " must be a non-negative number") end
+  end
+  if opts.max_retries and (opts.max_retries < 0 or opts.max_retries % 1 ~= 0 or opts.max_retries > 100) then
+    raise("max_retries must be a whole number from 0 to 100")
+  end
+end
+
+local function user_agent()
+  local lua = jit and jit.version or _VERSION
+  return "limitry-lua/" .. limitry.VERSION .. " (" .. lua .. "; libcurl/" .. core.curl_version .. ")"
+end
+
+local function build_headers(key, extra)
+  local list = {
+    "Authorization: Bearer " .. key,
+    "Accept: application/json",
+  }
+  local ua = user_agent()
+  if extra then
+    local names = {}
+    for name in pairs(extra) do names[#names + 1] = name end
+    table.sort(names, function(a, b) return tostring(a) < tostring(b) end)
+    for _, name in ipairs(names) do
+      local value = extra[name]
+      if type(name) ~= "string" or not name:find("^[%w!#$%%&'*+%-.^_`|~]+$") then
+        raise("headers: '" .. tostring(name) .. "' is not a valid header name")
+      end
+      if type(value) ~= "string" or has_control(value) then
+        raise("headers: the value of '" .. name .. "' must be a string without control characters")
+      end
+      local lower = name:lower()
+      if lower == "authorization" then
+        raise("headers: set the key with api_key, not an Authorization header")
+      elseif lower == "user-agent" then
+        ua = ua .. " " .. value
+      else
+        list[#list + 1] = name .. ": " .. value
+      end
+    end
+  end
+  list[#list + 1] = "User-Agent: " .. ua
+  return list
+end
+
+-- limitry.new(key) or limitry.new{ api_key = ..., base_url = ..., ... }
+function limitry.new(arg)
+  local opts
+  if type(arg) == "string" then
+    opts = { api_key = arg }
+  elseif type(arg) == "table" then
+    opts = {}
+    for k, v in pairs(arg) do opts[k] = v end
+  elseif arg == nil then
+    opts = {}
+  else
+    raise("expected an API key string or an options table (got " .. type(arg) .. ")")
+  end
+  check_options(opts)
+  local key = opts.api_key or os.getenv("LIMITRY_API_KEY")
+  if key == nil or key == "" then
+    raise("api_key is required: pass limitry.new(key) or set LIMITRY_API_KEY")
+  end
+  if has_control(key) or key:find("%s") then
+    raise("api_key must not contain spaces or control characters (CR, LF, ...)")
+  end
+  local base_url = opts.base_url or os.getenv("LIMITRY_BASE_URL") or limitry.DEFAULT_BASE_URL
+  if not base_url:find("^[hH][tT][tT][pP][sS]?://[^/%s]+") or has_control(base_url) or base_url:find("[%s?#]") then
+    raise("base_url must be an http:// or https:// URL without query or fragment, such as " .. limitry.DEFAULT_BASE_URL)
+  end
+  base_url = base_url:gsub("/+$", "")
+
+  local c = setmetatable({ base_url = base_url }, Client)
+  c._host = base_url:match("^%a+://([^/]+)")
+  for k, v in pairs(DEFAULTS) do c[k] = v end
+  for k, v in pairs(opts) do
+    if k ~= "api_key" and k ~= "headers" then c[k] = v end
+  end
+  secrets[c] = { key = key, headers = build_headers(key, opts.headers) }
+  c._usage = setmetatable({ client = c }, Usage)
+  return c
+end
+
+-- The options table handed to the C core for one attempt.
+function Client:_request_options(path)
+  return {
+    url = self.base_url .. path,
+    headers = secrets[self].headers,
+    timeout_ms = math.floor(self.timeout * 1000 + 0.5),
+    connect_timeout_ms = math.floor(self.connect_timeout * 1000 + 0.5),
+    max_body = self.max_response_size,
+    verify = self.ssl_verify,
+    ca_file = self.ca_file,
+    ca_path = self.ca_path,
+    proxy = self.proxy,
+    no_proxy = self.no_proxy,
+  }
+end
+
+function Client:_secret() return secrets[self] and secrets[self].key end
+
+function Client:_handle()
+  if self.closed then error("limitry: this client is closed", 3) end
+  if not self.handle then self.handle = core.new() end
+  return self.handle
+end
+
+-- One call with retries, blocking. Returns the result, or nil, msg, err.
+function Client:_call(shape, path)
+  local handle = self:_handle()
+  local opts = self:_request_options(path)
+  local secret = self:_secret()
+  local attempt = 0
+  while true do
+    attempt = attempt + 1
+    local res, err = protocol.interpret(shape, secret, handle:request(opts))
+    if res ~= nil then return res end
+    local delay = protocol.retry_delay(err, attempt, self)
+    if not delay then
+      errors.finish(err, attempt, self._host)
+      return nil, err.msg, err
+    end
+    core.sleep(delay)
+  end
+end
+
+-- The usage object; the same one on every call.
+function Client:usage() return self._usage end
+
+-- Frees the connection and its libcurl handle; safe to call more than once.
+function Client:close()
+  if self.handle then self.handle:close() end
+  self.handle = nil
+  self.closed = true
+end
+
+for name, call in pairs(protocol.CALLS) do
+  Usage[name] = function(self, ...)
+    if getmetatable(self) ~= Usage then
+      error("limitry: call it as usage:" .. name .. "(...) with a colon", 2)
+    end
+    local path = protocol.build_query(name, ...)
+    return self.client:_call(call.shape, path)
+  end
+end
+
+limitry.Client = Client
+limitry.Usage = Usage
+return limitry

@@ -1,0 +1,224 @@
+-- What the three usage calls send and what their answers mean. Pure functions, shared by the
+-- blocking path, the async path and the OpenResty path.
+local core = require "limitry.core"
+local errors = require "limitry.errors"
+
+local M = {}
+
+M.GROUP_BY = { "model", "customer_id", "event_type", "provider" }
+M.INTERVALS = { "hour", "day", "week" }
+local METRICS = { "totalEvents", "totalTokens", "totalInputTokens", "totalOutputTokens", "totalCostCents" }
+M.METRICS = METRICS
+
+-- Each call: its path, the parameter that comes before the dates (if any) and its wire name.
+M.CALLS = {
+  get_summary = { path = "/usage", shape = "summary" },
+  get_breakdown = { path = "/usage/breakdown", lead = "group_by", wire = "groupBy", allowed = M.GROUP_BY, shape = "breakdown" },
+  get_timeseries = { path = "/usage/timeseries", lead = "interval", wire = "interval", allowed = M.INTERVALS, shape = "timeseries" },
+}
+local FILTERS = { { "customer_id", "customerId" }, { "event_type", "eventType" }, { "model", "model" } }
+
+local function raise(fn, msg) error("usage:" .. fn .. ": " .. msg, 0) end
+
+local function has_control(s) return s:find("[%z\1-\31\127]") ~= nil end
+
+local function quote_list(list) return "'" .. table.concat(list, "', '") .. "'" end
+
+local function check_date(fn, name, v)
+  if type(v) == "number" then
+    if v ~= v or v == math.huge or v == -math.huge or v < 0 then
+      raise(fn, name .. " must be a finite, non-negative unix time in seconds")
+    end
+    return os.date("!%Y-%m-%dT%H:%M:%SZ", math.floor(v))
+  end
+  if type(v) ~= "string" then
+    raise(fn, name .. " is required: an ISO 8601 string such as '2024-01-01T00:00:00Z' or unix seconds (got " .. type(v) .. ")")
+  end
+  if not v:find("^%d%d%d%d%-%d%d%-%d%d") or has_control(v) then
+    raise(fn, name .. " must be an ISO 8601 date-time such as '2024-01-01T00:00:00Z'")
+  end
+  return v
+end
+
+local function check_filter(fn, name, v)
+  if v == nil then return nil end
+  if type(v) ~= "string" or v == "" then
+    raise(fn, name .. " must be a non-empty string (got " .. (v == "" and "an empty string" or type(v)) .. ")")
+  end
+  if has_control(v) then raise(fn, name .. " must not contain control characters") end
+  return v
+end
+
+local function percent_encode(s)
+  return (s:gsub("[^%w%-%._~]", function(c) return string.format("%%%02X", c:byte()) end))
+end
+M.percent_encode = percent_encode
+
+-- Normalises the arguments of a call (table form or the positional form of the Python SDK) into
+-- the query string. Raises on any argument error, before anything is sent.
+function M.build_query(fn, ...)
+  local call = M.CALLS[fn]
+  local params
+  local n = select("#", ...)
+  local first = ...
+  if type(first) == "table" and n == 1 then
+    params = first
+  else
+    local args = { ... }
+    local i = 1
+    params = {}
+    if call.lead then
+      params[call.lead] = args[i]
+      i = i + 1
+    end
+    params.start_date, params.end_date = args[i], args[i + 1]
+    local opts = args[i + 2]
+    if opts ~= nil then
+      if type(opts) ~= "table" then raise(fn, "the options after end_date must be a table (customer_id, event_type, model)") end
+      for k, v in pairs(opts) do
+        if params[k] ~= nil then raise(fn, "option '" .. tostring(k) .. "' is also given as a positional argument") end
+        params[k] = v
+      end
+    end
+    if n > i + 2 then raise(fn, "too many arguments (expected " .. (call.lead and call.lead .. ", " or "") .. "start_date, end_date [, options])") end
+  end
+
+  local allowed = { start_date = true, end_date = true, customer_id = true, event_type = true, model = true }
+  if call.lead then allowed[call.lead] = true end
+  for k in pairs(params) do
+    if not allowed[k] then
+      local names = {}
+      for a in pairs(allowed) do names[#names + 1] = a end
+      table.sort(names)
+      raise(fn, "unknown parameter '" .. tostring(k) .. "' (allowed: " .. table.concat(names, ", ") .. ")")
+    end
+  end
+
+  local q = {}
+  if call.lead then
+    local v = params[call.lead]
+    local ok = false
+    for _, a in ipairs(call.allowed) do if v == a then ok = true end end
+    if not ok then
+      raise(fn, call.lead .. " must be one of " .. quote_list(call.allowed) ..
+        (v == nil and " (missing)" or " (got " .. (type(v) == "string" and "'" .. v .. "'" or type(v)) .. ")"))
+    end
+    q[#q + 1] = call.wire .. "=" .. v
+  end
+  q[#q + 1] = "startDate=" .. percent_encode(check_date(fn, "start_date", params.start_date))
+  q[#q + 1] = "endDate=" .. percent_encode(check_date(fn, "end_date", params.end_date))
+  for _, f in ipairs(FILTERS) do
+    local v = check_filter(fn, f[1], params[f[1]])
+    if v then q[#q + 1] = f[2] .. "=" .. percent_encode(v) end
+  end
+  return call.path .. "?" .. table.concat(q, "&")
+end
+
+local function is_metrics(t)
+  if type(t) ~= "table" then return false, "is not an object" end
+  for _, m in ipairs(METRICS) do
+    if type(t[m]) ~= "number" then return false, "lacks the number " .. m end
+  end
+  return true
+end
+
+local function check_rows(doc, extra, extra_kind, required)
+  if type(doc) ~= "table" or type(doc.data) ~= "table" then return false, "lacks the array 'data'" end
+  local n = #doc.data
+  for k in pairs(doc.data) do
+    if type(k) ~= "number" or k < 1 or k > n or k % 1 ~= 0 then return false, "has a 'data' that is not an array" end
+  end
+  for i = 1, n do
+    local row = doc.data[i]
+    local ok, why = is_metrics(row)
+    if not ok then return false, "data[" .. i .. "] " .. why end
+    local v = row[extra]
+    if (v == nil and required) or (v ~= nil and type(v) ~= extra_kind) then
+      return false, "data[" .. i .. "]." .. extra .. " is not a " .. extra_kind
+    end
+  end
+  return true
+end
+
+local SHAPES = {
+  summary = is_metrics,
+  breakdown = function(doc) return check_rows(doc, "dimension", "string", false) end,
+  timeseries = function(doc) return check_rows(doc, "timestamp", "string", true) end,
+}
+
+local function header_number(headers, name)
+  local v = headers and headers[name]
+  return v and tonumber((v:match("^%s*(%d+%.?%d*)%s*$"))) or nil
+end
+
+-- Turns one transfer's outcome into a result or an error value (not yet finished: attempts are
+-- filled in by the retry loop). `shape` names the expected 2xx body. The last three arguments
+-- are what handle:request returned after its status: headers, body on an answer, or kind,
+-- message, curl_code on a transport failure (status nil).
+function M.interpret(shape, secret, status, headers, body, curl_code)
+  if status == nil then
+    return nil, M.transport_error(headers, body, curl_code, secret)
+  end
+  if status >= 200 and status < 300 then
+    local doc, why = core.decode(body)
+    if doc == nil then
+      return nil, errors.new({ name = "DecodeError", status = status, headers = headers,
+        message = "response is not JSON (" .. why .. ")" }, secret)
+    end
+    local ok, bad = SHAPES[shape](doc)
+    if not ok then
+      return nil, errors.new({ name = "DecodeError", status = status, headers = headers,
+        message = "response is not a " .. shape .. ": it " .. bad, response = doc }, secret)
+    end
+    return doc
+  end
+  local response = core.decode(body)
+  if type(response) ~= "table" then response = nil end
+  local message = response and type(response.error) == "string" and response.error
+  if not message then
+    local ctype = headers["content-type"] or "no content type"
+    message = (#body == 0) and "empty error body" or ("non-JSON error body (" .. ctype .. ")")
+  end
+  local name = "APIError"
+  if status == 401 or status == 403 then
+    name = "AuthenticationError"
+  elseif status == 429 then
+    name = "RateLimitError"
+  elseif status >= 300 and status < 400 then
+    message = "unexpected redirect" .. (headers.location and (" to " .. headers.location) or "") ..
+      "; redirects are not followed (check base_url)"
+  end
+  return nil, errors.new({
+    name = name, status = status, message = message, response = response, headers = headers,
+    retry_after = header_number(headers, "retry-after"),
+    rate_limit = headers["x-ratelimit-limit"] and {
+      limit = header_number(headers, "x-ratelimit-limit"),
+      remaining = header_number(headers, "x-ratelimit-remaining"),
+      reset = header_number(headers, "x-ratelimit-reset"),
+    } or nil,
+  }, secret)
+end
+
+local KIND_NAME = { timeout = "TimeoutError", network = "NetworkError", tls = "NetworkError",
+  decode = "DecodeError", too_large = "DecodeError", memory = "NetworkError", usage = "NetworkError" }
+
+function M.transport_error(kind, text, curl_code, secret)
+  return errors.new({ name = KIND_NAME[kind] or "NetworkError", kind = kind, message = text,
+    curl_code = curl_code }, secret)
+end
+
+-- nil when err must not be retried after `attempt` tries, else the seconds to wait first.
+function M.retry_delay(err, attempt, policy)
+  if attempt > policy.max_retries then return nil end
+  local retryable = err.kind == "network" or err.kind == "timeout"
+    or err.status == 429 or (err.status and err.status >= 500)
+  if not retryable then return nil end
+  if err.status == 429 and err.retry_after then
+    if err.retry_after > policy.max_retry_after then return nil end
+    return err.retry_after
+  end
+  local cap = math.min(policy.max_backoff, policy.backoff * 2 ^ (attempt - 1))
+  return cap / 2 + math.random() * cap / 2
+end
+
+return M

@@ -1,0 +1,197 @@
+-- limitry-local: start or stop the local Limitry-compatible server (nginx + its Lua module).
+--
+--   limitry-local start [--dir DIR] [--port N] [--key KEY] [--empty] [--faults]
+--   limitry-local stop  [--dir DIR]
+--
+-- `start` prints shell assignments (LIMITRY_BASE_URL, LIMITRY_API_KEY, LIMITRY_SERVER_PID,
+-- LIMITRY_SERVER_DIR) so that `eval "$(server/limitry-local start)"` configures the client.
+-- --port 0 (the default) picks a free port. Events live in DIR/data/events.jsonl; on the first
+-- start of a DIR the deterministic sample data is loaded unless --empty is given.
+-- --faults enables the test-only fault injection and request recording (see faults.lua).
+local socket = require "socket"
+
+local M = {}
+
+local function abspath(p)
+  if p:sub(1, 1) == "/" then return p end
+  local pwd = os.getenv("PWD") or io.popen("pwd"):read("*l")
+  return pwd .. "/" .. p
+end
+-- The folder holding this file (and lua/limitry_server).
+local here = abspath((debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$")) or ".")
+M.DEFAULT_KEY = "lm_local_test_key"
+M.INGEST_ONLY_KEY = "lm_local_ingest_only_key"
+
+
+local function die(msg) error("limitry-local: " .. msg, 0) end
+
+function M.parse_args(list)
+  local opts = { dir = ".limitry-local", port = 0, key = M.DEFAULT_KEY }
+  local i = 1
+  while i <= #list do
+    local a = list[i]
+    if a == "--dir" or a == "--port" or a == "--key" then
+      opts[a:sub(3)] = list[i + 1] or die(a .. " needs a value")
+      i = i + 2
+    elseif a == "--empty" or a == "--faults" then
+      opts[a:sub(3)] = true
+      i = i + 1
+    else
+      die("unknown argument " .. a .. " (see the header of this script)")
+    end
+  end
+  opts.port = tonumber(opts.port) or die("--port must be a number")
+  opts.dir = abspath(opts.dir)
+  if not opts.key:match("^[%w_%-%.]+$") then die("--key may hold letters, digits, '_', '-' and '.' only") end
+  return opts
+end
+
+local function free_port()
+  local s = assert(socket.bind("127.0.0.1", 0))
+  local _, port = s:getsockname()
+  s:close()
+  return tonumber(port)
+end
+
+local function write_file(path, text)
+  local f = assert(io.open(path, "w"))
+  f:write(text)
+  f:close()
+end
+
+local function read_pid(dir)
+  local f = io.open(dir .. "/logs/nginx.pid")
+  if not f then return nil end
+  local pid = tonumber(f:read("*l"))
+  f:close()
+  return pid
+end
+
+-- os.execute returns true/nil on 5.2+ and a status number on 5.1.
+local function run_ok(cmd)
+  local r = os.execute(cmd)
+  return r == true or r == 0
+end
+
+local function alive(pid) return run_ok("kill -0 " .. pid .. " 2>/dev/null") end
+
+local NGINX_CONF = [[
+load_module /usr/lib/nginx/modules/ndk_http_module.so;
+load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;
+%s
+worker_processes 1;
+daemon on;
+pid logs/nginx.pid;
+error_log logs/error.log notice;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path tmp/body;
+  proxy_temp_path tmp/proxy;
+  fastcgi_temp_path tmp/fastcgi;
+  uwsgi_temp_path tmp/uwsgi;
+  scgi_temp_path tmp/scgi;
+  client_max_body_size 16m;
+  client_body_buffer_size 16m;
+  keepalive_requests 100000;
+  keepalive_timeout 60s;
+  gzip on;
+  gzip_types application/json;
+  gzip_min_length 256;
+  lua_package_path "%s/lua/?.lua;;";
+  lua_shared_dict limitry_test 32m;
+  init_worker_by_lua_block {
+    require("limitry_server.api").init(dofile(ngx.config.prefix() .. "conf.lua"))
+  }
+  server {
+    listen 127.0.0.1:%d;
+    location / {
+      content_by_lua_block { require("limitry_server.api").handle() }
+    }
+  }
+}
+]]
+
+local function wait_ready(port, pid)
+  local deadline = socket.gettime() + 30
+  while socket.gettime() < deadline do
+    local c = socket.tcp()
+    c:settimeout(1)
+    if c:connect("127.0.0.1", port) then
+      c:send("GET /healthz HTTP/1.0\r\n\r\n")
+      local line = c:receive("*l")
+      c:close()
+      if line and line:match(" 200 ") then return true end
+    else
+      c:close()
+    end
+    if pid and not alive(pid) then return false end
+    socket.sleep(0.05)
+  end
+  return false
+end
+
+-- Starts nginx; returns { base_url, api_key, pid, dir, port }. Raises when it cannot.
+function M.start(opts)
+  opts = opts or {}
+  opts.dir = abspath(opts.dir or ".limitry-local")
+  opts.port = opts.port or 0
+  opts.key = opts.key or M.DEFAULT_KEY
+  local old = read_pid(opts.dir)
+  if old and alive(old) then die("a server is already running from " .. opts.dir .. " (pid " .. old .. ")") end
+  for _, d in ipairs { "", "/logs", "/tmp", "/data" } do
+    os.execute("mkdir -p '" .. opts.dir .. d .. "'")
+  end
+  local port = opts.port ~= 0 and opts.port or free_port()
+  local user = (io.popen("id -u"):read("*l") == "0") and "user root;" or ""
+  write_file(opts.dir .. "/nginx.conf", NGINX_CONF:format(user, here, port))
+  write_file(opts.dir .. "/conf.lua", string.format(
+    "return { data_dir = %q, sample = %s, faults = %s, keys = { [%q] = 'all', [%q] = 'ingest' } }\n",
+    opts.dir .. "/data", tostring(not opts.empty), tostring(opts.faults == true), opts.key, M.INGEST_ONLY_KEY))
+  os.remove(opts.dir .. "/logs/nginx.pid")
+  local cmd = string.format("nginx -q -p '%s/' -c nginx.conf -e logs/error.log", opts.dir)
+  if not run_ok(cmd) then die("nginx failed to start; see " .. opts.dir .. "/logs/error.log") end
+  local pid = read_pid(opts.dir)
+  if not wait_ready(port, pid) then
+    die("server did not become ready; see " .. opts.dir .. "/logs/error.log")
+  end
+  return { base_url = string.format("http://127.0.0.1:%d/v1", port), api_key = opts.key,
+    pid = read_pid(opts.dir), dir = opts.dir, port = port }
+end
+
+-- Stops the server started from dir, by the pid nginx wrote there.
+function M.stop(dir)
+  dir = abspath(dir or ".limitry-local")
+  local pid = read_pid(dir)
+  if not pid then die("no server pid in " .. dir .. "/logs/nginx.pid") end
+  os.execute("kill " .. pid .. " 2>/dev/null")
+  local deadline = socket.gettime() + 10
+  while alive(pid) and socket.gettime() < deadline do socket.sleep(0.05) end
+  if alive(pid) then os.execute("kill -9 " .. pid .. " 2>/dev/null") end
+  return pid
+end
+
+function M.main(argv)
+  local command = argv[1]
+  local rest = {}
+  for i = 2, #argv do rest[#rest + 1] = argv[i] end
+  local ok, err = pcall(function()
+    if command == "start" then
+      local info = M.start(M.parse_args(rest))
+      print("LIMITRY_BASE_URL=" .. info.base_url)
+      print("LIMITRY_API_KEY=" .. info.api_key)
+      print("LIMITRY_SERVER_PID=" .. tostring(info.pid))
+      print("LIMITRY_SERVER_DIR=" .. info.dir)
+    elseif command == "stop" then
+      print("stopped " .. M.stop(M.parse_args(rest).dir))
+    else
+      die("usage: limitry-local start|stop [--dir DIR] [--port N] [--key KEY] [--empty] [--faults]")
+    end
+  end)
+  if not ok then
+    io.stderr:write(tostring(err), "\n")
+    os.exit(1)
+  end
+end
+
+return M

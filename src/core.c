@@ -1,0 +1,167 @@
+/* limitry.core: the primitives under the Lua facade (lua/limitry/init.lua).
+ *   core.new()                 -> handle (one libcurl easy handle, reused for keep-alive)
+ *   handle:request(opts)       -> status, headers, body, connections_opened
+ *                              |  nil, kind, message, curl_code
+ *   handle:close()             frees everything; also __gc and (5.4) __close
+ *   handle:id()                -> a number naming the handle (for multi:next_done)
+ *   core.decode(json)          -> value | nil, message
+ *   core.sleep(seconds), core.now() (monotonic seconds), core.null, core.curl_version */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "compat.h"
+#include "json.h"
+#include "multi.h"
+#include "request.h"
+
+#define HANDLE_MT "limitry.handle"
+#define LIMITRY_CORE_VERSION "0.1.0"
+
+static int curl_ready = 0;
+
+/* Once per process, before any handle exists. Hosts that own libcurl set LIMITRY_NO_CURL_INIT. */
+static int ensure_curl_global(lua_State *L)
+{
+    if (!curl_ready) {
+        const char *skip = getenv("LIMITRY_NO_CURL_INIT");
+        if (skip == NULL || skip[0] == '\0') {
+            if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+                return luaL_error(L, "curl_global_init failed");
+        }
+        curl_ready = 1;
+    }
+    return 0;
+}
+
+static lm_request *check_handle(lua_State *L)
+{
+    lm_request *r = (lm_request *)luaL_checkudata(L, 1, HANDLE_MT);
+    if (r->easy == NULL)
+        luaL_error(L, "attempt to use a closed limitry handle");
+    return r;
+}
+
+static int handle_new(lua_State *L)
+{
+    /* The userdata exists before the easy handle, so an allocation error cannot leak it. */
+    lm_request *r = (lm_request *)lua_newuserdata(L, sizeof(lm_request));
+    memset(r, 0, sizeof(*r));
+    luaL_getmetatable(L, HANDLE_MT);
+    lua_setmetatable(L, -2);
+    if (lm_request_init(r) != 0)
+        return luaL_error(L, "curl_easy_init failed");
+    return 1;
+}
+
+static int handle_request(lua_State *L)
+{
+    lm_request *r = check_handle(L);
+    CURLcode code;
+    if (r->owner != NULL)
+        return luaL_error(L, "this handle is in flight on a multi handle");
+    lm_request_setup(L, r, 2);
+    code = curl_easy_perform(r->easy);
+    return lm_request_push_result(L, r, code);
+}
+
+static int handle_close(lua_State *L)
+{
+    lm_request *r = (lm_request *)luaL_checkudata(L, 1, HANDLE_MT);
+    lm_multi_detach(r);
+    lm_request_free(r);
+    return 0;
+}
+
+static int handle_id(lua_State *L)
+{
+    lm_request *r = check_handle(L);
+    lua_pushinteger(L, lm_request_id(r));
+    return 1;
+}
+
+static int handle_is_closed(lua_State *L)
+{
+    lm_request *r = (lm_request *)luaL_checkudata(L, 1, HANDLE_MT);
+    lua_pushboolean(L, r->easy == NULL);
+    return 1;
+}
+
+static int core_decode(lua_State *L)
+{
+    size_t len;
+    const char *s = luaL_checklstring(L, 1, &len);
+    char msg[128];
+    if (lm_json_decode(L, s, len, msg, sizeof msg))
+        return 1;
+    lua_pushnil(L);
+    lua_pushstring(L, msg);
+    return 2;
+}
+
+static int core_sleep(lua_State *L)
+{
+    lua_Number s = luaL_checknumber(L, 1);
+    struct timespec ts, rem;
+    if (!(s > 0))
+        return 0;
+    ts.tv_sec = (time_t)s;
+    ts.tv_nsec = (long)((s - (lua_Number)ts.tv_sec) * 1e9);
+    while (nanosleep(&ts, &rem) != 0 && errno == EINTR)
+        ts = rem;
+    return 0;
+}
+
+static int core_now(lua_State *L)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    lua_pushnumber(L, (lua_Number)ts.tv_sec + (lua_Number)ts.tv_nsec / 1e9);
+    return 1;
+}
+
+static const luaL_Reg handle_methods[] = {
+    {"request", handle_request},
+    {"close", handle_close},
+    {"is_closed", handle_is_closed},
+    {"id", handle_id},
+    {NULL, NULL},
+};
+
+static const luaL_Reg core_functions[] = {
+    {"new", handle_new},
+    {"decode", core_decode},
+    {"sleep", core_sleep},
+    {"now", core_now},
+    {NULL, NULL},
+};
+
+int luaopen_limitry_core(lua_State *L)
+{
+    ensure_curl_global(L);
+    /* luaL_newmetatable returns the existing table when re-required: no duplicate state. */
+    luaL_newmetatable(L, HANDLE_MT);
+    lua_newtable(L);
+    luaL_setfuncs(L, handle_methods, 0);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, handle_close);
+    lua_setfield(L, -2, "__gc");
+#if LUA_VERSION_NUM >= 504
+    lua_pushcfunction(L, handle_close);
+    lua_setfield(L, -2, "__close");
+#endif
+    lua_pushliteral(L, "limitry.handle");
+    lua_setfield(L, -2, "__name");
+    lua_pop(L, 1);
+
+    luaL_newlib(L, core_functions);
+    lm_multi_register(L);
+    lm_json_pushnull(L);
+    lua_setfield(L, -2, "null");
+    lua_pushliteral(L, LIMITRY_CORE_VERSION);
+    lua_setfield(L, -2, "version");
+    lua_pushstring(L, curl_version_info(CURLVERSION_NOW)->version);
+    lua_setfield(L, -2, "curl_version");
+    return 1;
+}

@@ -1,0 +1,362 @@
+/* A small strict JSON decoder (RFC 8259) producing plain Lua values:
+ * integers stay integers on 5.3+ (lua-cjson 2.1.0 makes them floats), null object members are
+ * left out, null array elements and a top-level null become lightuserdata(NULL) (== cjson.null).
+ * It allocates no C memory, so an error raised inside (a longjmp) cannot leak: it runs under
+ * lua_pcall and malformed input becomes a message, not an exception. */
+#include <errno.h>
+#include <locale.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "compat.h"
+#include "json.h"
+
+#define MAX_DEPTH 200
+
+typedef struct {
+    const char *s;
+    const char *p;
+    const char *end;
+    int depth;
+} parser;
+
+static void value(lua_State *L, parser *ps);
+
+static int fail(lua_State *L, parser *ps, const char *what)
+{
+    return luaL_error(L, "%s at byte %d", what, (int)(ps->p - ps->s) + 1);
+}
+
+static void skip_ws(parser *ps)
+{
+    while (ps->p < ps->end && (*ps->p == ' ' || *ps->p == '\t' || *ps->p == '\n' || *ps->p == '\r'))
+        ps->p++;
+}
+
+static int hex4(lua_State *L, parser *ps)
+{
+    int i, v = 0;
+    if (ps->end - ps->p < 4)
+        fail(L, ps, "truncated \\u escape");
+    for (i = 0; i < 4; i++) {
+        char c = *ps->p++;
+        v <<= 4;
+        if (c >= '0' && c <= '9') v |= c - '0';
+        else if (c >= 'a' && c <= 'f') v |= c - 'a' + 10;
+        else if (c >= 'A' && c <= 'F') v |= c - 'A' + 10;
+        else fail(L, ps, "invalid \\u escape");
+    }
+    return v;
+}
+
+static void add_utf8(luaL_Buffer *b, unsigned long cp)
+{
+    if (cp < 0x80) {
+        luaL_addchar(b, (char)cp);
+    } else if (cp < 0x800) {
+        luaL_addchar(b, (char)(0xC0 | (cp >> 6)));
+        luaL_addchar(b, (char)(0x80 | (cp & 0x3F)));
+    } else if (cp < 0x10000) {
+        luaL_addchar(b, (char)(0xE0 | (cp >> 12)));
+        luaL_addchar(b, (char)(0x80 | ((cp >> 6) & 0x3F)));
+        luaL_addchar(b, (char)(0x80 | (cp & 0x3F)));
+    } else {
+        luaL_addchar(b, (char)(0xF0 | (cp >> 18)));
+        luaL_addchar(b, (char)(0x80 | ((cp >> 12) & 0x3F)));
+        luaL_addchar(b, (char)(0x80 | ((cp >> 6) & 0x3F)));
+        luaL_addchar(b, (char)(0x80 | (cp & 0x3F)));
+    }
+}
+
+static void string_value(lua_State *L, parser *ps)
+{
+    luaL_Buffer b;
+    const char *run;
+    ps->p++; /* opening quote */
+    luaL_buffinit(L, &b);
+    run = ps->p;
+    for (;;) {
+        unsigned char c;
+        if (ps->p >= ps->end)
+            fail(L, ps, "unterminated string");
+        c = (unsigned char)*ps->p;
+        if (c == '"') {
+            luaL_addlstring(&b, run, (size_t)(ps->p - run));
+            ps->p++;
+            break;
+        }
+        if (c < 0x20)
+            fail(L, ps, "control character in string");
+        if (c != '\\') {
+            ps->p++;
+            continue;
+        }
+        luaL_addlstring(&b, run, (size_t)(ps->p - run));
+        ps->p++;
+        if (ps->p >= ps->end)
+            fail(L, ps, "unterminated string");
+        switch (*ps->p++) {
+        case '"': luaL_addchar(&b, '"'); break;
+        case '\\': luaL_addchar(&b, '\\'); break;
+        case '/': luaL_addchar(&b, '/'); break;
+        case 'b': luaL_addchar(&b, '\b'); break;
+        case 'f': luaL_addchar(&b, '\f'); break;
+        case 'n': luaL_addchar(&b, '\n'); break;
+        case 'r': luaL_addchar(&b, '\r'); break;
+        case 't': luaL_addchar(&b, '\t'); break;
+        case 'u': {
+            unsigned long cp = (unsigned long)hex4(L, ps);
+            if (cp >= 0xD800 && cp <= 0xDBFF) {
+                unsigned long lo;
+                if (ps->end - ps->p < 6 || ps->p[0] != '\\' || ps->p[1] != 'u')
+                    fail(L, ps, "unpaired surrogate in \\u escape");
+                ps->p += 2;
+                lo = (unsigned long)hex4(L, ps);
+                if (lo < 0xDC00 || lo > 0xDFFF)
+                    fail(L, ps, "unpaired surrogate in \\u escape");
+                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+            } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
+                fail(L, ps, "unpaired surrogate in \\u escape");
+            }
+            add_utf8(&b, cp);
+            break;
+        }
+        default:
+            ps->p--;
+            fail(L, ps, "invalid escape");
+        }
+        run = ps->p;
+    }
+    luaL_pushresult(&b);
+}
+
+static int is_digit(const parser *ps)
+{
+    return ps->p < ps->end && *ps->p >= '0' && *ps->p <= '9';
+}
+
+static void number_value(lua_State *L, parser *ps)
+{
+    const char *start = ps->p;
+    int integral = 1;
+    char text[64];
+    size_t n;
+    char *endp;
+    double d;
+
+    if (*ps->p == '-')
+        ps->p++;
+    if (!is_digit(ps))
+        fail(L, ps, "invalid number");
+    if (*ps->p == '0') {
+        ps->p++;
+        if (is_digit(ps))
+            fail(L, ps, "leading zero in number");
+    } else {
+        while (is_digit(ps))
+            ps->p++;
+    }
+    if (ps->p < ps->end && *ps->p == '.') {
+        integral = 0;
+        ps->p++;
+        if (!is_digit(ps))
+            fail(L, ps, "invalid number");
+        while (is_digit(ps))
+            ps->p++;
+    }
+    if (ps->p < ps->end && (*ps->p == 'e' || *ps->p == 'E')) {
+        integral = 0;
+        ps->p++;
+        if (ps->p < ps->end && (*ps->p == '+' || *ps->p == '-'))
+            ps->p++;
+        if (!is_digit(ps))
+            fail(L, ps, "invalid number");
+        while (is_digit(ps))
+            ps->p++;
+    }
+    n = (size_t)(ps->p - start);
+#if LM_HAS_INTEGERS
+    if (integral) {
+        /* Accumulate as a negative number so that the most negative integer fits too. */
+        lua_Integer v = 0;
+        const lua_Integer min = LUA_MININTEGER;
+        const char *q = start + (*start == '-');
+        int overflow = 0;
+        for (; q < ps->p; q++) {
+            int digit = *q - '0';
+            if (v < (min + digit) / 10) {
+                overflow = 1;
+                break;
+            }
+            v = v * 10 - digit;
+        }
+        if (!overflow && (*start == '-' || v != min)) {
+            lua_pushinteger(L, *start == '-' ? v : -v);
+            return;
+        }
+    }
+#else
+    (void)integral;
+#endif
+    if (n >= sizeof(text))
+        n = sizeof(text) - 1; /* digits past 63 cannot change a double */
+    memcpy(text, start, n);
+    text[n] = '\0';
+    {
+        /* strtod follows the C locale's decimal point, which a host may have changed. */
+        const char *point = localeconv()->decimal_point;
+        if (point[0] != '.' && point[0] != '\0') {
+            char *dot = strchr(text, '.');
+            if (dot != NULL)
+                *dot = point[0];
+        }
+    }
+    errno = 0;
+    d = strtod(text, &endp);
+    lua_pushnumber(L, d);
+}
+
+static int literal(parser *ps, const char *word, size_t n)
+{
+    if ((size_t)(ps->end - ps->p) >= n && memcmp(ps->p, word, n) == 0) {
+        ps->p += n;
+        return 1;
+    }
+    return 0;
+}
+
+static void enter(lua_State *L, parser *ps)
+{
+    if (++ps->depth > MAX_DEPTH)
+        fail(L, ps, "nesting too deep");
+    luaL_checkstack(L, 4, "JSON nesting");
+}
+
+static void object_value(lua_State *L, parser *ps)
+{
+    enter(L, ps);
+    ps->p++;
+    lua_newtable(L);
+    skip_ws(ps);
+    if (ps->p < ps->end && *ps->p == '}') {
+        ps->p++;
+        ps->depth--;
+        return;
+    }
+    for (;;) {
+        skip_ws(ps);
+        if (ps->p >= ps->end || *ps->p != '"')
+            fail(L, ps, "expected a string key");
+        string_value(L, ps);
+        skip_ws(ps);
+        if (ps->p >= ps->end || *ps->p != ':')
+            fail(L, ps, "expected ':'");
+        ps->p++;
+        skip_ws(ps);
+        value(L, ps);
+        if (lua_islightuserdata(L, -1) && lua_touserdata(L, -1) == NULL)
+            lua_pop(L, 2); /* a null member is simply absent */
+        else
+            lua_rawset(L, -3);
+        skip_ws(ps);
+        if (ps->p < ps->end && *ps->p == ',') {
+            ps->p++;
+            continue;
+        }
+        if (ps->p < ps->end && *ps->p == '}') {
+            ps->p++;
+            break;
+        }
+        fail(L, ps, "expected ',' or '}'");
+    }
+    ps->depth--;
+}
+
+static void array_value(lua_State *L, parser *ps)
+{
+    int i = 0;
+    enter(L, ps);
+    ps->p++;
+    lua_newtable(L);
+    skip_ws(ps);
+    if (ps->p < ps->end && *ps->p == ']') {
+        ps->p++;
+        ps->depth--;
+        return;
+    }
+    for (;;) {
+        skip_ws(ps);
+        value(L, ps);
+        lua_rawseti(L, -2, ++i);
+        skip_ws(ps);
+        if (ps->p < ps->end && *ps->p == ',') {
+            ps->p++;
+            continue;
+        }
+        if (ps->p < ps->end && *ps->p == ']') {
+            ps->p++;
+            break;
+        }
+        fail(L, ps, "expected ',' or ']'");
+    }
+    ps->depth--;
+}
+
+static void value(lua_State *L, parser *ps)
+{
+    if (ps->p >= ps->end)
+        fail(L, ps, "unexpected end of input");
+    switch (*ps->p) {
+    case '{': object_value(L, ps); return;
+    case '[': array_value(L, ps); return;
+    case '"': string_value(L, ps); return;
+    case 't':
+        if (literal(ps, "true", 4)) { lua_pushboolean(L, 1); return; }
+        break;
+    case 'f':
+        if (literal(ps, "false", 5)) { lua_pushboolean(L, 0); return; }
+        break;
+    case 'n':
+        if (literal(ps, "null", 4)) { lm_json_pushnull(L); return; }
+        break;
+    default:
+        if (*ps->p == '-' || (*ps->p >= '0' && *ps->p <= '9')) {
+            number_value(L, ps);
+            return;
+        }
+    }
+    fail(L, ps, "unexpected character");
+}
+
+static int decode_protected(lua_State *L)
+{
+    parser *ps = (parser *)lua_touserdata(L, 1);
+    lua_settop(L, 0);
+    skip_ws(ps);
+    value(L, ps);
+    skip_ws(ps);
+    if (ps->p != ps->end)
+        fail(L, ps, "trailing characters");
+    return 1;
+}
+
+int lm_json_decode(lua_State *L, const char *s, size_t len, char *msg, size_t msgsize)
+{
+    parser ps;
+    int rc;
+    ps.s = s;
+    ps.p = s;
+    ps.end = s + len;
+    ps.depth = 0;
+    lua_pushcfunction(L, decode_protected);
+    lua_pushlightuserdata(L, &ps);
+    rc = lua_pcall(L, 1, 1, 0);
+    if (rc == 0)
+        return 1;
+    if (rc == LUA_ERRMEM)
+        lua_error(L); /* out of memory is not a property of the input */
+    snprintf(msg, msgsize, "%s", lua_isstring(L, -1) ? lua_tostring(L, -1) : "invalid JSON");
+    lua_pop(L, 1);
+    return 0;
+}

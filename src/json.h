@@ -1,0 +1,13 @@
+#ifndef LIMITRY_JSON_H
+#define LIMITRY_JSON_H
+
+#include "lua.h"
+
+/* Decodes s[0..len) and pushes the value. On malformed input pushes nothing, returns 0 and writes a
+ * message (with the byte offset) into msg. Raises only on out-of-memory. */
+int lm_json_decode(lua_State *L, const char *s, size_t len, char *msg, size_t msgsize);
+
+/* The value JSON null decodes to where it must be kept (arrays, the top level). */
+#define lm_json_pushnull(L) lua_pushlightuserdata((L), NULL)
+
+#endif
