@@ -1,6 +1,7 @@
 -- limitry-local: start or stop the local Limitry-compatible server (nginx + its Lua module).
 --
 --   limitry-local start [--dir DIR] [--port N] [--key KEY] [--empty] [--faults]
+--                       [--tls-cert FILE --tls-key FILE]
 --   limitry-local stop  [--dir DIR]
 --
 -- `start` prints shell assignments (LIMITRY_BASE_URL, LIMITRY_API_KEY, LIMITRY_SERVER_PID,
@@ -30,8 +31,8 @@ function M.parse_args(list)
   local i = 1
   while i <= #list do
     local a = list[i]
-    if a == "--dir" or a == "--port" or a == "--key" then
-      opts[a:sub(3)] = list[i + 1] or die(a .. " needs a value")
+    if a == "--dir" or a == "--port" or a == "--key" or a == "--tls-cert" or a == "--tls-key" then
+      opts[a:sub(3):gsub("-", "_")] = list[i + 1] or die(a .. " needs a value")
       i = i + 2
     elseif a == "--empty" or a == "--faults" then
       opts[a:sub(3)] = true
@@ -104,7 +105,7 @@ http {
     require("limitry_server.api").init(dofile(ngx.config.prefix() .. "conf.lua"))
   }
   server {
-    listen 127.0.0.1:%d;
+    listen 127.0.0.1:%d%s;
     location / {
       content_by_lua_block { require("limitry_server.api").handle() }
     }
@@ -112,12 +113,18 @@ http {
 }
 ]]
 
-local function wait_ready(port, pid)
+-- Plain HTTP: ready when /healthz answers 200 (the sample data is loaded by then).
+-- TLS: ready when the port accepts connections.
+local function wait_ready(port, pid, tls)
   local deadline = socket.gettime() + 30
   while socket.gettime() < deadline do
     local c = socket.tcp()
     c:settimeout(1)
     if c:connect("127.0.0.1", port) then
+      if tls then
+        c:close()
+        return true
+      end
       c:send("GET /healthz HTTP/1.0\r\n\r\n")
       local line = c:receive("*l")
       c:close()
@@ -144,7 +151,11 @@ function M.start(opts)
   end
   local port = opts.port ~= 0 and opts.port or free_port()
   local user = (io.popen("id -u"):read("*l") == "0") and "user root;" or ""
-  write_file(opts.dir .. "/nginx.conf", NGINX_CONF:format(user, here, port))
+  local tls = ""
+  if opts.tls_cert then
+    tls = string.format(" ssl;\n    ssl_certificate %s;\n    ssl_certificate_key %s", abspath(opts.tls_cert), abspath(opts.tls_key or die("--tls-cert needs --tls-key")))
+  end
+  write_file(opts.dir .. "/nginx.conf", NGINX_CONF:format(user, here, port, tls))
   write_file(opts.dir .. "/conf.lua", string.format(
     "return { data_dir = %q, sample = %s, faults = %s, keys = { [%q] = 'all', [%q] = 'ingest' } }\n",
     opts.dir .. "/data", tostring(not opts.empty), tostring(opts.faults == true), opts.key, M.INGEST_ONLY_KEY))
@@ -152,10 +163,10 @@ function M.start(opts)
   local cmd = string.format("nginx -q -p '%s/' -c nginx.conf -e logs/error.log", opts.dir)
   if not run_ok(cmd) then die("nginx failed to start; see " .. opts.dir .. "/logs/error.log") end
   local pid = read_pid(opts.dir)
-  if not wait_ready(port, pid) then
+  if not wait_ready(port, pid, opts.tls_cert) then
     die("server did not become ready; see " .. opts.dir .. "/logs/error.log")
   end
-  return { base_url = string.format("http://127.0.0.1:%d/v1", port), api_key = opts.key,
+  return { base_url = string.format("%s://127.0.0.1:%d/v1", opts.tls_cert and "https" or "http", port), api_key = opts.key,
     pid = read_pid(opts.dir), dir = opts.dir, port = port }
 end
 

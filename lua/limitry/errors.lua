@@ -56,9 +56,12 @@ end
 -- fields: name (required), message, status, response, retry_after, headers, curl_code...
 -- The message text is composed here so every failure reads the same way:
 --   "<name>: <message> (HTTP <status>, <n> attempts)"
+-- Only what came from the server is scrubbed; our own words never hold the key.
+local OWN_FIELDS = { name = true, kind = true, status = true, curl_code = true }
+
 function M.new(fields, secret)
   local e = setmetatable({}, Error)
-  for k, v in pairs(fields) do e[k] = redact_deep(v, secret, 0) end
+  for k, v in pairs(fields) do e[k] = OWN_FIELDS[k] and v or redact_deep(v, secret, 0) end
   e.message = e.message or e.name
   return e
 end

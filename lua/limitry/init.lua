@@ -137,7 +137,7 @@ function limitry.new(arg)
   c._host = base_url:match("^%a+://([^/]+)")
   for k, v in pairs(DEFAULTS) do c[k] = v end
   for k, v in pairs(opts) do
-    if k ~= "api_key" and k ~= "headers" then c[k] = v end
+    if k ~= "api_key" and k ~= "headers" and k ~= "base_url" then c[k] = v end
   end
   secrets[c] = { key = key, headers = build_headers(key, opts.headers) }
   c._usage = setmetatable({ client = c }, Usage)

@@ -1,0 +1,139 @@
+-- Argument errors raise at once, name the argument and what is allowed, and send nothing.
+local limitry = require "limitry"
+
+-- Nothing listens at this address: a call that got as far as sending would return a
+-- NetworkError instead of raising, so every raise below proves nothing was sent.
+local BASE = "http://127.0.0.1:9/v1"
+
+local function usage()
+  return limitry.new { api_key = "lm_test_key_123", base_url = BASE, max_retries = 0, connect_timeout = 0.5 }:usage()
+end
+
+local function raises(pattern, fn, ...)
+  local ok, err = pcall(fn, ...)
+  assert.is_false(ok, "expected an error matching " .. pattern)
+  assert.is_string(err)
+  assert.matches(pattern, err)
+  return err
+end
+
+describe("limitry.new", function()
+  it("takes a key string or an options table", function()
+    assert.equal("https://api.limitry.com/v1", limitry.new("lm_abc").base_url)
+    local c = limitry.new { api_key = "limitry_sk_xyz", base_url = "http://127.0.0.1:1/v1/", timeout = 5 }
+    assert.equal("http://127.0.0.1:1/v1", c.base_url)
+    assert.equal(5, c.timeout)
+    assert.equal(10, c.connect_timeout)
+    assert.equal(2, c.max_retries)
+  end)
+
+  it("returns the same usage object on every call", function()
+    local c = limitry.new("lm_abc")
+    assert.equal(c:usage(), c:usage())
+  end)
+
+  it("requires a key", function()
+    raises("api_key is required", limitry.new, { base_url = BASE })
+    raises("api_key is required", limitry.new, "")
+  end)
+
+  it("rejects a key with CR/LF or spaces, without echoing it", function()
+    local err = raises("api_key must not contain spaces or control characters", limitry.new, "lm_secret\r\nX-Evil: 1")
+    assert.is_nil(err:find("lm_secret", 1, true))
+    raises("control characters", limitry.new, "lm_a b")
+  end)
+
+  it("rejects unknown options and wrong types, naming them", function()
+    raises("unknown option 'timeout_ms' %(allowed: .*timeout", limitry.new, { api_key = "k1", timeout_ms = 5 })
+    raises("option 'timeout' must be a number %(got string%)", limitry.new, { api_key = "k1", timeout = "5" })
+    raises("timeout must be a positive number", limitry.new, { api_key = "k1", timeout = 0 })
+    raises("max_retries must be a whole number from 0 to 100", limitry.new, { api_key = "k1", max_retries = 1.5 })
+    raises("base_url must be an http:// or https:// URL", limitry.new, { api_key = "k1", base_url = "ftp://x" })
+    raises("expected an API key string or an options table %(got number%)", limitry.new, 42)
+  end)
+
+  it("checks extra headers", function()
+    raises("headers: 'Bad Name' is not a valid header name", limitry.new, { api_key = "k1", headers = { ["Bad Name"] = "x" } })
+    raises("headers: the value of 'X%-A' must be a string without control characters", limitry.new,
+      { api_key = "k1", headers = { ["X-A"] = "a\r\nb" } })
+    raises("set the key with api_key", limitry.new, { api_key = "k1", headers = { Authorization = "Bearer x" } })
+  end)
+
+  it("reads LIMITRY_API_KEY and LIMITRY_BASE_URL only when no option is given", function()
+    -- os.getenv cannot be set from Lua; this checks the explicit option wins over any environment.
+    local c = limitry.new { api_key = "lm_explicit", base_url = BASE }
+    assert.equal(BASE, c.base_url)
+  end)
+end)
+
+describe("usage calls", function()
+  local START, FINISH = "2024-01-01T00:00:00Z", "2024-02-01T00:00:00Z"
+
+  it("require start_date and end_date", function()
+    local u = usage()
+    raises("get_summary: start_date is required", u.get_summary, u, { end_date = FINISH })
+    raises("get_summary: end_date is required", u.get_summary, u, START)
+  end)
+
+  it("reject dates that are not ISO 8601 or unix seconds", function()
+    local u = usage()
+    raises("start_date must be an ISO 8601 date%-time", u.get_summary, u, "yesterday", FINISH)
+    raises("start_date is required: an ISO 8601 string .* %(got boolean%)", u.get_summary, u, true, FINISH)
+    raises("end_date must be a finite, non%-negative unix time", u.get_summary, u, START, 0 / 0)
+  end)
+
+  it("check group_by and interval against the allowed values", function()
+    local u = usage()
+    raises("group_by must be one of 'model', 'customer_id', 'event_type', 'provider' %(got 'colour'%)",
+      u.get_breakdown, u, { group_by = "colour", start_date = START, end_date = FINISH })
+    raises("group_by must be one of .* %(missing%)", u.get_breakdown, u, { start_date = START, end_date = FINISH })
+    raises("interval must be one of 'hour', 'day', 'week' %(got 'month'%)", u.get_timeseries, u, "month", START, FINISH)
+  end)
+
+  it("check filters", function()
+    local u = usage()
+    raises("customer_id must be a non%-empty string %(got number%)", u.get_summary, u,
+      { start_date = START, end_date = FINISH, customer_id = 5 })
+    raises("model must be a non%-empty string %(got an empty string%)", u.get_summary, u, START, FINISH, { model = "" })
+    raises("event_type must not contain control characters", u.get_summary, u, START, FINISH, { event_type = "a\nb" })
+  end)
+
+  it("reject unknown parameters, such as camelCase wire names", function()
+    local u = usage()
+    raises("unknown parameter 'startDate' %(allowed: customer_id, end_date, event_type, model, start_date%)",
+      u.get_summary, u, { startDate = START, end_date = FINISH })
+    raises("too many arguments", u.get_summary, u, START, FINISH, {}, 1)
+    raises("options after end_date must be a table", u.get_summary, u, START, FINISH, "cust")
+  end)
+
+  it("explain a call made with a dot instead of a colon", function()
+    local u = usage()
+    raises("call it as usage:get_summary%(%.%.%.%) with a colon", u.get_summary, { start_date = START, end_date = FINISH })
+  end)
+
+  it("send nothing when the arguments are right but nobody listens: a NetworkError comes back", function()
+    local u = usage()
+    local res, msg, err = u:get_summary(START, FINISH)
+    assert.is_nil(res)
+    assert.equal("NetworkError", err.name)
+    assert.is_string(msg)
+  end)
+end)
+
+describe("error values", function()
+  local errors = require "limitry.errors"
+
+  it("follow the family", function()
+    local function e(name) return errors.finish(errors.new { name = name, message = "m" }, 1) end
+    assert.is_true(e("TimeoutError"):is("NetworkError"))
+    assert.is_true(e("TimeoutError"):is("LimitryError"))
+    assert.is_false(e("TimeoutError"):is("APIError"))
+    assert.is_true(e("RateLimitError"):is("APIError"))
+    assert.is_true(e("AuthenticationError"):is("APIError"))
+    assert.is_false(e("DecodeError"):is("APIError"))
+    assert.is_true(e("DecodeError"):is("LimitryError"))
+    assert.equal("DecodeError: m", tostring(e("DecodeError")))
+    assert.is_true(limitry.is_error(e("APIError")))
+    assert.is_false(limitry.is_error({}))
+  end)
+end)

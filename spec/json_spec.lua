@@ -1,0 +1,98 @@
+-- The C core's JSON decoder.
+local core = require "limitry.core"
+local limitry = require "limitry"
+
+local HAS_INTEGERS = math.type ~= nil
+
+describe("core.decode", function()
+  it("decodes integers as integers where Lua has them, fractions as floats", function()
+    local t = assert(core.decode('{"a":500,"b":-7,"c":12.5,"d":1e3,"e":0,"f":-0.5}'))
+    assert.equal(500, t.a)
+    assert.equal(-7, t.b)
+    assert.equal(12.5, t.c)
+    assert.equal(1000, t.d)
+    assert.equal(-0.5, t.f)
+    if HAS_INTEGERS then
+      assert.equal("integer", math.type(t.a))
+      assert.equal("integer", math.type(t.e))
+      assert.equal("float", math.type(t.d))
+      assert.equal("500", tostring(t.a))
+    end
+  end)
+
+  if HAS_INTEGERS then
+    it("keeps 64-bit integers exact and falls back to floats past them", function()
+      local t = assert(core.decode('[9007199254740993,9223372036854775807,-9223372036854775808,9223372036854775808]'))
+      assert.equal(9007199254740993, t[1])
+      assert.equal(math.maxinteger, t[2])
+      assert.equal(math.mininteger, t[3])
+      assert.equal("float", math.type(t[4]))
+    end)
+  end
+
+  it("leaves null members out, keeps null array slots as limitry.null", function()
+    local t = assert(core.decode('{"a":null,"b":[1,null,3]}'))
+    assert.is_nil(t.a)
+    assert.equal(limitry.null, t.b[2])
+    assert.equal(3, t.b[3])
+    assert.equal(limitry.null, core.decode("null"))
+  end)
+
+  it("decodes strings with escapes and surrogate pairs", function()
+    local t = assert(core.decode('["a\\"b\\\\c\\/d\\n\\t","\\u00e9\\u20ac","\\ud83d\\ude00"]'))
+    assert.equal('a"b\\c/d\n\t', t[1])
+    assert.equal("\195\169\226\130\172", t[2])
+    assert.equal("\240\159\152\128", t[3])
+  end)
+
+  it("decodes literals, nesting and whitespace", function()
+    local t = assert(core.decode(' { "x" : [ true , false , { } , [ ] ] } '))
+    assert.is_true(t.x[1])
+    assert.is_false(t.x[2])
+    assert.same({}, t.x[3])
+  end)
+
+  it("returns nil and a message with the byte offset for malformed input", function()
+    local cases = {
+      { "", "unexpected end of input at byte 1" },
+      { "{", "expected a string key at byte 2" },
+      { '{"a":1,}', "expected a string key at byte 8" },
+      { "[1 2]", "expected ',' or ']' at byte 4" },
+      { "01", "leading zero in number at byte 2" },
+      { "1.", "invalid number at byte 3" },
+      { '"abc', "unterminated string" },
+      { '"a\1b"', "control character in string at byte 3" },
+      { '"\\x"', "invalid escape at byte 3" },
+      { '"\\ud800"', "unpaired surrogate" },
+      { "[1] x", "trailing characters at byte 5" },
+      { "nul", "unexpected character at byte 1" },
+      { "<html>", "unexpected character at byte 1" },
+    }
+    for _, case in ipairs(cases) do
+      local v, msg = core.decode(case[1])
+      assert.is_nil(v, case[1])
+      assert.is_string(msg)
+      assert.is_truthy(msg:find(case[2], 1, true), "for " .. case[1] .. " got: " .. msg)
+    end
+  end)
+
+  it("refuses nesting deeper than 200 without overflowing the C stack", function()
+    local deep = string.rep("[", 100000) .. string.rep("]", 100000)
+    local v, msg = core.decode(deep)
+    assert.is_nil(v)
+    assert.matches("nesting too deep", msg)
+    assert.is_table(core.decode(string.rep("[", 150) .. string.rep("]", 150)))
+  end)
+
+  it("is not fooled by a locale whose decimal point is a comma", function()
+    local old = os.setlocale(nil, "numeric")
+    os.setlocale("de_DE.UTF-8", "numeric") -- where that locale exists; the C locale otherwise
+    local v = core.decode("[2.5]")
+    os.setlocale(old, "numeric")
+    assert.equal(2.5, v[1])
+  end)
+
+  it("raises on a non-string argument", function()
+    assert.has_error(function() core.decode({}) end)
+  end)
+end)

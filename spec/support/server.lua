@@ -1,0 +1,82 @@
+-- Starts and stops real local servers for the specs (nginx + the limitry_server Lua module) and
+-- reads what they recorded. Each spec file starts its own server in setup() and stops it in
+-- teardown(), on a free port under a fresh temporary folder.
+package.path = "server/?.lua;" .. package.path
+local local_server = require "limitry_local"
+local socket = require "socket"
+local http = require "socket.http"
+local ltn12 = require "ltn12"
+
+local M = {}
+
+local counter = 0
+local function tmpdir(tag)
+  counter = counter + 1
+  local base = os.getenv("LIMITRY_TEST_TMP") or ".test-tmp"
+  local dir = string.format("%s/%s-%d-%d-%d", base, tag, os.time(), math.random(1, 1e6), counter)
+  assert(os.execute("mkdir -p '" .. dir .. "'"))
+  return dir
+end
+M.tmpdir = tmpdir
+
+-- opts: faults (default true), empty (default true), tls_cert, tls_key, dir
+function M.start(opts)
+  opts = opts or {}
+  local info = local_server.start {
+    dir = opts.dir or tmpdir("server"),
+    faults = opts.faults ~= false,
+    empty = opts.empty ~= false,
+    tls_cert = opts.tls_cert,
+    tls_key = opts.tls_key,
+  }
+  info.root = info.base_url:gsub("/v1$", "")
+  return info
+end
+
+function M.stop(info)
+  if info then local_server.stop(info.dir) end
+end
+
+-- Raw HTTP helpers (luasocket), independent of the client under test.
+function M.http(method, url, body, headers)
+  local out = {}
+  headers = headers or {}
+  if body then headers["Content-Length"] = tostring(#body) end
+  local _, status, resp_headers = http.request {
+    method = method, url = url, headers = headers,
+    source = body and ltn12.source.string(body) or nil,
+    sink = ltn12.sink.table(out),
+  }
+  return status, table.concat(out), resp_headers
+end
+
+local unique = 0
+function M.test_id(tag)
+  unique = unique + 1
+  return string.format("%s-%d-%d", tag or "t", math.floor(socket.gettime() * 1000), unique)
+end
+
+-- What the server recorded for test id: { count, connections, requests = { ... } }.
+function M.recorded(info, id)
+  local core = require "limitry.core"
+  local status, body = M.http("GET", info.root .. "/_test/requests?id=" .. id)
+  assert(status == 200, "recording endpoint answered " .. tostring(status))
+  return assert(core.decode(body))
+end
+
+-- A fault header value with a JSON body percent-encoded.
+function M.json_fault(json, extra)
+  local enc = json:gsub("[^%w%-%._~]", function(c) return string.format("%%%02X", c:byte()) end)
+  return (extra and (extra .. ";") or "") .. "json=" .. enc
+end
+
+-- A port nothing listens on.
+function M.closed_port()
+  local s = assert(socket.bind("127.0.0.1", 0))
+  local _, port = s:getsockname()
+  s:close()
+  return tonumber(port)
+end
+
+M.now = socket.gettime
+return M

@@ -1,0 +1,76 @@
+-- HTTPS against the local server with a CA and certificate made at test time.
+local limitry = require "limitry"
+local support = require "spec.support.server"
+
+local function sh(cmd)
+  local ok = os.execute(cmd .. " >/dev/null 2>&1")
+  assert(ok == true or ok == 0, "failed: " .. cmd)
+end
+
+-- A throwaway CA and a server certificate for 127.0.0.1 signed by it.
+local function make_pki(dir)
+  sh(("openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj '/CN=limitry test CA' "
+    .. "-keyout %s/ca.key -out %s/ca.pem"):format(dir, dir))
+  sh(("openssl req -newkey rsa:2048 -nodes -subj '/CN=127.0.0.1' -keyout %s/server.key -out %s/server.csr")
+    :format(dir, dir))
+  local ext = assert(io.open(dir .. "/ext.cnf", "w"))
+  ext:write("subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n")
+  ext:close()
+  sh(("openssl x509 -req -in %s/server.csr -CA %s/ca.pem -CAkey %s/ca.key -CAcreateserial -days 2 "
+    .. "-extfile %s/ext.cnf -out %s/server.pem"):format(dir, dir, dir, dir, dir))
+end
+
+describe("HTTPS", function()
+  local server, pki
+
+  setup(function()
+    pki = support.tmpdir("pki")
+    make_pki(pki)
+    server = support.start { tls_cert = pki .. "/server.pem", tls_key = pki .. "/server.key" }
+  end)
+  teardown(function() support.stop(server) end)
+
+  local P = { "2024-01-01T00:00:00Z", "2024-02-01T00:00:00Z" }
+
+  it("works when ca_file names the issuing CA", function()
+    assert.matches("^https://", server.base_url)
+    local c = limitry.new { api_key = server.api_key, base_url = server.base_url, ca_file = pki .. "/ca.pem" }
+    local s, msg = c:usage():get_summary(P[1], P[2])
+    assert.is_nil(msg)
+    assert.equal(0, s.totalEvents)
+  end)
+
+  it("reuses one TLS connection for sequential calls", function()
+    local id = support.test_id("tls")
+    local c = limitry.new { api_key = server.api_key, base_url = server.base_url, ca_file = pki .. "/ca.pem",
+      headers = { ["X-Limitry-Test-Id"] = id } }
+    for _ = 1, 10 do assert(c:usage():get_summary(P[1], P[2])) end
+    local id_path = "/_test/requests?id=" .. id
+    local ok, out = pcall(function()
+      local p = io.popen("curl -s --cacert " .. pki .. "/ca.pem '" .. server.root .. id_path .. "'")
+      local body = p:read("*a")
+      p:close()
+      return body
+    end)
+    assert.is_true(ok)
+    local rec = assert(require("limitry.core").decode(out))
+    assert.equal(10, rec.count)
+    assert.equal(1, rec.connections)
+  end)
+
+  it("fails with a clean NetworkError when the CA is not trusted", function()
+    local c = limitry.new { api_key = server.api_key, base_url = server.base_url, max_retries = 0,
+      ca_file = "/etc/ssl/certs/ca-certificates.crt" }
+    local s, msg, err = c:usage():get_summary(P[1], P[2])
+    assert.is_nil(s)
+    assert.equal("NetworkError", err.name)
+    assert.equal("tls", err.kind)
+    assert.equal(1, err.attempts)
+    assert.matches("^NetworkError: TLS certificate verification failed", msg)
+  end)
+
+  it("connects without verification only when ssl_verify = false", function()
+    local c = limitry.new { api_key = server.api_key, base_url = server.base_url, ssl_verify = false }
+    assert(c:usage():get_summary(P[1], P[2]))
+  end)
+end)
