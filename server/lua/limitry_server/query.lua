@@ -39,10 +39,16 @@ local function accumulate(m, i)
   m.totalCostCents = m.totalCostCents + c.costCents[i]
 end
 
+-- Float sums drift (0.1 + 0.2); costs are reported to a millionth of a cent.
+local function tidy(m)
+  m.totalCostCents = math.floor(m.totalCostCents * 1e6 + 0.5) / 1e6
+  return m
+end
+
 function M.summary(q)
   local m = new_metrics()
   scan(q, function(i) accumulate(m, i) end)
-  return m
+  return tidy(m)
 end
 
 -- Rows sorted by cost, then events, then dimension, so the order is stable; events lacking the
@@ -61,6 +67,7 @@ function M.breakdown(q, group_by, null_value)
     end
     accumulate(m, i)
   end)
+  for _, m in ipairs(order) do tidy(m) end
   table.sort(order, function(a, b)
     if a.totalCostCents ~= b.totalCostCents then return a.totalCostCents > b.totalCostCents end
     if a.totalEvents ~= b.totalEvents then return a.totalEvents > b.totalEvents end
@@ -86,7 +93,7 @@ function M.timeseries(q, interval)
   table.sort(starts)
   local data = {}
   for k, b in ipairs(starts) do
-    local m = buckets[b]
+    local m = tidy(buckets[b])
     m.timestamp = time.format(b)
     data[k] = m
   end

@@ -53,7 +53,8 @@ function M.events()
       local customer = CUSTOMERS[pick(CUSTOMER_WEIGHT, rand())]
       local input = 50 + math.floor(rand() * 4000)
       local output = model[3] == "embedding" and 0 or (20 + math.floor(rand() * 1500))
-      local cost = math.floor((input * model[4] + output * model[5]) / 1000 + 0.5)
+      -- Fractional cents, to a thousandth: cheap models cost well under a cent per call.
+      local cost = math.floor((input * model[4] + output * model[5]) + 0.5) / 1000
       out[#out + 1] = {
         customerId = customer,
         eventType = (model[3] == "chat.completion" and rand() < 0.1) and "tool_call" or model[3],
