@@ -10,12 +10,12 @@ SOURCES="src/core.c src/request.c src/multi.c src/json.c src/buffer.c"
 for v in "$@"; do
   case "$v" in
     luajit) inc=/usr/include/luajit-2.1 ;;
-    asan) inc=/usr/include/lua5.4 ;;
+    ubsan) inc=/usr/include/lua5.4 ;;
     *) inc=/usr/include/lua$v ;;
   esac
   out=build/$v/limitry/core.so
   mkdir -p "build/$v/limitry"
   # shellcheck disable=SC2086
   $CC -std=c99 -D_POSIX_C_SOURCE=200809L -O2 -g -fPIC -Wall -Wextra -Werror -pedantic ${CFLAGS_EXTRA:-} \
-    -I"$inc" -I"$CURL_INCDIR" -shared -o "$out" $SOURCES -lcurl
+    -I"$inc" -I"$CURL_INCDIR" -shared -o "$out" $SOURCES -lcurl ${LDFLAGS_EXTRA:-}
 done
