@@ -1,7 +1,7 @@
 -- limitry-local: start or stop the local Limitry-compatible server (nginx + its Lua module).
 --
 --   limitry-local start [--dir DIR] [--port N] [--key KEY] [--empty] [--faults]
---                       [--tls-cert FILE --tls-key FILE]
+--                       [--tls-cert FILE --tls-key FILE] [--delay MS]
 --   limitry-local stop  [--dir DIR]
 --
 -- `start` prints shell assignments (LIMITRY_BASE_URL, LIMITRY_API_KEY, LIMITRY_SERVER_PID,
@@ -9,6 +9,7 @@
 -- --port 0 (the default) picks a free port. Events live in DIR/data/events.jsonl; on the first
 -- start of a DIR the deterministic sample data is loaded unless --empty is given.
 -- --faults enables the test-only fault injection and request recording (see faults.lua).
+-- --delay MS (test-only) holds every usage answer MS milliseconds, without blocking nginx.
 local socket = require "socket"
 
 local M = {}
@@ -31,7 +32,7 @@ function M.parse_args(list)
   local i = 1
   while i <= #list do
     local a = list[i]
-    if a == "--dir" or a == "--port" or a == "--key" or a == "--tls-cert" or a == "--tls-key" then
+    if a == "--dir" or a == "--port" or a == "--key" or a == "--tls-cert" or a == "--tls-key" or a == "--delay" then
       opts[a:sub(3):gsub("-", "_")] = list[i + 1] or die(a .. " needs a value")
       i = i + 2
     elseif a == "--empty" or a == "--faults" then
@@ -42,6 +43,7 @@ function M.parse_args(list)
     end
   end
   opts.port = tonumber(opts.port) or die("--port must be a number")
+  if opts.delay then opts.delay = tonumber(opts.delay) or die("--delay must be a number of milliseconds") end
   opts.dir = abspath(opts.dir)
   if not opts.key:match("^[%w_%-%.]+$") then die("--key may hold letters, digits, '_', '-' and '.' only") end
   return opts
@@ -157,8 +159,9 @@ function M.start(opts)
   end
   write_file(opts.dir .. "/nginx.conf", NGINX_CONF:format(user, here, port, tls))
   write_file(opts.dir .. "/conf.lua", string.format(
-    "return { data_dir = %q, sample = %s, faults = %s, keys = { [%q] = 'all', [%q] = 'ingest' } }\n",
-    opts.dir .. "/data", tostring(not opts.empty), tostring(opts.faults == true), opts.key, M.INGEST_ONLY_KEY))
+    "return { data_dir = %q, sample = %s, faults = %s, delay_ms = %s, keys = { [%q] = 'all', [%q] = 'ingest' } }\n",
+    opts.dir .. "/data", tostring(not opts.empty), tostring(opts.faults == true), tostring(opts.delay or "nil"),
+    opts.key, M.INGEST_ONLY_KEY))
   os.remove(opts.dir .. "/logs/nginx.pid")
   local cmd = string.format("nginx -q -p '%s/' -c nginx.conf -e logs/error.log", opts.dir)
   if not run_ok(cmd) then die("nginx failed to start; see " .. opts.dir .. "/logs/error.log") end
@@ -196,7 +199,7 @@ function M.main(argv)
     elseif command == "stop" then
       print("stopped " .. M.stop(M.parse_args(rest).dir))
     else
-      die("usage: limitry-local start|stop [--dir DIR] [--port N] [--key KEY] [--empty] [--faults]")
+      die("usage: limitry-local start|stop [--dir DIR] [--port N] [--key KEY] [--empty] [--faults] [--delay MS] [--tls-cert F --tls-key F]")
     end
   end)
   if not ok then

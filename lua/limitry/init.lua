@@ -6,6 +6,8 @@
 local core = require "limitry.core"
 local errors = require "limitry.errors"
 local protocol = require "limitry.protocol"
+local async = require "limitry.async"
+local ngx_thread = require "limitry.ngx_thread"
 
 local limitry = {
   VERSION = "0.1.0",
@@ -23,13 +25,16 @@ local DEFAULTS = {
   max_retry_after = 60,      -- seconds: a longer Retry-After fails at once instead of sleeping
   max_response_size = 16 * 1024 * 1024, -- bytes (a year of hourly buckets is under 2 MiB)
   ssl_verify = true,
+  openresty = "auto",        -- in nginx: "auto"/"worker_thread" run calls on a thread pool; "blocking" does not
+  thread_pool = "limitry",   -- the nginx thread_pool that runs them
 }
 
 local OPTION_TYPES = {
   api_key = "string", base_url = "string", timeout = "number", connect_timeout = "number",
   max_retries = "number", backoff = "number", max_backoff = "number", max_retry_after = "number",
   max_response_size = "number", headers = "table", ca_file = "string", ca_path = "string",
-  proxy = "string", no_proxy = "string", ssl_verify = "boolean",
+  proxy = "string", no_proxy = "string", ssl_verify = "boolean", openresty = "string",
+  thread_pool = "string",
 }
 
 -- The key lives only here, never in a field of the client, so printing a client cannot show it.
@@ -42,6 +47,9 @@ Client.__close = function(c) c:close() end
 
 local Usage = {}
 Usage.__index = Usage
+
+local unpack = table.unpack or unpack
+local function unpack_args(t, n) return unpack(t, 1, n) end
 
 local function raise(msg) error("limitry.new: " .. msg, 0) end
 
@@ -63,6 +71,9 @@ local function check_options(opts)
   end
   for _, k in ipairs { "backoff", "max_backoff", "max_retry_after" } do
     if opts[k] and not (opts[k] >= 0 and opts[k] < math.huge) then raise(k .. " must be a non-negative number") end
+  end
+  if opts.openresty and opts.openresty ~= "auto" and opts.openresty ~= "worker_thread" and opts.openresty ~= "blocking" then
+    raise("openresty must be one of 'auto', 'worker_thread', 'blocking'")
   end
   if opts.max_retries and (opts.max_retries < 0 or opts.max_retries % 1 ~= 0 or opts.max_retries > 100) then
     raise("max_retries must be a whole number from 0 to 100")
@@ -139,7 +150,7 @@ function limitry.new(arg)
   for k, v in pairs(opts) do
     if k ~= "api_key" and k ~= "headers" and k ~= "base_url" then c[k] = v end
   end
-  secrets[c] = { key = key, headers = build_headers(key, opts.headers) }
+  secrets[c] = { key = key, headers = build_headers(key, opts.headers), extra_headers = opts.headers }
   c._usage = setmetatable({ client = c }, Usage)
   return c
 end
@@ -168,8 +179,20 @@ function Client:_handle()
   return self.handle
 end
 
--- One call with retries, blocking. Returns the result, or nil, msg, err.
+-- The options that rebuild this client elsewhere (an nginx worker thread's Lua VM).
+function Client:_config()
+  local cfg = { api_key = secrets[self].key, headers = secrets[self].extra_headers, base_url = self.base_url }
+  for k in pairs(DEFAULTS) do cfg[k] = self[k] end
+  cfg.openresty = "blocking"
+  for _, k in ipairs { "ca_file", "ca_path", "proxy", "no_proxy" } do cfg[k] = self[k] end
+  return cfg
+end
+
+-- One call with retries. Blocking, except inside nginx request phases, where it runs on a
+-- worker thread and only this request waits. Returns the result, or nil, msg, err.
 function Client:_call(shape, path)
+  if self.closed then error("limitry: this client is closed", 3) end
+  if ngx_thread.should_use(self) then return ngx_thread.call(self, shape, path) end
   local handle = self:_handle()
   local opts = self:_request_options(path)
   local secret = self:_secret()
@@ -190,20 +213,45 @@ end
 -- The usage object; the same one on every call.
 function Client:usage() return self._usage end
 
--- Frees the connection and its libcurl handle; safe to call more than once.
+-- Frees the connection and its libcurl handle, and cancels async requests; safe to call twice.
 function Client:close()
+  async.close(self)
   if self.handle then self.handle:close() end
   self.handle = nil
   self.closed = true
 end
 
+-- Drives async requests; never blocks longer than `timeout` seconds (default 0).
+function Client:poll(timeout) return async.poll(self, timeout) end
+function Client:next_timeout() return async.next_timeout(self) end
+function Client:fds() return async.fds(self) end
+
+local function check_self(self, name)
+  if getmetatable(self) ~= Usage then
+    error("limitry: call it as usage:" .. name .. "(...) with a colon", 3)
+  end
+end
+
 for name, call in pairs(protocol.CALLS) do
   Usage[name] = function(self, ...)
-    if getmetatable(self) ~= Usage then
-      error("limitry: call it as usage:" .. name .. "(...) with a colon", 2)
-    end
+    check_self(self, name)
     local path = protocol.build_query(name, ...)
     return self.client:_call(call.shape, path)
+  end
+  -- start_summary, start_breakdown, start_timeseries: the same arguments, plus an optional
+  -- callback last; they return a request at once (see limitry.async).
+  local start_name = name:gsub("^get_", "start_")
+  Usage[start_name] = function(self, ...)
+    check_self(self, start_name)
+    local n = select("#", ...)
+    local args = { ... }
+    local callback
+    if type(args[n]) == "function" then
+      callback = args[n]
+      n = n - 1
+    end
+    local path = protocol.build_query(name, unpack_args(args, n))
+    return async.start(self.client, call.shape, path, callback)
   end
 end
 

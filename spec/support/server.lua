@@ -28,6 +28,7 @@ function M.start(opts)
     empty = opts.empty ~= false,
     tls_cert = opts.tls_cert,
     tls_key = opts.tls_key,
+    delay = opts.delay,
   }
   info.root = info.base_url:gsub("/v1$", "")
   return info

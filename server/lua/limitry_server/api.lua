@@ -201,6 +201,7 @@ function M.handle()
   end
   local ok, status, message = authenticate(route[2])
   if not ok then return fail(status, message) end
+  if config.delay_ms and route[2] == "read" then ngx.sleep(config.delay_ms / 1000) end
   return route[3](opts)
 end
 

@@ -1,0 +1,230 @@
+-- Non-blocking calls on a libcurl multi handle, for hosts with an event loop.
+--   local req = usage:start_summary(params [, callback])   -- same arguments as get_summary
+--   client:poll(seconds)       drive transfers; never blocks longer than `seconds` (0: don't wait)
+--   req:done(), req:result(), req:cancel(), req:wait(), req:await()
+--   client:fds(), client:next_timeout()   for hosts that watch sockets themselves
+-- Retries, timeouts and error values are those of the blocking calls (limitry.protocol).
+local core = require "limitry.core"
+local errors = require "limitry.errors"
+local protocol = require "limitry.protocol"
+
+local M = {}
+
+local Request = {}
+Request.__index = Request
+M.Request = Request
+
+local function client_state(c)
+  local s = c._async
+  if not s then
+    s = {
+      multi = core.multi(),
+      by_id = {},     -- handle id -> handle, for multi:next_done
+      owner = {},     -- handle -> request in flight
+      free = {},      -- idle handles, kept for their TLS sessions
+      waiting = {},   -- requests waiting out a retry delay
+      pending = 0,    -- requests not yet done
+    }
+    c._async = s
+  end
+  return s
+end
+
+local function launch(c, req)
+  local s = c._async
+  local h = table.remove(s.free) or core.new()
+  req.handle = h
+  req.attempts = req.attempts + 1
+  s.by_id[h:id()] = h
+  s.owner[h] = req
+  s.multi:add(h, req.options)
+end
+
+local function release(s, h)
+  s.by_id[h:id()] = nil
+  s.owner[h] = nil
+  s.free[#s.free + 1] = h
+end
+
+local function complete(c, req, res, msg, err)
+  req.state = "done"
+  req.res, req.msg, req.err = res, msg, err
+  c._async.pending = c._async.pending - 1
+  if req.callback then req.callback(res, msg, err) end
+end
+
+local function settle(c, req, res, err)
+  if res ~= nil then return complete(c, req, res) end
+  local delay = protocol.retry_delay(err, req.attempts, c)
+  if delay then
+    req.due = core.now() + delay
+    table.insert(c._async.waiting, req)
+    return
+  end
+  errors.finish(err, req.attempts, c._host)
+  return complete(c, req, nil, err.msg, err)
+end
+
+local function harvest(c)
+  local s = c._async
+  while true do
+    local h, status, a, b, d = s.multi:next_done(s.by_id)
+    if not h then return end
+    local req = s.owner[h]
+    release(s, h)
+    if req and req.state == "running" then
+      req.handle = nil
+      local res, err = protocol.interpret(req.shape, c:_secret(), status, a, b, d)
+      settle(c, req, res, err)
+      if c._async ~= s then return end -- a callback closed the client
+    end
+  end
+end
+
+local function start_due(c)
+  local s = c._async
+  local now = core.now()
+  local i = 1
+  while i <= #s.waiting do
+    local req = s.waiting[i]
+    if req.due <= now then
+      table.remove(s.waiting, i)
+      req.due = nil
+      if req.state == "running" then launch(c, req) end
+    else
+      i = i + 1
+    end
+  end
+end
+
+local function next_due(s)
+  local due
+  for _, req in ipairs(s.waiting) do
+    if not due or req.due < due then due = req.due end
+  end
+  return due
+end
+
+local function in_flight(s) return next(s.owner) ~= nil end
+
+-- Drives every transfer of this client. Returns the number of requests not yet done.
+function M.poll(c, timeout)
+  timeout = timeout or 0
+  if type(timeout) ~= "number" or timeout < 0 then error("client:poll: timeout must be a number of seconds >= 0", 2) end
+  local s = c._async
+  if not s then return 0 end
+  local deadline = core.now() + timeout
+  while true do
+    start_due(c)
+    s.multi:perform()
+    harvest(c)
+    if c._async ~= s then return 0 end
+    if s.pending == 0 then return 0 end
+    local now = core.now()
+    if now >= deadline then return s.pending end
+    local wait = deadline - now
+    local due = next_due(s)
+    if due then wait = math.min(wait, math.max(0, due - now)) end
+    if in_flight(s) then
+      local curl_ms = s.multi:timeout()
+      if curl_ms >= 0 then wait = math.min(wait, curl_ms / 1000) end
+      s.multi:wait(math.floor(wait * 1000))
+    else
+      core.sleep(wait)
+    end
+  end
+end
+
+-- Seconds until poll() should run again though no socket is ready; nil when nothing is pending.
+function M.next_timeout(c)
+  local s = c._async
+  if not s or s.pending == 0 then return nil end
+  local t
+  local due = next_due(s)
+  if due then t = math.max(0, due - core.now()) end
+  if in_flight(s) then
+    local ms = s.multi:timeout()
+    if ms >= 0 and (not t or ms / 1000 < t) then t = ms / 1000 end
+  end
+  return t or 0.05
+end
+
+-- The sockets in use: { {fd = n, read = bool, write = bool}, ... }.
+function M.fds(c)
+  local s = c._async
+  if not s then return {} end
+  return s.multi:fds()
+end
+
+function M.start(c, shape, path, callback)
+  if c.closed then error("limitry: this client is closed", 3) end
+  local s = client_state(c)
+  local req = setmetatable({
+    client = c, shape = shape, state = "running", attempts = 0,
+    options = c:_request_options(path), callback = callback,
+  }, Request)
+  s.pending = s.pending + 1
+  launch(c, req)
+  return req
+end
+
+-- Frees everything async; pending requests end as cancelled.
+function M.close(c)
+  local s = c._async
+  if not s then return end
+  for _, req in pairs(s.owner) do req:cancel() end
+  for i = #s.waiting, 1, -1 do s.waiting[i]:cancel() end
+  s.multi:close()
+  for _, h in ipairs(s.free) do h:close() end
+  c._async = nil
+end
+
+function Request:done() return self.state ~= "running" end
+
+-- res, msg, err once done; nil, "pending" before.
+function Request:result()
+  if self.state == "running" then return nil, "pending" end
+  return self.res, self.msg, self.err
+end
+
+-- Stops the request; its callback is not called. Its result becomes a LimitryError "cancelled".
+function Request:cancel()
+  if self.state ~= "running" then return false end
+  local c = self.client
+  local s = c._async
+  if self.handle then
+    s.multi:remove(self.handle)
+    release(s, self.handle)
+    self.handle = nil
+  end
+  for i, r in ipairs(s.waiting) do
+    if r == self then table.remove(s.waiting, i) break end
+  end
+  self.state = "cancelled"
+  s.pending = s.pending - 1
+  local err = errors.finish(errors.new { name = "LimitryError", message = "cancelled" }, self.attempts)
+  self.res, self.msg, self.err = nil, err.msg, err
+  return true
+end
+
+-- Blocks (polling this client) until the request is done.
+function Request:wait()
+  while self.state == "running" do M.poll(self.client, 1) end
+  return self:result()
+end
+
+-- Inside a coroutine: yields to the host's scheduler between polls instead of blocking, and
+-- returns the result once done. Outside one, the same as wait().
+function Request:await()
+  local co, main = coroutine.running()
+  local yieldable = co ~= nil and not main
+  if coroutine.isyieldable then yieldable = coroutine.isyieldable() end
+  if not yieldable then return self:wait() end
+  while true do
+    M.poll(self.client, 0)
+    if self.state ~= "running" then return self:result() end
+    coroutine.yield()
+  end
+end
+
+return M
