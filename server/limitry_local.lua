@@ -78,7 +78,8 @@ end
 
 local function alive(pid) return run_ok("kill -0 " .. pid .. " 2>/dev/null") end
 
-local NGINX_CONF = [[
+-- What every nginx we start shares: the Lua module, a private prefix, one worker.
+local NGINX_MAIN = [[
 load_module /usr/lib/nginx/modules/ndk_http_module.so;
 load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;
 %s
@@ -86,6 +87,7 @@ worker_processes 1;
 daemon on;
 pid logs/nginx.pid;
 error_log logs/error.log notice;
+%s
 events { worker_connections 1024; }
 http {
   access_log off;
@@ -94,6 +96,12 @@ http {
   fastcgi_temp_path tmp/fastcgi;
   uwsgi_temp_path tmp/uwsgi;
   scgi_temp_path tmp/scgi;
+%s
+}
+]]
+
+-- The local Limitry server's http block.
+local SERVER_HTTP = [[
   client_max_body_size 16m;
   client_body_buffer_size 16m;
   keepalive_requests 100000;
@@ -112,8 +120,12 @@ http {
       content_by_lua_block { require("limitry_server.api").handle() }
     }
   }
-}
 ]]
+
+function M.nginx_conf(main_extra, http_body)
+  local user = (io.popen("id -u"):read("*l") == "0") and "user root;" or ""
+  return NGINX_MAIN:format(user, main_extra or "", http_body)
+end
 
 -- Plain HTTP: ready when /healthz answers 200 (the sample data is loaded by then).
 -- TLS: ready when the port accepts connections.
@@ -146,32 +158,39 @@ function M.start(opts)
   opts.dir = abspath(opts.dir or ".limitry-local")
   opts.port = opts.port or 0
   opts.key = opts.key or M.DEFAULT_KEY
-  local old = read_pid(opts.dir)
-  if old and alive(old) then die("a server is already running from " .. opts.dir .. " (pid " .. old .. ")") end
-  for _, d in ipairs { "", "/logs", "/tmp", "/data" } do
-    os.execute("mkdir -p '" .. opts.dir .. d .. "'")
-  end
+  os.execute("mkdir -p '" .. opts.dir .. "/data'")
   local port = opts.port ~= 0 and opts.port or free_port()
-  local user = (io.popen("id -u"):read("*l") == "0") and "user root;" or ""
   local tls = ""
   if opts.tls_cert then
     tls = string.format(" ssl;\n    ssl_certificate %s;\n    ssl_certificate_key %s", abspath(opts.tls_cert), abspath(opts.tls_key or die("--tls-cert needs --tls-key")))
   end
-  write_file(opts.dir .. "/nginx.conf", NGINX_CONF:format(user, here, port, tls))
   write_file(opts.dir .. "/conf.lua", string.format(
     "return { data_dir = %q, sample = %s, faults = %s, delay_ms = %s, keys = { [%q] = 'all', [%q] = 'ingest' } }\n",
     opts.dir .. "/data", tostring(not opts.empty), tostring(opts.faults == true), tostring(opts.delay or "nil"),
     opts.key, M.INGEST_ONLY_KEY))
-  os.remove(opts.dir .. "/logs/nginx.pid")
-  local cmd = string.format("nginx -q -p '%s/' -c nginx.conf -e logs/error.log", opts.dir)
-  if not run_ok(cmd) then die("nginx failed to start; see " .. opts.dir .. "/logs/error.log") end
-  local pid = read_pid(opts.dir)
-  if not wait_ready(port, pid, opts.tls_cert) then
-    die("server did not become ready; see " .. opts.dir .. "/logs/error.log")
-  end
+  local pid = M.run_nginx(opts.dir, M.nginx_conf(nil, SERVER_HTTP:format(here, port, tls)), port, opts.tls_cert and "tcp" or "healthz")
   return { base_url = string.format("%s://127.0.0.1:%d/v1", opts.tls_cert and "https" or "http", port), api_key = opts.key,
-    pid = read_pid(opts.dir), dir = opts.dir, port = port }
+    pid = pid, dir = opts.dir, port = port }
 end
+
+-- Writes dir/nginx.conf, starts nginx with dir as its prefix and waits until it serves: "healthz"
+-- (GET /healthz answers 200) or "tcp" (the port accepts). Returns the master's pid.
+function M.run_nginx(dir, conf, port, ready)
+  local old = read_pid(dir)
+  if old and alive(old) then die("an nginx is already running from " .. dir .. " (pid " .. old .. ")") end
+  for _, d in ipairs { "", "/logs", "/tmp" } do os.execute("mkdir -p '" .. dir .. d .. "'") end
+  write_file(dir .. "/nginx.conf", conf)
+  os.remove(dir .. "/logs/nginx.pid")
+  local cmd = string.format("nginx -q -p '%s/' -c nginx.conf -e logs/error.log", dir)
+  if not run_ok(cmd) then die("nginx failed to start; see " .. dir .. "/logs/error.log") end
+  local pid = read_pid(dir)
+  if not wait_ready(port, pid, ready == "tcp") then
+    die("nginx did not become ready; see " .. dir .. "/logs/error.log")
+  end
+  return pid
+end
+
+M.free_port = free_port
 
 -- Stops the server started from dir, by the pid nginx wrote there.
 function M.stop(dir)

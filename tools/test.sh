@@ -15,7 +15,7 @@ rm -rf "$LIMITRY_TEST_TMP"
 mkdir -p "$LIMITRY_TEST_TMP"
 # Proxies from a developer's environment must not reroute loopback test traffic.
 unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY ALL_PROXY all_proxy
-CLIENT_SPECS="spec/arguments_spec.lua spec/json_spec.lua spec/client_spec.lua spec/tls_spec.lua spec/async_spec.lua"
+CLIENT_SPECS="spec/arguments_spec.lua spec/json_spec.lua spec/client_spec.lua spec/tls_spec.lua spec/async_spec.lua spec/game_loop_spec.lua"
 TOTAL_PASSED=0
 TOTAL_FAILED=0
 LOG="$LIMITRY_TEST_TMP/last.log"
@@ -71,8 +71,8 @@ all)
   for v in 5.4 5.3 5.1 luajit; do
     run_busted "$v" "$v" "client specs (Lua $v)" $CLIENT_SPECS
   done
-  run_busted 5.4 5.4 "server specs" spec/server_spec.lua
-  LUA_PRE="-e collectgarbage('setpause',0)" run_busted 5.4 5.4 "client specs, GC every step" spec/client_spec.lua spec/json_spec.lua
+  run_busted 5.4 5.4 "server + nginx specs" spec/server_spec.lua spec/openresty_spec.lua
+  LUA_PRE="-e collectgarbage('setpause',0)" run_busted 5.4 5.4 "client specs, GC every step" spec/client_spec.lua spec/json_spec.lua spec/async_spec.lua
   CFLAGS_EXTRA="-O1 -fsanitize=undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer" \
     LDFLAGS_EXTRA="-lubsan" sh tools/build.sh ubsan && run_busted 5.4 ubsan "client specs (UBSan)" $CLIENT_SPECS
   check "valgrind (zero errors, leaks)" sh tools/valgrind.sh
