@@ -4,16 +4,11 @@ local store = require "limitry_server.store"
 local query = require "limitry_server.query"
 local time = require "limitry_server.time"
 local faults = require "limitry_server.faults"
+local encode = require "limitry_server.encode"
 
 local M = {}
 local config
 local MAX_BATCH = 1000
-
--- cjson encodes an empty Lua table as an object; every list we send is the value of "data".
-local function encode_with_data(data)
-  if #data == 0 then return '{"data":[]}' end
-  return cjson.encode { data = data }
-end
 
 local function reply(status, body, headers)
   ngx.status = status
@@ -93,17 +88,17 @@ local function usage(kind, chunks)
   local body
   if kind == "summary" then
     if not q then return fail(400, err) end
-    body = cjson.encode(query.summary(q))
+    body = encode.metrics(query.summary(q))
   elseif kind == "breakdown" then
     local group_by, gerr = one_of(args, "groupBy", query.GROUP_BY)
     if not group_by then return fail(400, gerr) end
     if not q then return fail(400, err) end
-    body = encode_with_data(query.breakdown(q, group_by, cjson.null))
+    body = encode.data(query.breakdown(q, group_by, cjson.null))
   else
     local interval, ierr = one_of(args, "interval", query.INTERVALS)
     if not interval then return fail(400, ierr) end
     if not q then return fail(400, err) end
-    body = encode_with_data(query.timeseries(q, interval))
+    body = encode.data(query.timeseries(q, interval))
   end
   if chunks and chunks > 1 then
     ngx.header["Content-Type"] = "application/json"

@@ -76,26 +76,55 @@ function M.breakdown(q, group_by, null_value)
   return order
 end
 
--- Only non-empty buckets, in time order.
+local BUCKET_SECONDS = { hour = 3600, day = 86400, week = 7 * 86400 }
+local labels = {} -- bucket start -> ISO label; bounded by the buckets ever asked for
+
+-- Only non-empty buckets, in time order. Buckets are numbered from the one holding the range
+-- start and summed in plain arrays: this is the server's hottest loop (hourly, 90 days).
 function M.timeseries(q, interval)
-  local ts = store.cols.ts
-  local buckets, starts = {}, {}
-  scan(q, function(i)
-    local b = time.bucket(ts[i], interval)
-    local m = buckets[b]
-    if not m then
-      m = new_metrics()
-      buckets[b] = m
-      starts[#starts + 1] = b
+  local c = store.cols
+  local ts, cust, etype, model = c.ts, c.customerId, c.eventType, c.model
+  local tin, tout, ttot, tcost = c.inputTokens, c.outputTokens, c.totalTokens, c.costCents
+  local s, e = q.start, q["end"]
+  local fc, fe, fm = q.customerId, q.eventType, q.model
+  local size = BUCKET_SECONDS[interval]
+  local base = time.bucket(s, interval)
+  local floor = math.floor
+  local ev, sin, sout, stot, scost, used = {}, {}, {}, {}, {}, {}
+  for i = 1, store.count do
+    local t = ts[i]
+    if t >= s and t < e
+      and (fc == nil or cust[i] == fc)
+      and (fe == nil or etype[i] == fe)
+      and (fm == nil or model[i] == fm) then
+      local k = floor((t - base) / size)
+      local n = ev[k]
+      if not n then
+        n, sin[k], sout[k], stot[k], scost[k] = 0, 0, 0, 0, 0
+        used[#used + 1] = k
+      end
+      ev[k] = n + 1
+      sin[k] = sin[k] + tin[i]
+      sout[k] = sout[k] + tout[i]
+      stot[k] = stot[k] + ttot[i]
+      scost[k] = scost[k] + tcost[i]
     end
-    accumulate(m, i)
-  end)
-  table.sort(starts)
+  end
+  table.sort(used)
   local data = {}
-  for k, b in ipairs(starts) do
-    local m = tidy(buckets[b])
-    m.timestamp = time.format(b)
-    data[k] = m
+  for _, k in ipairs(used) do
+    do
+      local start = base + k * size
+      local label = labels[start]
+      if not label then
+        label = time.format(start)
+        labels[start] = label
+      end
+      data[#data + 1] = tidy {
+        timestamp = label, totalEvents = ev[k], totalInputTokens = sin[k],
+        totalOutputTokens = sout[k], totalTokens = stot[k], totalCostCents = scost[k],
+      }
+    end
   end
   return data
 end
