@@ -373,6 +373,37 @@ describe("limitry client", function()
       collectgarbage()
     end)
 
+    it("goes through the proxy option", function()
+      local id = support.test_id("proxy")
+      local c = limitry.new { api_key = server.api_key, base_url = "http://limitry.invalid/v1", max_retries = 0,
+        proxy = server.root, headers = { ["X-Limitry-Test-Id"] = id } }
+      assert(c:usage():get_summary(params()))
+      local rec = support.recorded(server, id).requests[1]
+      assert.equal("limitry.invalid", rec.headers.host)
+    end)
+
+    -- os.getenv cannot be set from Lua, so these run a child Lua with http_proxy in its environment.
+    local function with_env_proxy(extra_option)
+      local lua = jit and "luajit" or ("lua" .. _VERSION:sub(5))
+      local script = string.format([[
+        local limitry = require "limitry"
+        local c = limitry.new { api_key = %q, base_url = "http://limitry.invalid/v1", max_retries = 0 %s }
+        local s, msg = c:usage():get_summary("2024-01-01T00:00:00Z", "2024-02-01T00:00:00Z")
+        io.write(s and "ok" or msg)]], server.api_key, extra_option)
+      local p = io.popen("http_proxy=" .. server.root .. " " .. lua .. " -e '" .. script .. "' 2>&1")
+      local out = p:read("*a")
+      p:close()
+      return out
+    end
+
+    it("takes a proxy from http_proxy in the environment", function()
+      assert.equal("ok", with_env_proxy(""))
+    end)
+
+    it("ignores environment proxies with proxy = \"\"", function()
+      assert.matches("^NetworkError: could not resolve the host name", with_env_proxy(', proxy = ""'))
+    end)
+
     if _VERSION == "Lua 5.4" then
       it("closes on leaving a <close> scope", function()
         local chunk = assert(load([[

@@ -58,6 +58,20 @@ describe("HTTPS", function()
     assert.equal(1, rec.connections)
   end)
 
+  it("works when ca_path names a hashed certificate folder", function()
+    local dir = pki .. "/capath"
+    sh("mkdir -p " .. dir)
+    local p = io.popen("openssl x509 -hash -noout -in " .. pki .. "/ca.pem")
+    local hash = p:read("*l")
+    p:close()
+    sh("cp " .. pki .. "/ca.pem " .. dir .. "/" .. hash .. ".0")
+    -- The system bundle stays in use beside ca_path; it does not hold this CA (see the next test).
+    local c = limitry.new { api_key = server.api_key, base_url = server.base_url, ca_path = dir, max_retries = 0 }
+    local s, msg = c:usage():get_summary(P[1], P[2])
+    assert.is_nil(msg)
+    assert.equal(0, s.totalEvents)
+  end)
+
   it("fails with a clean NetworkError when the CA is not trusted", function()
     local c = limitry.new { api_key = server.api_key, base_url = server.base_url, max_retries = 0,
       ca_file = "/etc/ssl/certs/ca-certificates.crt" }
