@@ -137,23 +137,28 @@ static const luaL_Reg core_functions[] = {
     {NULL, NULL},
 };
 
+void lm_register_class(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction release)
+{
+    /* luaL_newmetatable returns the existing table when re-required: no duplicate state. */
+    luaL_newmetatable(L, name);
+    lua_newtable(L);
+    luaL_setfuncs(L, methods, 0);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, release);
+    lua_setfield(L, -2, "__gc");
+#if LUA_VERSION_NUM >= 504
+    lua_pushcfunction(L, release);
+    lua_setfield(L, -2, "__close");
+#endif
+    lua_pushstring(L, name);
+    lua_setfield(L, -2, "__name");
+    lua_pop(L, 1);
+}
+
 int luaopen_limitry_core(lua_State *L)
 {
     ensure_curl_global(L);
-    /* luaL_newmetatable returns the existing table when re-required: no duplicate state. */
-    luaL_newmetatable(L, HANDLE_MT);
-    lua_newtable(L);
-    luaL_setfuncs(L, handle_methods, 0);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, handle_close);
-    lua_setfield(L, -2, "__gc");
-#if LUA_VERSION_NUM >= 504
-    lua_pushcfunction(L, handle_close);
-    lua_setfield(L, -2, "__close");
-#endif
-    lua_pushliteral(L, "limitry.handle");
-    lua_setfield(L, -2, "__name");
-    lua_pop(L, 1);
+    lm_register_class(L, HANDLE_MT, handle_methods, handle_close);
 
     luaL_newlib(L, core_functions);
     lm_multi_register(L);

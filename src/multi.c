@@ -203,17 +203,7 @@ static const luaL_Reg multi_methods[] = {
 
 void lm_multi_register(lua_State *L)
 {
-    luaL_newmetatable(L, MULTI_MT);
-    lua_newtable(L);
-    luaL_setfuncs(L, multi_methods, 0);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, multi_close);
-    lua_setfield(L, -2, "__gc");
-#if LUA_VERSION_NUM >= 504
-    lua_pushcfunction(L, multi_close);
-    lua_setfield(L, -2, "__close");
-#endif
-    lua_pop(L, 1);
+    lm_register_class(L, MULTI_MT, multi_methods, multi_close);
     lua_pushcfunction(L, multi_new);
     lua_setfield(L, -2, "multi");
 }

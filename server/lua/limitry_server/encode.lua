@@ -1,5 +1,7 @@
 -- JSON for metric objects, written directly: several times faster than cjson's generic walk for
 -- the thousands of rows an hourly series has, and integers never come out as 1e+14.
+-- Token and event counts are integers by construction (ingestion accepts only integers); only
+-- the cost may have a fraction.
 local cjson = require "cjson.safe"
 
 local format, floor, concat = string.format, math.floor, table.concat
@@ -11,16 +13,21 @@ local function number(v)
   return format("%.17g", v)
 end
 
+local METRICS = '"totalEvents":%d,"totalTokens":%d,"totalInputTokens":%d,"totalOutputTokens":%d,"totalCostCents":%s}'
+local PLAIN = "{" .. METRICS
+local WITH_TIMESTAMP = '{"timestamp":"%s",' .. METRICS -- our own ISO labels: nothing to escape
+local WITH_DIMENSION = '{"dimension":%s,' .. METRICS
+
 local function metrics(m)
-  local head = ""
   if m.timestamp then
-    head = format('"timestamp":%s,', cjson.encode(m.timestamp))
+    return format(WITH_TIMESTAMP, m.timestamp, m.totalEvents, m.totalTokens, m.totalInputTokens,
+      m.totalOutputTokens, number(m.totalCostCents))
   elseif m.dimension ~= nil then
-    head = format('"dimension":%s,', m.dimension == cjson.null and "null" or cjson.encode(m.dimension))
+    return format(WITH_DIMENSION, m.dimension == cjson.null and "null" or cjson.encode(m.dimension),
+      m.totalEvents, m.totalTokens, m.totalInputTokens, m.totalOutputTokens, number(m.totalCostCents))
   end
-  return format('{%s"totalEvents":%s,"totalTokens":%s,"totalInputTokens":%s,"totalOutputTokens":%s,"totalCostCents":%s}',
-    head, number(m.totalEvents), number(m.totalTokens), number(m.totalInputTokens),
-    number(m.totalOutputTokens), number(m.totalCostCents))
+  return format(PLAIN, m.totalEvents, m.totalTokens, m.totalInputTokens, m.totalOutputTokens,
+    number(m.totalCostCents))
 end
 M.metrics = metrics
 
