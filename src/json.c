@@ -72,8 +72,16 @@ static void add_utf8(luaL_Buffer *b, unsigned long cp)
 static void string_value(lua_State *L, parser *ps)
 {
     luaL_Buffer b;
-    const char *run;
+    const char *run, *q;
     ps->p++; /* opening quote */
+    /* Most strings (keys, ISO dates, names) have no escapes: push them without a buffer. */
+    for (q = ps->p; q < ps->end && *q != '"' && *q != '\\' && (unsigned char)*q >= 0x20; q++)
+        ;
+    if (q < ps->end && *q == '"') {
+        lua_pushlstring(L, ps->p, (size_t)(q - ps->p));
+        ps->p = q + 1;
+        return;
+    }
     luaL_buffinit(L, &b);
     run = ps->p;
     for (;;) {
@@ -176,6 +184,24 @@ static void number_value(lua_State *L, parser *ps)
             ps->p++;
     }
     n = (size_t)(ps->p - start);
+    if (integral && n - (*start == '-') <= 15) {
+        /* Up to 15 digits fit exactly in a double and in a long long: no strtod needed. */
+        long long v = 0;
+        const char *q = start + (*start == '-');
+        for (; q < ps->p; q++)
+            v = v * 10 + (*q - '0');
+        if (*start == '-')
+            v = -v;
+#if LM_HAS_INTEGERS
+        if (v >= LUA_MININTEGER && v <= LUA_MAXINTEGER) { /* false only for 32-bit lua_Integer */
+            lua_pushinteger(L, (lua_Integer)v);
+            return;
+        }
+#else
+        lua_pushnumber(L, (lua_Number)v);
+        return;
+#endif
+    }
 #if LM_HAS_INTEGERS
     if (integral) {
         /* Accumulate as a negative number so that the most negative integer fits too. */
@@ -196,8 +222,6 @@ static void number_value(lua_State *L, parser *ps)
             return;
         }
     }
-#else
-    (void)integral;
 #endif
     if (n >= sizeof(text))
         n = sizeof(text) - 1; /* digits past 63 cannot change a double */
