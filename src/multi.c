@@ -15,6 +15,7 @@
 #include "multi.h"
 
 #define MULTI_MT "limitry.multi"
+#define LM_MULTI_MAX_IDLE 32
 #define HANDLE_MT "limitry.handle"
 
 static lm_multi *check_multi(lua_State *L)
@@ -50,6 +51,9 @@ static int multi_new(lua_State *L)
     m->multi = curl_multi_init();
     if (m->multi == NULL)
         return luaL_error(L, "curl_multi_init failed");
+    /* libcurl's default keeps 4 idle connections per attached handle, so as finished transfers
+     * are detached it closes connections the next burst would have reused. */
+    curl_multi_setopt(m->multi, CURLMOPT_MAXCONNECTS, (long)LM_MULTI_MAX_IDLE);
     return 1;
 }
 
