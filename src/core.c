@@ -81,13 +81,6 @@ static int handle_id(lua_State *L)
     return 1;
 }
 
-static int handle_is_closed(lua_State *L)
-{
-    lm_request *r = (lm_request *)luaL_checkudata(L, 1, HANDLE_MT);
-    lua_pushboolean(L, r->easy == NULL);
-    return 1;
-}
-
 static int core_decode(lua_State *L)
 {
     size_t len;
@@ -124,7 +117,6 @@ static int core_now(lua_State *L)
 static const luaL_Reg handle_methods[] = {
     {"request", handle_request},
     {"close", handle_close},
-    {"is_closed", handle_is_closed},
     {"id", handle_id},
     {NULL, NULL},
 };

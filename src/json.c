@@ -3,7 +3,6 @@
  * left out, null array elements and a top-level null become lightuserdata(NULL) (== cjson.null).
  * It allocates no C memory, so an error raised inside (a longjmp) cannot leak: it runs under
  * lua_pcall and malformed input becomes a message, not an exception. */
-#include <errno.h>
 #include <locale.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -150,8 +149,6 @@ static void number_value(lua_State *L, parser *ps)
     int integral = 1;
     char text[64];
     size_t n;
-    char *endp;
-    double d;
 
     if (*ps->p == '-')
         ps->p++;
@@ -236,9 +233,7 @@ static void number_value(lua_State *L, parser *ps)
                 *dot = point[0];
         }
     }
-    errno = 0;
-    d = strtod(text, &endp);
-    lua_pushnumber(L, d);
+    lua_pushnumber(L, strtod(text, NULL));
 }
 
 static int literal(parser *ps, const char *word, size_t n)

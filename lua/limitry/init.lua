@@ -53,7 +53,7 @@ local function unpack_args(t, n) return unpack(t, 1, n) end
 
 local function raise(msg) error("limitry.new: " .. msg, 0) end
 
-local function has_control(s) return s:find("[%z\1-\31\127]") ~= nil end
+local has_control = protocol.has_control
 
 local function check_options(opts)
   for k, v in pairs(opts) do
@@ -174,7 +174,6 @@ end
 function Client:_secret() return secrets[self] and secrets[self].key end
 
 function Client:_handle()
-  if self.closed then error("limitry: this client is closed", 3) end
   if not self.handle then self.handle = core.new() end
   return self.handle
 end

@@ -21,6 +21,7 @@ local FILTERS = { { "customer_id", "customerId" }, { "event_type", "eventType" }
 local function raise(fn, msg) error("usage:" .. fn .. ": " .. msg, 0) end
 
 local function has_control(s) return s:find("[%z\1-\31\127]") ~= nil end
+M.has_control = has_control
 
 local function quote_list(list) return "'" .. table.concat(list, "', '") .. "'" end
 
