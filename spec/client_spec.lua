@@ -275,9 +275,9 @@ describe("limitry client", function()
     end)
 
     it("an oversize body is an error after the cap, not an OOM", function()
-      local err, msg = fails_with("DecodeError", "size=3000000", { max_retries = 0, max_response_size = 1024 * 1024 })
+      local _, msg = fails_with("DecodeError", "size=3000000", { max_retries = 0, max_response_size = 1024 * 1024 })
       assert.matches("larger than the limit of 1048576 bytes", msg)
-      err = fails_with("DecodeError", "size=" .. (20 * 1024 * 1024))
+      local err = fails_with("DecodeError", "size=" .. (20 * 1024 * 1024))
       assert.matches("16777216", err.message)
     end)
 

@@ -1,7 +1,8 @@
 #!/bin/sh
 # Runs every suite and ends with one line "N passed, M failed" summing them all.
 #   tools/test.sh            everything: client specs on Lua 5.4, 5.3, 5.1 and LuaJIT, the server
-#                            specs, an aggressive-GC run, valgrind, the rock install, the examples
+#                            and nginx specs, an aggressive-GC run, UBSan, valgrind, the rock
+#                            install, luacheck, the examples
 #   tools/test.sh quick V    the client specs on one Lua (5.4, 5.3, 5.1 or luajit)
 #   tools/test.sh valgrind   the valgrind run alone
 #   tools/test.sh ubsan      the client specs with UndefinedBehaviorSanitizer
@@ -78,6 +79,7 @@ all)
   check "valgrind (zero errors, leaks)" sh tools/valgrind.sh
   grep -E "ERROR SUMMARY|definitely lost" "$LOG" | head -n 4
   check "luarocks make installs the rock" sh tools/rock-check.sh
+  check "luacheck (lua/ server/ spec/ examples/ bench/)" luacheck --no-color lua/ server/ spec/ examples/ bench/
   check "examples run as written" sh tools/examples-check.sh
   ;;
 esac

@@ -21,7 +21,7 @@ end
 
 local function fail(status, message) return reply(status, { error = message }) end
 
-local function load_sample(path)
+local function load_sample()
   local sample = require "limitry_server.sample"
   local batch = {}
   for _, ev in ipairs(sample.events()) do batch[#batch + 1] = { ev, time.parse(ev.timestamp) } end
@@ -35,7 +35,7 @@ function M.init(conf)
   local existed = io.open(path, "rb")
   if existed then existed:close() end
   local loaded, skipped = store.open(path)
-  if not existed and conf.sample then load_sample(path) end
+  if not existed and conf.sample then load_sample() end
   ngx.log(ngx.NOTICE, "limitry-local: ", store.count, " events (", loaded, " loaded, ", skipped, " unreadable lines skipped)")
 end
 
@@ -183,7 +183,7 @@ function M.handle()
     local n = id and faults.record(id)
     local spec = ngx.var.http_x_limitry_fault
     if spec then
-      local done, extra = faults.apply(spec, id, n)
+      local done, extra = faults.apply(spec, n)
       if done then return end
       opts = extra or opts
     end

@@ -76,7 +76,7 @@ local CANNED = {
 
 -- Returns true when the fault produced the whole reply; false lets the normal handler run
 -- (possibly after a delay, or with chunking requested through the returned options).
-function M.apply(header, id, request_number)
+function M.apply(header, request_number)
   local spec = parse_spec(header)
   if spec.times and (request_number or 1) > tonumber(spec.times) then return false end
   if spec.delay then ngx.sleep(tonumber(spec.delay) / 1000) end
