@@ -114,7 +114,8 @@ describe("in nginx (OpenResty)", function()
     for i, l in ipairs(latencies) do
       assert.is_true(l < 0.2, string.format("ping %d took %.1f ms", i, l * 1000))
     end
-    io.stderr:write(string.format("\n[nginx, one worker, usage call held 1 s] 100 pings: p50 %.2f ms, p99 %.2f ms, max %.2f ms; all done %.0f ms after start, slow call done at %.0f ms\n",
+    io.stderr:write(string.format("\n[nginx, one worker, usage call held 1 s] 100 pings: p50 %.2f ms, "
+      .. "p99 %.2f ms, max %.2f ms; all done %.0f ms after start, slow call done at %.0f ms\n",
       percentile(latencies, 0.5) * 1000, percentile(latencies, 0.99) * 1000, percentile(latencies, 1) * 1000,
       (pings_done - t0) * 1000, (slow_done - t0) * 1000))
   end)
