@@ -14,6 +14,9 @@ local Request = {}
 Request.__index = Request
 M.Request = Request
 
+-- Per-request libcurl options (they hold the Authorization header), kept off the request table.
+local options_of = setmetatable({}, { __mode = "k" })
+
 local function client_state(c)
   local s = c._async
   if not s then
@@ -37,7 +40,7 @@ local function launch(c, req)
   req.attempts = req.attempts + 1
   s.by_id[h:id()] = h
   s.owner[h] = req
-  s.multi:add(h, req.options)
+  s.multi:add(h, options_of[req])
 end
 
 local function release(s, h)
@@ -159,10 +162,8 @@ end
 function M.start(c, shape, path, callback)
   if c.closed then error("limitry: this client is closed", 3) end
   local s = client_state(c)
-  local req = setmetatable({
-    client = c, shape = shape, state = "running", attempts = 0,
-    options = c:_request_options(path), callback = callback,
-  }, Request)
+  local req = setmetatable({ client = c, shape = shape, state = "running", attempts = 0, callback = callback }, Request)
+  options_of[req] = c:_request_options(path)
   s.pending = s.pending + 1
   launch(c, req)
   return req
