@@ -1,4 +1,5 @@
 #include <ctype.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "compat.h"
@@ -219,93 +220,88 @@ static void push_headers(lua_State *L, const lm_buffer *head)
     }
 }
 
+/* Pushes nil, kind, message, curl_code for a failed transfer, in our words, never libcurl's. */
 static void push_failure(lua_State *L, lm_request *r, CURLcode code)
 {
     const char *kind = "network";
+    const char *text;
+    char buf[160];
     long os_errno = 0;
     curl_off_t connect_us = 0;
 
-    lua_pushnil(L);
     if (r->too_large || code == CURLE_FILESIZE_EXCEEDED) {
-        lua_pushliteral(L, "too_large");
-        lua_pushfstring(L, "response larger than the limit of %d bytes", (int)r->max_body);
-        lua_pushinteger(L, code);
-        return;
+        kind = "too_large";
+        snprintf(buf, sizeof buf, "response larger than the limit of %lu bytes", (unsigned long)r->max_body);
+        text = buf;
+    } else if (r->out_of_memory) {
+        kind = "memory";
+        text = "out of memory while receiving the response";
+    } else {
+        switch (code) {
+        case CURLE_OPERATION_TIMEDOUT:
+            kind = "timeout";
+            curl_easy_getinfo(r->easy, CURLINFO_CONNECT_TIME_T, &connect_us);
+            if (connect_us == 0) {
+                text = "timed out while connecting";
+            } else {
+                snprintf(buf, sizeof buf, "no complete response within %ld ms", r->timeout_ms);
+                text = buf;
+            }
+            break;
+        case CURLE_COULDNT_RESOLVE_HOST:
+            text = "could not resolve the host name";
+            break;
+        case CURLE_COULDNT_RESOLVE_PROXY:
+            text = "could not resolve the proxy host name";
+            break;
+        case CURLE_COULDNT_CONNECT:
+            curl_easy_getinfo(r->easy, CURLINFO_OS_ERRNO, &os_errno);
+            if (os_errno != 0) {
+                snprintf(buf, sizeof buf, "could not connect: %s", strerror((int)os_errno));
+                text = buf;
+            } else {
+                text = "could not connect";
+            }
+            break;
+        case CURLE_PEER_FAILED_VERIFICATION:
+            kind = "tls";
+            text = "TLS certificate verification failed (set ca_file or ca_path to trust its issuer)";
+            break;
+        case CURLE_SSL_CACERT_BADFILE:
+            kind = "tls";
+            text = "cannot read the CA certificates named by ca_file or ca_path";
+            break;
+        case CURLE_SSL_CONNECT_ERROR:
+        case CURLE_SSL_CERTPROBLEM:
+        case CURLE_SSL_CIPHER:
+            kind = "tls";
+            text = "TLS handshake failed";
+            break;
+        case CURLE_GOT_NOTHING:
+            text = "server closed the connection without a response";
+            break;
+        case CURLE_PARTIAL_FILE:
+        case CURLE_RECV_ERROR:
+        case CURLE_SEND_ERROR:
+            text = "connection broken before the response was complete";
+            break;
+        case CURLE_BAD_CONTENT_ENCODING:
+            kind = "decode";
+            text = "response body could not be decompressed";
+            break;
+        case CURLE_UNSUPPORTED_PROTOCOL:
+        case CURLE_URL_MALFORMAT:
+            kind = "usage";
+            text = "the URL is not a valid http:// or https:// URL";
+            break;
+        default:
+            snprintf(buf, sizeof buf, "transfer failed (libcurl error %d)", (int)code);
+            text = buf;
+        }
     }
-    if (r->out_of_memory) {
-        lua_pushliteral(L, "memory");
-        lua_pushliteral(L, "out of memory while receiving the response");
-        lua_pushinteger(L, code);
-        return;
-    }
-    curl_easy_getinfo(r->easy, CURLINFO_OS_ERRNO, &os_errno);
-    switch (code) {
-    case CURLE_OPERATION_TIMEDOUT:
-        kind = "timeout";
-        curl_easy_getinfo(r->easy, CURLINFO_CONNECT_TIME_T, &connect_us);
-        lua_pushstring(L, kind);
-        if (connect_us == 0)
-            lua_pushliteral(L, "timed out while connecting");
-        else
-            lua_pushfstring(L, "no complete response within %d ms", (int)r->timeout_ms);
-        break;
-    case CURLE_COULDNT_RESOLVE_HOST:
-        lua_pushstring(L, kind);
-        lua_pushliteral(L, "could not resolve the host name");
-        break;
-    case CURLE_COULDNT_RESOLVE_PROXY:
-        lua_pushstring(L, kind);
-        lua_pushliteral(L, "could not resolve the proxy host name");
-        break;
-    case CURLE_COULDNT_CONNECT:
-        lua_pushstring(L, kind);
-        if (os_errno != 0)
-            lua_pushfstring(L, "could not connect: %s", strerror((int)os_errno));
-        else
-            lua_pushliteral(L, "could not connect");
-        break;
-    case CURLE_PEER_FAILED_VERIFICATION:
-        kind = "tls";
-        lua_pushstring(L, kind);
-        lua_pushliteral(L, "TLS certificate verification failed (set ca_file or ca_path to trust its issuer)");
-        break;
-    case CURLE_SSL_CACERT_BADFILE:
-        kind = "tls";
-        lua_pushstring(L, kind);
-        lua_pushliteral(L, "cannot read the CA certificates named by ca_file or ca_path");
-        break;
-    case CURLE_SSL_CONNECT_ERROR:
-    case CURLE_SSL_CERTPROBLEM:
-    case CURLE_SSL_CIPHER:
-        kind = "tls";
-        lua_pushstring(L, kind);
-        lua_pushliteral(L, "TLS handshake failed");
-        break;
-    case CURLE_GOT_NOTHING:
-        lua_pushstring(L, kind);
-        lua_pushliteral(L, "server closed the connection without a response");
-        break;
-    case CURLE_PARTIAL_FILE:
-    case CURLE_RECV_ERROR:
-    case CURLE_SEND_ERROR:
-        lua_pushstring(L, kind);
-        lua_pushliteral(L, "connection broken before the response was complete");
-        break;
-    case CURLE_BAD_CONTENT_ENCODING:
-        kind = "decode";
-        lua_pushstring(L, kind);
-        lua_pushliteral(L, "response body could not be decompressed");
-        break;
-    case CURLE_UNSUPPORTED_PROTOCOL:
-    case CURLE_URL_MALFORMAT:
-        kind = "usage";
-        lua_pushstring(L, kind);
-        lua_pushliteral(L, "the URL is not a valid http:// or https:// URL");
-        break;
-    default:
-        lua_pushstring(L, kind);
-        lua_pushfstring(L, "transfer failed (libcurl error %d)", (int)code);
-    }
+    lua_pushnil(L);
+    lua_pushstring(L, kind);
+    lua_pushstring(L, text);
     lua_pushinteger(L, code);
 }
 
