@@ -49,7 +49,6 @@ local Usage = {}
 Usage.__index = Usage
 
 local unpack = table.unpack or unpack
-local function unpack_args(t, n) return unpack(t, 1, n) end
 
 local function raise(msg) error("limitry.new: " .. msg, 0) end
 
@@ -249,7 +248,7 @@ for name, call in pairs(protocol.CALLS) do
       callback = args[n]
       n = n - 1
     end
-    local path = protocol.build_query(name, unpack_args(args, n))
+    local path = protocol.build_query(name, unpack(args, 1, n))
     return async.start(self.client, call.shape, path, callback)
   end
 end

@@ -67,8 +67,7 @@ end
 
 -- A fault header value with a JSON body percent-encoded.
 function M.json_fault(json, extra)
-  local enc = json:gsub("[^%w%-%._~]", function(c) return string.format("%%%02X", c:byte()) end)
-  return (extra and (extra .. ";") or "") .. "json=" .. enc
+  return (extra and (extra .. ";") or "") .. "json=" .. require("limitry.protocol").percent_encode(json)
 end
 
 -- A port nothing listens on.
