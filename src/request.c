@@ -308,10 +308,6 @@ static void push_failure(lua_State *L, lm_request *r, CURLcode code)
 int lm_request_push_result(lua_State *L, lm_request *r, CURLcode code)
 {
     long status = 0, connects = 0;
-    if (r->headers) {
-        curl_slist_free_all(r->headers);
-        r->headers = NULL;
-    }
     if (code != CURLE_OK || r->too_large || r->out_of_memory) {
         push_failure(L, r, code);
         lm_request_finish(r);

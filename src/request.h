@@ -33,7 +33,9 @@ int lm_request_init(lm_request *r);
  * then configures the easy handle. Raises only for argument errors. */
 void lm_request_setup(lua_State *L, lm_request *r, int idx);
 /* After the transfer ended with code: pushes status, headers, body, connections_opened, or
- * nil, kind, message, curl_code. Frees the per-transfer memory first. Returns values pushed. */
+ * nil, kind, message, curl_code, then frees the per-transfer memory. Should a push raise (out of
+ * memory), that memory stays owned by r and is freed by the next setup or by lm_request_free.
+ * Returns values pushed. */
 int lm_request_push_result(lua_State *L, lm_request *r, CURLcode code);
 /* Frees per-transfer state (headers list, buffers beyond a small reserve). */
 void lm_request_finish(lm_request *r);
