@@ -1,61 +1,202 @@
--- The client inside real nginx (Debian's lua-nginx-module, LuaJIT) with one worker: usage calls
--- run on the thread pool and never stall the worker; and the budget guard example.
-local socket = require "socket"
+-- The client inside real nginx (Debian's lua-nginx-module, LuaJIT): usage calls go over cosockets
+-- by default and never stall the worker; the worker-thread path fails soft when overloaded; a
+-- client made before fork is safe in every worker; reloads finish calls in flight; and the budget
+-- guard example holds under a burst.
 local support = require "spec.support.server"
+local gateway = require "spec.support.gateway"
 local local_server = require "limitry_local"
 local core = require "limitry.core"
 
 local ROOT = os.getenv("PWD")
+local WIDE = { "2000-01-01T00:00:00Z", "2100-01-01T00:00:00Z" }
 
+-- The gateway's http block; gateway_conf() fills in the @NAME@ fields.
 local GATEWAY = [[
   keepalive_timeout 30s;
-  lua_package_path "%s/lua/?.lua;%s/lua/?/init.lua;%s/examples/openresty/?.lua;;";
-  lua_package_cpath "%s/build/luajit/?.so;;";
-  lua_shared_dict limitry_budget 1m;
+  lua_package_path "@ROOT@/lua/?.lua;@ROOT@/lua/?/init.lua;@ROOT@/examples/openresty/?.lua;;";
+  lua_package_cpath "@ROOT@/build/luajit/?.so;;";
+  lua_shared_dict limitry_budget 4m;
   init_by_lua_block {
-    TEST = { api_key = %q, base_url = %q, dead_url = %q, guard_id = %q }
+    TEST = @TEST_VALUES@
+    local limitry = require "limitry"
+    local cjson = require "cjson.safe"
+    -- Made before nginx forks its workers.
+    SHARED = limitry.new { api_key = TEST.api_key, base_url = TEST.base_url }
+    if TEST.blocking_shared then
+      SHARED_BLOCKING = limitry.new { api_key = TEST.api_key, base_url = TEST.base_url, openresty = "blocking" }
+      -- A call here opens a connection in the master, which every worker inherits.
+      assert(SHARED_BLOCKING:usage():get_summary(TEST.wide[1], TEST.wide[2]))
+    end
     require("budget_guard").configure {
       budgets = { rich = 1000000, poor = 100 },
       default_budget_cents = 50,
       cache_ttl = 30,
       client = { api_key = TEST.api_key, base_url = TEST.base_url, headers = { ["X-Limitry-Test-Id"] = TEST.guard_id } },
     }
-    DEAD = { api_key = TEST.api_key, base_url = TEST.dead_url, max_retries = 0, connect_timeout = 1 }
+    GUARD = function(name, extra)
+      local client = { api_key = TEST.api_key, base_url = TEST.base_url, headers = { ["X-Limitry-Test-Id"] = TEST.guard_id .. "-" .. name } }
+      for k, v in pairs(extra or {}) do if k == "fault" then client.headers["X-Limitry-Fault"] = v else client[k] = v end end
+      return client
+    end
+    GUARDS = {
+      burst = GUARD("burst"),
+      failing = GUARD("failing", { fault = "status=500" }),
+      hanging = GUARD("hanging", { fault = "delay=5000" }),
+      refresh = GUARD("refresh"),
+      dead = { api_key = TEST.api_key, base_url = TEST.dead_url, max_retries = 0, connect_timeout = 1 },
+    }
+    -- /call: one usage call with the options in the query; the outcome as JSON.
+    CALL = function(args)
+      local opts = { api_key = args.key == "ingest" and "lm_local_ingest_only_key" or TEST.api_key,
+        base_url = args.tls and TEST.tls_url or TEST.base_url, openresty = args.mode,
+        timeout = tonumber(args.timeout), max_response_size = tonumber(args.max_size),
+        max_retries = tonumber(args.retries), backoff = tonumber(args.backoff),
+        proxy = args.proxy, ca_file = args.ca_file, ssl_verify = not args.noverify,
+        max_worker_thread_calls = tonumber(args.max_calls),
+        headers = { ["X-Limitry-Fault"] = args.fault, ["X-Limitry-Test-Id"] = args.id } }
+      local t0 = ngx.now()
+      local ok, res, msg, err = pcall(function()
+        local c = limitry.new(opts)
+        return c:usage():get_summary(TEST.wide[1], TEST.wide[2], { customer_id = args.customer or "nobody" })
+      end)
+      ngx.update_time()
+      local out = { elapsed = ngx.now() - t0, customer = args.customer, pid = ngx.worker.pid() }
+      if not ok then out.raised = tostring(res)
+      elseif res then out.events = res.totalEvents
+      else out.msg, out.name, out.kind, out.attempts, out.status = msg, err.name, err.kind, err.attempts, err.status end
+      return cjson.encode(out)
+    end
   }
   server {
-    listen 127.0.0.1:%d;
-    location = /slow {
+    listen 127.0.0.1:@PORT@ @REUSEPORT@;
+    location = /call { content_by_lua_block { ngx.say(CALL(ngx.req.get_uri_args())) } }
+    location = /call-tls-trusted {
+      @TRUST@
+      content_by_lua_block { local a = ngx.req.get_uri_args(); a.tls = true; ngx.say(CALL(a)) }
+    }
+    location = /call-tls-untrusted {
+      content_by_lua_block { local a = ngx.req.get_uri_args(); a.tls = true; ngx.say(CALL(a)) }
+    }
+    location = /shared {
       content_by_lua_block {
-        local limitry = require "limitry"
-        local c = limitry.new { api_key = TEST.api_key, base_url = TEST.base_url, openresty = ngx.var.arg_mode,
-          headers = { ["X-Limitry-Fault"] = "delay=1000" } }
-        local s, msg = c:usage():get_summary("2024-01-01T00:00:00Z", "2024-02-01T00:00:00Z")
-        ngx.say(s and ("events=" .. s.totalEvents) or msg)
+        local client = ngx.var.arg_blocking and SHARED_BLOCKING or SHARED
+        local s, msg = client:usage():get_summary(TEST.wide[1], TEST.wide[2], { customer_id = ngx.var.arg_customer })
+        ngx.say(ngx.var.arg_customer, " ", s and s.totalEvents or msg, " ", ngx.worker.pid())
       }
     }
-    location = /error {
+    location = /in-set-phase {
+      set_by_lua_block $outcome {
+        local ok, res, msg = pcall(function()
+          return SHARED:usage():get_summary(TEST.wide[1], TEST.wide[2])
+        end)
+        return ok and "returned " .. tostring(res and res.totalEvents or msg) or "raised " .. tostring(res)
+      }
+      content_by_lua_block { ngx.say(ngx.var.outcome) }
+    }
+    location = /in-timer {
       content_by_lua_block {
-        local limitry = require "limitry"
-        local c = limitry.new { api_key = "lm_wrong_key_123", base_url = TEST.base_url }
-        local s, msg, err = c:usage():get_summary("2024-01-01T00:00:00Z", "2024-02-01T00:00:00Z")
-        ngx.say(msg, "|", tostring(err:is("APIError")), "|", err.status, "|", err.attempts)
+        local done = ngx.shared.limitry_budget
+        local id = ngx.var.arg_id
+        ngx.timer.at(0, function(premature)
+          if premature then return end
+          local s, msg = SHARED:usage():get_summary(TEST.wide[1], TEST.wide[2])
+          done:set("timer:" .. id, s and ("events=" .. s.totalEvents) or msg)
+        end)
+        ngx.say("started")
       }
     }
+    location = /timer-result { content_by_lua_block { ngx.say(ngx.shared.limitry_budget:get("timer:" .. ngx.var.arg_id)) } }
     location = /ping { content_by_lua_block { ngx.say("pong") } }
+    location = /pid { content_by_lua_block { ngx.say(ngx.worker.pid()) } }
     location /guarded/ {
       access_by_lua_block { require("budget_guard").check() }
       content_by_lua_block { ngx.say("served") }
     }
-    location /dead-open/ {
-      access_by_lua_block { require("budget_guard").check { client = DEAD, fail_open = true } }
+    location ~ ^/guard/(\w+)/ {
+      access_by_lua_block {
+        local name = ngx.var[1]
+        require("budget_guard").check { client = GUARDS[name], fail_open = name ~= "closed", lock_wait = 2 }
+      }
       content_by_lua_block { ngx.say("served") }
     }
     location /dead-closed/ {
-      access_by_lua_block { require("budget_guard").check { client = DEAD, fail_open = false } }
+      access_by_lua_block { require("budget_guard").check { client = GUARDS.dead, fail_open = false } }
       content_by_lua_block { ngx.say("served") }
+    }
+    location = /guard-cache {
+      content_by_lua_block {
+        local dict = ngx.shared.limitry_budget
+        local out = {}
+        for _, k in ipairs(dict:get_keys(0)) do
+          if k:find("^mtd:") then out[#out + 1] = { key = k, ttl = dict:ttl(k), value = dict:get(k) } end
+        end
+        ngx.say(require("cjson").encode(out))
+      }
+    }
+    location = /guard-age {
+      content_by_lua_block {
+        -- Makes the customer's entry look old enough to be refreshed ahead of expiry.
+        local dict = ngx.shared.limitry_budget
+        for _, k in ipairs(dict:get_keys(0)) do
+          if k:find("^mtd:") and k:sub(-#ngx.var.arg_customer - 1) == ":" .. ngx.var.arg_customer then
+            local cost, _, life = dict:get(k):match("^(%S+) (%S+) (%S+)$")
+            dict:set(k, string.format("%s %.3f %s", cost, ngx.now() - life * 0.9, life), 60)
+            ngx.say("aged")
+          end
+        end
+      }
     }
   }
 ]]
+
+local function gateway_conf(main_extra, values, port, reuseport, ca_file)
+  local fields = {}
+  for k, v in pairs(values) do
+    if type(v) == "table" then
+      fields[#fields + 1] = string.format("%s = { %q, %q }", k, v[1], v[2])
+    else
+      fields[#fields + 1] = string.format("%s = %q", k, tostring(v))
+    end
+  end
+  local values_text = "{ " .. table.concat(fields, ", ") .. " }"
+  local http = GATEWAY:gsub("@(%u[%u_]*)@", {
+    ROOT = ROOT, TEST_VALUES = values_text, PORT = tostring(port), REUSEPORT = reuseport and "reuseport" or "",
+    TRUST = ca_file and ("lua_ssl_trusted_certificate " .. ca_file .. ";") or "" })
+  return local_server.nginx_conf(main_extra, http)
+end
+
+local function sh(cmd)
+  local ok = os.execute(cmd .. " >/dev/null 2>&1")
+  assert(ok == true or ok == 0, "failed: " .. cmd)
+end
+
+-- A throwaway CA and a certificate for 127.0.0.1 signed by it.
+local function make_pki(dir)
+  sh(("openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj '/CN=limitry test CA' -keyout %s/ca.key -out %s/ca.pem"):format(dir, dir))
+  sh(("openssl req -newkey rsa:2048 -nodes -subj '/CN=127.0.0.1' -keyout %s/server.key -out %s/server.csr"):format(dir, dir))
+  local ext = assert(io.open(dir .. "/ext.cnf", "w"))
+  ext:write("subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n")
+  ext:close()
+  sh(("openssl x509 -req -in %s/server.csr -CA %s/ca.pem -CAkey %s/ca.key -CAcreateserial -days 2 -extfile %s/ext.cnf -out %s/server.pem")
+    :format(dir, dir, dir, dir, dir))
+end
+
+local function decode(answer)
+  assert(answer and answer.status == 200, "gateway answered " .. tostring(answer and (answer.status or answer.error)))
+  return assert(core.decode(answer.body), "not JSON: " .. tostring(answer.body))
+end
+
+local function ingest(server, events)
+  local body = { '{"events":[' }
+  for i, ev in ipairs(events) do
+    body[#body + 1] = (i > 1 and "," or "") .. string.format('{"customerId":%q,"eventType":"chat","model":"gpt-4o","inputTokens":10,"costCents":%s}',
+      ev.customer, tostring(ev.cents or 1))
+  end
+  body[#body + 1] = "]}"
+  local status = support.http("POST", server.base_url .. "/events/batch", table.concat(body),
+    { Authorization = "Bearer " .. server.api_key, ["Content-Type"] = "application/json" })
+  assert.equal(201, status)
+end
 
 local function percentile(list, p)
   local sorted = {}
@@ -64,95 +205,282 @@ local function percentile(list, p)
   return sorted[math.max(1, math.ceil(#sorted * p))]
 end
 
+local function fault(spec) return (spec:gsub("[=;]", function(c) return string.format("%%%02X", c:byte()) end)) end
+
 describe("in nginx (OpenResty)", function()
-  local server, gateway_dir, gateway
+  local server, tls_server, pki, dir, port
   local guard_id = support.test_id("guard")
 
   setup(function()
     server = support.start()
-    local port = local_server.free_port()
-    gateway_dir = support.tmpdir("gateway")
-    local conf = local_server.nginx_conf("thread_pool limitry threads=4;",
-      GATEWAY:format(ROOT, ROOT, ROOT, ROOT, server.api_key, server.base_url,
-        "http://127.0.0.1:" .. support.closed_port() .. "/v1", guard_id, port))
-    local_server.run_nginx(gateway_dir, conf, port, "tcp")
-    gateway = "http://127.0.0.1:" .. port
+    pki = support.tmpdir("pki")
+    make_pki(pki)
+    tls_server = support.start { tls_cert = pki .. "/server.pem", tls_key = pki .. "/server.key" }
+    port = local_server.free_port()
+    dir = support.tmpdir("gateway")
+    local values = { api_key = server.api_key, base_url = server.base_url, tls_url = tls_server.base_url,
+      dead_url = "http://127.0.0.1:" .. support.closed_port() .. "/v1", guard_id = guard_id, wide = WIDE }
+    local_server.run_nginx(dir, gateway_conf("thread_pool limitry threads=2;", values, port, false, pki .. "/ca.pem"), port, "tcp")
   end)
   teardown(function()
-    pcall(local_server.stop, gateway_dir)
+    pcall(local_server.stop, dir)
+    support.stop(tls_server)
     support.stop(server)
   end)
 
-  -- Sends GET path on a new connection and returns the socket, to read the answer later.
-  local function begin(path)
-    local s = socket.tcp()
-    s:settimeout(10)
-    assert(s:connect("127.0.0.1", tonumber(gateway:match(":(%d+)$"))))
-    assert(s:send("GET " .. path .. " HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n"))
-    return s
-  end
+  local function call(query) return decode(gateway.get(port, "/call?" .. (query or ""))) end
 
-  it("keeps serving other requests while a usage call waits 1 s on Limitry", function()
-    local t0 = support.now()
-    local slow = begin("/slow")
-    socket.sleep(0.1)
-    local latencies = {}
-    for i = 1, 100 do
+  describe("the cosocket transport (the default)", function()
+    it("answers usage calls with the same results as the blocking client", function()
+      ingest(server, { { customer = "cos-a" }, { customer = "cos-a" }, { customer = "cos-b" } })
+      assert.same(2, call("customer=cos-a").events)
+      assert.same(1, call("customer=cos-b").events)
+      assert.same(2, call("customer=cos-a&mode=cosocket").events)
+      assert.same(2, call("customer=cos-a&mode=blocking").events)
+      assert.same(2, call("customer=cos-a&mode=worker_thread").events)
+    end)
+
+    it("sends the wire request of the contract on a pooled keep-alive connection", function()
+      local id = support.test_id("cos-wire")
+      for _ = 1, 5 do assert.same(0, call("customer=a%20b%26c&id=" .. id).events) end
+      local rec = support.recorded(server, id)
+      assert.equal(5, rec.count)
+      assert.equal(1, rec.connections)
+      local r = rec.requests[1]
+      assert.equal("GET", r.method)
+      assert.equal("/v1/usage?startDate=2000-01-01T00%3A00%3A00Z&endDate=2100-01-01T00%3A00%3A00Z&customerId=a%20b%26c", r.request_uri)
+      assert.equal("Bearer " .. server.api_key, r.headers.authorization)
+      assert.matches("^limitry%-lua/[%d.]+ %(LuaJIT [^;]+; ngx_lua/%d+%)$", r.headers["user-agent"])
+      assert.equal(0, r.body_length)
+    end)
+
+    it("never shares a connection between API keys", function()
+      local id = support.test_id("cos-keys")
+      for _ = 1, 3 do
+        call("id=" .. id)
+        assert.equal("AuthenticationError", call("key=ingest&id=" .. id).name)
+      end
+      local rec = support.recorded(server, id)
+      local by_key = {}
+      for _, r in ipairs(rec.requests) do
+        local key = r.headers.authorization
+        by_key[key] = by_key[key] or {}
+        by_key[key][r.connection] = true
+      end
+      local conns = {}
+      for key, set in pairs(by_key) do
+        local n = 0
+        for c in pairs(set) do
+          n = n + 1
+          assert.is_nil(conns[c], "connection " .. c .. " carried two keys")
+          conns[c] = key
+        end
+        assert.equal(1, n, "one pooled connection per key")
+      end
+    end)
+
+    it("reads chunked bodies and Content-Length bodies", function()
+      assert.same(0, call("fault=" .. fault("chunked=5")).events)
+      assert.same(0, call("fault=" .. fault("chunked=1")).events)
+    end)
+
+    it("maps server errors, retries 5xx with ngx.sleep and gives the contract's error values", function()
+      local id = support.test_id("cos-retry")
+      local ok = call("backoff=0.01&id=" .. id .. "&fault=" .. fault("status=503;times=1"))
+      assert.same(0, ok.events)
+      assert.equal(2, support.recorded(server, id).count)
+      local bad = call("retries=1&backoff=0.01&fault=" .. fault("status=500"))
+      assert.equal("APIError", bad.name)
+      assert.equal(500, bad.status)
+      assert.equal(2, bad.attempts)
+      assert.equal("APIError: injected 500 (HTTP 500, 2 attempts)", bad.msg)
+      local auth = call("key=ingest")
+      assert.equal("AuthenticationError", auth.name)
+      assert.equal(1, auth.attempts)
+      local html = call("fault=" .. fault("body=html"))
+      assert.equal("DecodeError", html.name)
+      local redirect = call("fault=" .. fault("redirect=1"))
+      assert.equal("APIError", redirect.name)
+      assert.equal(302, redirect.status)
+    end)
+
+    it("gives NetworkError for a connection closed mid-body or before any answer", function()
+      local mid = call("retries=0&fault=" .. fault("close=mid"))
+      assert.equal("NetworkError", mid.name)
+      assert.matches("connection broken before the response was complete", mid.msg, 1, true)
+      local before = call("retries=0&fault=" .. fault("close=before"))
+      assert.equal("NetworkError", before.name)
+      assert.matches("server closed the connection without a response", before.msg, 1, true)
+    end)
+
+    it("enforces max_response_size while reading, for streamed and sized bodies", function()
+      local streamed = call("max_size=100000&fault=" .. fault("size=2000000"))
+      assert.equal("DecodeError", streamed.name)
+      assert.equal("too_large", streamed.kind)
+      assert.matches("response larger than the limit of 100000 bytes", streamed.msg, 1, true)
+      local sized = call("max_size=100&fault=" .. fault("json=" .. string.rep("%20", 200) .. "{}"))
+      assert.equal("too_large", sized.kind)
+    end)
+
+    it("times out per attempt with the client's timeout", function()
+      local slow = call("timeout=0.3&retries=0&fault=" .. fault("delay=3000"))
+      assert.equal("TimeoutError", slow.name)
+      assert.matches("^TimeoutError: no complete response within 300 ms", slow.msg)
+      assert.is_true(slow.elapsed < 2, "took " .. slow.elapsed .. " s")
+    end)
+
+    it("verifies TLS against lua_ssl_trusted_certificate, and fails cleanly without it", function()
+      assert.same(0, decode(gateway.get(port, "/call-tls-trusted")).events)
+            -- another key, so not a pooled connection verified in the location above
+      local untrusted = decode(gateway.get(port, "/call-tls-untrusted?retries=0&key=ingest"))
+      assert.equal("NetworkError", untrusted.name)
+      assert.equal("tls", untrusted.kind, untrusted.msg)
+      assert.matches("lua_ssl_trusted_certificate", untrusted.msg, 1, true)
+      assert.same(0, decode(gateway.get(port, "/call-tls-untrusted?noverify=1")).events)
+    end)
+
+    it("rejects options nginx's cosockets cannot honour, naming the fix", function()
+      assert.matches("does not go through a proxy.*worker_thread", call("proxy=http%3A%2F%2F127.0.0.1%3A9").raised)
+      assert.matches("lua_ssl_trusted_certificate", call("ca_file=%2Ftmp%2Fca.pem").raised, 1, true)
+      -- through the thread pool, libcurl honours them
+      assert.same(0, call("mode=worker_thread&proxy=").events)
+    end)
+
+    it("raises a clear error in phases that cannot yield, and works from a timer", function()
+      local answer = gateway.get(port, "/in-set-phase")
+      assert.equal(200, answer.status)
+      assert.matches("^raised .*cannot call Limitry in nginx's set phase.*ngx%.timer%.at", answer.body)
+      local id = support.test_id("timer")
+      assert.equal("started\n", gateway.get(port, "/in-timer?id=" .. id).body)
+      local result = gateway.eventually(10, function()
+        local body = gateway.get(port, "/timer-result?id=" .. id).body
+        return body ~= "nil\n" and body
+      end)
+      assert.matches("^events=%d+", result)
+    end)
+
+    it("keeps serving other requests while a usage call waits 1 s on Limitry", function()
+      local id = support.test_id("cos-slow")
+      local t0 = support.now()
+      local slow = gateway.begin(port, "/call?id=" .. id .. "&fault=" .. fault("delay=1000"))
+      assert.truthy(gateway.eventually(5, function() return support.recorded(server, id).count == 1 end))
+      local latencies = {}
+      for i = 1, 100 do
+        local t = support.now()
+        local answer = gateway.get(port, "/ping")
+        latencies[i] = support.now() - t
+        assert.equal("pong\n", answer.body)
+      end
+      local pings_done = support.now()
+      local answer = slow()
+      local slow_done = support.now()
+      assert.same(0, decode(answer).events)
+      assert.is_true(slow_done - t0 >= 0.95, "the slow call took only " .. (slow_done - t0))
+      assert.is_true(pings_done < slow_done, "the pings finished after the slow call")
+      for i, l in ipairs(latencies) do
+        assert.is_true(l < 0.2, string.format("ping %d took %.1f ms", i, l * 1000))
+      end
+      io.stderr:write(string.format("\n[nginx, one worker, cosocket call held 1 s] 100 pings: p50 %.2f ms, "
+        .. "p99 %.2f ms, max %.2f ms\n", percentile(latencies, 0.5) * 1000, percentile(latencies, 0.99) * 1000,
+        percentile(latencies, 1) * 1000))
+    end)
+
+    it("would hold the worker with openresty = 'blocking' (the check above can fail)", function()
+      local id = support.test_id("blocking-slow")
+      local slow = gateway.begin(port, "/call?mode=blocking&id=" .. id .. "&fault=" .. fault("delay=1000"))
+      -- Once Limitry holds the call, the worker is stuck in libcurl until it answers.
+      assert.truthy(gateway.eventually(5, function() return support.recorded(server, id).count == 1 end))
       local t = support.now()
-      local status, body = support.http("GET", gateway .. "/ping")
-      latencies[i] = support.now() - t
-      assert.equal(200, status)
-      assert.equal("pong\n", body)
-    end
-    local pings_done = support.now()
-    local answer = slow:receive("*a")
-    slow:close()
-    local slow_done = support.now()
-    assert.matches("events=0", answer)
-    assert.is_true(slow_done - t0 >= 0.95, "the slow call took only " .. (slow_done - t0))
-    assert.is_true(pings_done < slow_done, "the pings finished after the slow call")
-    for i, l in ipairs(latencies) do
-      assert.is_true(l < 0.2, string.format("ping %d took %.1f ms", i, l * 1000))
-    end
-    io.stderr:write(string.format("\n[nginx, one worker, usage call held 1 s] 100 pings: p50 %.2f ms, "
-      .. "p99 %.2f ms, max %.2f ms; all done %.0f ms after start, slow call done at %.0f ms\n",
-      percentile(latencies, 0.5) * 1000, percentile(latencies, 0.99) * 1000, percentile(latencies, 1) * 1000,
-      (pings_done - t0) * 1000, (slow_done - t0) * 1000))
+      local ping = gateway.get(port, "/ping")
+      local held = support.now() - t
+      slow()
+      assert.equal("pong\n", ping.body)
+      assert.is_true(held > 0.5, string.format("ping took %.1f ms", held * 1000))
+    end)
+
+    it("bounds connections: 2,000 requests, each with its own client, leave < 500 fds", function()
+      local requests = {}
+      for i = 1, 2000 do requests[i] = { path = "/call?customer=fd" .. (i % 7) } end
+      for first = 1, 2000, 200 do
+        local batch = {}
+        for i = first, first + 199 do batch[#batch + 1] = requests[i] end
+        for _, a in ipairs(gateway.burst(port, batch)) do assert.equal(200, a.status) end
+      end
+      local pid = gateway.get(port, "/pid").body:match("%d+")
+      local p = io.popen("ls /proc/" .. pid .. "/fd | wc -l")
+      local fds = tonumber(p:read("*a"))
+      p:close()
+      io.stderr:write("\n[2,000 requests, a client each] worker fds afterwards: " .. fds .. "\n")
+      assert.is_true(fds < 500, fds .. " fds")
+    end)
   end)
 
-  it("would hold the worker with openresty = 'blocking' (the check above can fail)", function()
-    local slow = begin("/slow?mode=blocking")
-    socket.sleep(0.1)
-    local t = support.now()
-    local status = support.http("GET", gateway .. "/ping")
-    local held = support.now() - t
-    slow:receive("*a")
-    slow:close()
-    assert.equal(200, status)
-    assert.is_true(held > 0.5, string.format("ping took %.1f ms", held * 1000))
+  describe("the worker-thread transport", function()
+    it("answers every one of 300 concurrent calls, failing the overflow with nil, msg, err", function()
+      local requests = {}
+      for i = 1, 300 do requests[i] = { path = "/call?mode=worker_thread&fault=" .. fault("delay=200") } end
+      local pid = gateway.get(port, "/pid").body
+      local ok, overloaded = 0, 0
+      for _, a in ipairs(gateway.burst(port, requests)) do
+        local out = decode(a)
+        if out.events then
+          ok = ok + 1
+        else
+          assert.equal("NetworkError", out.name)
+          assert.equal("overloaded", out.kind)
+          assert.matches("max_worker_thread_calls", out.msg, 1, true)
+          overloaded = overloaded + 1
+        end
+      end
+      io.stderr:write(string.format("\n[worker_thread, threads=2, 300 at once] %d answered, %d overloaded\n", ok, overloaded))
+      assert.equal(300, ok + overloaded)
+      assert.is_true(ok >= 32, ok .. " calls answered")
+      assert.equal(pid, gateway.get(port, "/pid").body, "the worker restarted")
+      local f = assert(io.open(dir .. "/logs/error.log"))
+      local log = f:read("*a")
+      f:close()
+      assert.is_nil(log:find("exited on signal", 1, true))
+    end)
   end)
 
-  it("returns the same error values through the thread pool", function()
-    local status, body = support.http("GET", gateway .. "/error")
-    assert.equal(200, status)
-    assert.equal("AuthenticationError: Invalid API key (HTTP 401)|true|401|1\n", body)
+  describe("reload", function()
+    it("finishes 64 calls in flight with correct answers", function()
+      ingest(server, { { customer = "reload" }, { customer = "reload" }, { customer = "reload" } })
+      local id = support.test_id("reload")
+      local pending = {}
+      for i = 1, 64 do pending[i] = gateway.begin(port, "/call?customer=reload&id=" .. id .. "&fault=" .. fault("delay=1000")) end
+      assert.truthy(gateway.eventually(5, function() return support.recorded(server, id).count == 64 end))
+      local pidfile = assert(io.open(dir .. "/logs/nginx.pid"))
+      local master = tonumber(pidfile:read("*l"))
+      pidfile:close()
+      assert(os.execute("kill -HUP " .. master))
+      local answered = 0
+      for _, read in ipairs(pending) do
+        local out = decode(read())
+        assert.equal(3, out.events)
+        answered = answered + 1
+      end
+      assert.equal(64, answered)
+      assert.same(3, call("customer=reload").events)
+    end)
   end)
 
   describe("budget guard example", function()
-    local function ingest(customer, cents)
-      local ev = string.format('{"customerId":%q,"eventType":"chat","model":"gpt-4o","inputTokens":100,"costCents":%d}', customer, cents)
-      local status = support.http("POST", server.base_url .. "/events", ev, { Authorization = "Bearer " .. server.api_key })
-      assert.equal(201, status)
-    end
     local function guarded(prefix, customer)
-      local status, body, headers = support.http("GET", gateway .. prefix .. "chat", nil,
-        customer and { ["X-Customer-Id"] = customer } or {})
-      return status, body, headers
+      local answer = gateway.get(port, prefix .. "chat", customer and { ["X-Customer-Id"] = customer } or {})
+      return answer.status, answer.body, answer.headers
+    end
+    -- Limitry calls the guard made for one customer through the guard client `name`.
+    local function calls(name, customer)
+      local n = 0
+      for _, r in ipairs(support.recorded(server, guard_id .. "-" .. name).requests) do
+        if r.args.customerId == customer then n = n + 1 end
+      end
+      return n
     end
 
     setup(function()
-      ingest("poor", 500)
-      ingest("rich", 500)
+      ingest(server, { { customer = "poor", cents = 500 }, { customer = "rich", cents = 500 }, { customer = "burst", cents = 7 } })
     end)
 
     it("lets customers under budget through", function()
@@ -174,24 +502,71 @@ describe("in nginx (OpenResty)", function()
       assert.equal("application/json", headers["content-type"])
     end)
 
-    it("caches month-to-date cost, so repeated requests do not reach Limitry", function()
-      for _ = 1, 5 do guarded("/guarded/", "rich") end
-      local customers = {}
-      for _, r in ipairs(support.recorded(server, guard_id).requests) do
-        customers[r.args.customerId] = (customers[r.args.customerId] or 0) + 1
+    it("asks Limitry once for 500 concurrent requests of one customer on a cold cache", function()
+      local requests = {}
+      for i = 1, 500 do requests[i] = { path = "/guard/burst/chat", headers = { ["X-Customer-Id"] = "burst" } } end
+      local answers = gateway.burst(port, requests)
+      local latencies = {}
+      for i, a in ipairs(answers) do
+        assert.equal(200, a.status, "request " .. i .. ": " .. tostring(a.status or a.error))
+        assert.equal(tostring(50 - 7), a.headers["x-budget-remaining-cents"])
+        latencies[i] = a.elapsed
       end
-      assert.equal(1, customers.rich)
-      assert.equal(1, customers.poor)
+      assert.equal(1, calls("burst", "burst"))
+      io.stderr:write(string.format("\n[budget guard, 500 at once, cold cache] 1 Limitry call; p50 %.0f ms, max %.0f ms\n",
+        percentile(latencies, 0.5) * 1000, percentile(latencies, 1) * 1000))
     end)
 
-    it("fails open or closed, as configured, when Limitry is unreachable", function()
-      local status, body, headers = guarded("/dead-open/", "rich")
+    it("caches failures, so an outage costs one call per fail_ttl, not one per request", function()
+      for _ = 1, 20 do
+        local status, _, headers = guarded("/guard/failing/", "outage")
+        assert.equal(200, status)
+        assert.equal("skipped", headers["x-budget-check"])
+      end
+      assert.equal(1, calls("failing", "outage"))
+    end)
+
+    it("fails open within the short request-path timeout when Limitry hangs", function()
+      local t = support.now()
+      local status, _, headers = guarded("/guard/hanging/", "hang")
       assert.equal(200, status)
-      assert.equal("served\n", body)
       assert.equal("skipped", headers["x-budget-check"])
-      status, body = guarded("/dead-closed/", "rich")
+      assert.is_true(support.now() - t < 2.5, "waited " .. (support.now() - t) .. " s for a Limitry that holds 5 s")
+    end)
+
+    it("fails closed with 503 when so configured", function()
+      local status, body = guarded("/dead-closed/", "rich")
       assert.equal(503, status)
       assert.equal("usage service unavailable", core.decode(body).error)
+    end)
+
+    it("keys the cache by project and month, never by the key, with jittered lifetimes", function()
+      for i = 1, 8 do guarded("/guarded/", "jitter" .. i) end
+      local entries = core.decode(gateway.get(port, "/guard-cache").body)
+      local ttls, seen = {}, 0
+      for _, e in ipairs(entries) do
+        assert.is_nil(e.key:find(server.api_key, 1, true))
+        assert.matches("^mtd:%x+:%d%d%d%d%-%d%d:", e.key)
+        if e.key:find(":jitter%d$") then
+          seen = seen + 1
+          ttls[string.format("%.1f", e.ttl)] = true
+          assert.is_true(e.ttl > 0 and e.ttl <= 33, "ttl " .. e.ttl)
+        end
+      end
+      assert.equal(8, seen)
+      local distinct = 0
+      for _ in pairs(ttls) do distinct = distinct + 1 end
+      assert.is_true(distinct > 1, "all 8 entries expire together")
+    end)
+
+    it("refreshes an entry near its expiry from a timer while serving the cached value", function()
+      assert.equal(200, (guarded("/guard/refresh/", "fresh")))
+      assert.equal(1, calls("refresh", "fresh"))
+      assert.equal("aged\n", gateway.get(port, "/guard-age?customer=fresh").body)
+      local status, _, headers = guarded("/guard/refresh/", "fresh")
+      assert.equal(200, status)
+      assert.equal("50", headers["x-budget-remaining-cents"])
+      assert.truthy(gateway.eventually(5, function() return calls("refresh", "fresh") == 2 end))
     end)
 
     it("rejects a request without a customer id", function()
@@ -199,11 +574,60 @@ describe("in nginx (OpenResty)", function()
     end)
 
     it("never writes the API key to nginx's log", function()
-      local f = assert(io.open(gateway_dir .. "/logs/error.log"))
+      guarded("/guard/failing/", "logged")
+      local f = assert(io.open(dir .. "/logs/error.log"))
       local log = f:read("*a")
       f:close()
       assert.matches("usage lookup failed", log)
       assert.is_nil(log:find(server.api_key, 1, true))
     end)
   end)
+end)
+
+describe("a client made before nginx forks its workers", function()
+  local server, dir, port
+  local COUNT = 20
+
+  setup(function()
+    server = support.start()
+    local events = {}
+    for i = 1, COUNT do
+      for _ = 1, i do events[#events + 1] = { customer = "fork-" .. i } end
+    end
+    ingest(server, events)
+    port = local_server.free_port()
+    dir = support.tmpdir("gateway2")
+    local values = { api_key = server.api_key, base_url = server.base_url, tls_url = server.base_url,
+      dead_url = server.base_url, guard_id = "unused", wide = WIDE, blocking_shared = true }
+    local conf = gateway_conf(nil, values, port, true, nil):gsub("worker_processes 1;", "worker_processes 2;")
+    local_server.run_nginx(dir, conf, port, "tcp")
+  end)
+  teardown(function()
+    pcall(local_server.stop, dir)
+    support.stop(server)
+  end)
+
+  for _, variant in ipairs { { "cosocket", "" }, { "blocking, with a connection opened before fork", "&blocking=1" } } do
+    it("gives every request its own customer's answer, in 2 workers (" .. variant[1] .. ")", function()
+      local requests = {}
+      for i = 1, 400 do
+        requests[i] = { path = "/shared?customer=fork-" .. (i % COUNT + 1) .. variant[2] }
+      end
+      local crossed, failed, pids = 0, 0, {}
+      for i, a in ipairs(gateway.burst(port, requests)) do
+        local customer, events, pid = (a.body or ""):match("^(%S+) (%S+) (%d+)")
+        if a.status ~= 200 or not tonumber(events) then
+          failed = failed + 1
+        else
+          pids[pid] = true
+          if customer ~= "fork-" .. (i % COUNT + 1) or tonumber(events) ~= i % COUNT + 1 then crossed = crossed + 1 end
+        end
+      end
+      local workers = 0
+      for _ in pairs(pids) do workers = workers + 1 end
+      assert.equal(0, failed)
+      assert.equal(0, crossed)
+      assert.equal(2, workers)
+    end)
+  end
 end)

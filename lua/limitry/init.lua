@@ -7,7 +7,8 @@ local core = require "limitry.core"
 local errors = require "limitry.errors"
 local protocol = require "limitry.protocol"
 local async = require "limitry.async"
-local ngx_thread = require "limitry.ngx_thread"
+local transport = require "limitry.transport"
+local cosocket = require "limitry.cosocket"
 
 local limitry = {
   VERSION = "0.1.0",
@@ -25,8 +26,11 @@ local DEFAULTS = {
   max_retry_after = 60,      -- seconds: a longer Retry-After fails at once instead of sleeping
   max_response_size = 16 * 1024 * 1024, -- bytes (a year of hourly buckets is under 2 MiB)
   ssl_verify = true,
-  openresty = "auto",        -- in nginx: "auto"/"worker_thread" run calls on a thread pool; "blocking" does not
-  thread_pool = "limitry",   -- the nginx thread_pool that runs them
+  openresty = "auto",        -- in nginx: "auto"/"cosocket", "worker_thread" or "blocking" (see transport.lua)
+  pool_size = 64,            -- cosockets: idle keep-alive connections kept per worker and per pool
+  keepalive_timeout = 60,    -- cosockets: seconds an idle connection stays in the pool
+  thread_pool = "limitry",   -- openresty = "worker_thread": the nginx thread pool that runs calls
+  max_worker_thread_calls = 32, -- openresty = "worker_thread": calls in flight per worker, more fail at once
 }
 
 local OPTION_TYPES = {
@@ -34,7 +38,8 @@ local OPTION_TYPES = {
   max_retries = "number", backoff = "number", max_backoff = "number", max_retry_after = "number",
   max_response_size = "number", headers = "table", ca_file = "string", ca_path = "string",
   proxy = "string", no_proxy = "string", ssl_verify = "boolean", openresty = "string",
-  thread_pool = "string",
+  thread_pool = "string", pool_size = "number", keepalive_timeout = "number",
+  max_worker_thread_calls = "number",
 }
 
 -- The key lives only here, never in a field of the client, so printing a client cannot show it.
@@ -71,25 +76,35 @@ local function check_options(opts)
   for _, k in ipairs { "backoff", "max_backoff", "max_retry_after" } do
     if opts[k] and not (opts[k] >= 0 and opts[k] < math.huge) then raise(k .. " must be a non-negative number") end
   end
-  if opts.openresty and opts.openresty ~= "auto" and opts.openresty ~= "worker_thread" and opts.openresty ~= "blocking" then
-    raise("openresty must be one of 'auto', 'worker_thread', 'blocking'")
+  if opts.openresty and not transport.MODES[opts.openresty] then
+    raise("openresty must be one of 'auto', 'cosocket', 'worker_thread', 'blocking'")
+  end
+  for _, k in ipairs { "pool_size", "max_worker_thread_calls" } do
+    if opts[k] and not (opts[k] >= 1 and opts[k] <= 100000 and opts[k] % 1 == 0) then
+      raise(k .. " must be a whole number from 1 to 100000")
+    end
+  end
+  if opts.keepalive_timeout and not (opts.keepalive_timeout > 0 and opts.keepalive_timeout <= 86400) then
+    raise("keepalive_timeout must be a number of seconds above 0 and at most 86400")
   end
   if opts.max_retries and (opts.max_retries < 0 or opts.max_retries % 1 ~= 0 or opts.max_retries > 100) then
     raise("max_retries must be a whole number from 0 to 100")
   end
 end
 
-local function user_agent()
+-- `http` names what speaks HTTP: libcurl or nginx's Lua module.
+local function user_agent(http, extra)
   local lua = jit and jit.version or _VERSION
-  return "limitry-lua/" .. limitry.VERSION .. " (" .. lua .. "; libcurl/" .. core.curl_version .. ")"
+  return "User-Agent: limitry-lua/" .. limitry.VERSION .. " (" .. lua .. "; " .. http .. ")" .. (extra or "")
 end
 
+-- The request headers of every call but the User-Agent line, and what the user adds to that line.
 local function build_headers(key, extra)
   local list = {
     "Authorization: Bearer " .. key,
     "Accept: application/json",
   }
-  local ua = user_agent()
+  local ua = ""
   if extra then
     local names = {}
     for name in pairs(extra) do names[#names + 1] = name end
@@ -112,8 +127,7 @@ local function build_headers(key, extra)
       end
     end
   end
-  list[#list + 1] = "User-Agent: " .. ua
-  return list
+  return list, ua
 end
 
 -- limitry.new(key) or limitry.new{ api_key = ..., base_url = ..., ... }
@@ -149,7 +163,11 @@ function limitry.new(arg)
   for k, v in pairs(opts) do
     if k ~= "api_key" and k ~= "headers" and k ~= "base_url" then c[k] = v end
   end
-  secrets[c] = { key = key, headers = build_headers(key, opts.headers), extra_headers = opts.headers }
+  local lines, ua_extra = build_headers(key, opts.headers)
+  local curl_headers = { user_agent("libcurl/" .. core.curl_version, ua_extra) }
+  for i, line in ipairs(lines) do curl_headers[i + 1] = line end
+  secrets[c] = { key = key, headers = curl_headers, header_lines = lines, ua_extra = ua_extra,
+    extra_headers = opts.headers }
   c._usage = setmetatable({ client = c }, Usage)
   return c
 end
@@ -186,25 +204,67 @@ function Client:_config()
   return cfg
 end
 
--- One call with retries. Blocking, except inside nginx request phases, where it runs on a
--- worker thread and only this request waits. Returns the result, or nil, msg, err.
+local function ms(seconds) return math.max(1, math.ceil(seconds * 1000)) end
+
+-- What the cosocket transport needs, computed on the first call made in nginx.
+function Client:_cosocket()
+  local s = secrets[self]
+  if s.cosocket then return s.cosocket end
+  if self.proxy and self.proxy ~= "" then
+    error("limitry: the cosocket transport does not go through a proxy (option proxy); "
+      .. "use openresty = 'worker_thread' to call Limitry through one", 4)
+  end
+  if self.ca_file or self.ca_path then
+    error("limitry: ca_file/ca_path do not reach nginx's cosockets: name the CA in nginx.conf with "
+      .. "lua_ssl_trusted_certificate, or use openresty = 'worker_thread'", 4)
+  end
+  local target = cosocket.target(self.base_url)
+  local ua = user_agent("ngx_lua/" .. tostring(ngx.config and ngx.config.ngx_lua_version), s.ua_extra)
+  local lines = { ua }
+  for i, line in ipairs(s.header_lines) do lines[i + 1] = line end
+  s.cosocket = {
+    target = target,
+    head = cosocket.head(target, lines),
+    verify = self.ssl_verify,
+    timeout_ms = ms(self.timeout),
+    connect_timeout_ms = ms(self.connect_timeout),
+    max_body = self.max_response_size,
+    keepalive_ms = ms(self.keepalive_timeout),
+    pool_size = self.pool_size,
+    pool_options = { pool = cosocket.pool_name(target, self.ssl_verify, s.key), pool_size = self.pool_size },
+  }
+  return s.cosocket
+end
+
+-- How one attempt's bytes move, per transport: status, headers, body or nil, kind, message.
+local SEND = {
+  curl = function(c, path) return c:_handle():request(c:_request_options(path)) end,
+  cosocket = function(c, path)
+    local conn = c:_cosocket()
+    return cosocket.request(conn, { "GET ", conn.target.prefix, path, " HTTP/1.1\r\n", conn.head })
+  end,
+}
+local SLEEP = { curl = core.sleep, cosocket = function(s) ngx.sleep(s) end }
+
+-- One call with retries, on the transport that suits where it runs (limitry.transport).
+-- Returns the result, or nil, msg, err.
 function Client:_call(shape, path)
   if self.closed then error("limitry: this client is closed", 3) end
-  if ngx_thread.should_use(self) then return ngx_thread.call(self, shape, path) end
-  local handle = self:_handle()
-  local opts = self:_request_options(path)
+  local how = transport.select(self, 4)
+  if how == "worker_thread" then return require("limitry.ngx_thread").call(self, shape, path) end
+  local send, sleep = SEND[how], SLEEP[how]
   local secret = self:_secret()
   local attempt = 0
   while true do
     attempt = attempt + 1
-    local res, err = protocol.interpret(shape, secret, handle:request(opts))
+    local res, err = protocol.interpret(shape, secret, send(self, path))
     if res ~= nil then return res end
     local delay = protocol.retry_delay(err, attempt, self)
     if not delay then
       errors.finish(err, attempt, self._host)
       return nil, err.msg, err
     end
-    core.sleep(delay)
+    sleep(delay)
   end
 end
 

@@ -1,43 +1,53 @@
--- OpenResty: runs a blocking call on an nginx thread pool (ngx.run_worker_thread), so the
--- worker's event loop keeps serving other requests while libcurl waits. The thread's own Lua VM
--- loads this module again and runs M.run there; VMs are reused, and so is each VM's client (and
--- its keep-alive connection).
+-- OpenResty, openresty = "worker_thread": runs a blocking libcurl call on an nginx thread pool
+-- (ngx.run_worker_thread), so the worker's event loop keeps serving while libcurl waits. The
+-- thread's own Lua VM loads this module again and runs M.run there.
+--
+-- Overload is an answer, not a crash: each worker lets at most `max_worker_thread_calls` calls
+-- wait on the pool at once and fails the rest at once with a NetworkError (kind "overloaded").
+-- That also keeps the pool's task queue below `max_queue` when the cap is set below it: a full
+-- queue crashes lua-nginx-module before 0.10.32.
+local errors = require "limitry.errors"
+
 local M = {}
 
--- Phases in which ngx.run_worker_thread may be called (it yields the request's coroutine).
-local YIELDABLE = {
-  rewrite = true, access = true, content = true, timer = true,
-  ssl_cert = true, ssl_session_fetch = true, ssl_client_hello = true,
-}
+local in_flight = 0 -- calls of this worker waiting on the pool
 
-function M.should_use(client)
-  local mode = client.openresty
-  if mode == "blocking" then return false end
-  local ngx = rawget(_G, "ngx")
-  if type(ngx) ~= "table" or type(ngx.run_worker_thread) ~= "function" or type(ngx.get_phase) ~= "function" then
-    if mode == "worker_thread" then error("limitry: openresty = 'worker_thread' needs ngx.run_worker_thread (lua-nginx-module 0.10.20+)", 4) end
-    return false
-  end
-  return YIELDABLE[ngx.get_phase()] == true
+local function overloaded(client, why)
+  local err = errors.new { name = "NetworkError", kind = "overloaded", message = why }
+  errors.finish(err, 0, client._host)
+  return nil, err.msg, err
 end
 
 function M.call(client, shape, path)
-  local errors = require "limitry.errors"
-  local ok, res, msg, err = ngx.run_worker_thread(client.thread_pool, "limitry.ngx_thread", "run",
-    client:_config(), shape, path)
-  if not ok then
-    -- The thread could not run at all: a missing thread_pool line or module path. That is set-up,
-    -- not a runtime failure, so it raises like an argument error.
-    error("limitry: ngx.run_worker_thread failed (" .. tostring(res) .. "); nginx.conf needs "
-      .. "'thread_pool " .. client.thread_pool .. " threads=4;' at the top level and lua_package_path/"
-      .. "lua_package_cpath that find limitry", 3)
+  if in_flight >= client.max_worker_thread_calls then
+    return overloaded(client, "too many Limitry calls waiting for the nginx thread pool (max_worker_thread_calls = "
+      .. client.max_worker_thread_calls .. ")")
   end
-  if res ~= nil then return res end
-  return nil, msg, errors.restore(err)
+  in_flight = in_flight + 1
+  local called, ran, res, err = pcall(ngx.run_worker_thread, client.thread_pool, "limitry.ngx_thread", "run",
+    client:_config(), shape, path)
+  in_flight = in_flight - 1
+  if called and ran then
+    if res ~= nil then return res end
+    return nil, err.msg, errors.restore(err)
+  end
+  local why = tostring(called and res or ran)
+  if why:find("thread pool", 1, true) and why:find("not found", 1, true) then
+    -- No thread_pool line: set-up, not a runtime failure, so it raises like an argument error.
+    error("limitry: nginx.conf needs 'thread_pool " .. client.thread_pool .. " threads=8;' at the top level "
+      .. "for openresty = 'worker_thread' (" .. why .. ")", 3)
+  end
+  if why:find("module", 1, true) and why:find("not found", 1, true) then
+    error("limitry: the worker thread cannot load limitry: lua_package_path/lua_package_cpath must find it ("
+      .. why .. ")", 3)
+  end
+  return overloaded(client, "the nginx thread pool could not take the call: " .. why)
 end
 
--- In the worker thread: one client per distinct configuration, kept for the VM's life.
-local clients = {}
+-- In the worker thread's VM: a few clients, most recently used first, so clients that differ only
+-- in options cannot pile up connections. The bound: LRU_SIZE clients (and connections) per VM.
+local LRU_SIZE = 4
+local recent = {} -- { { key = , client = }, ... }
 
 local function cache_key(cfg)
   local parts = {}
@@ -54,17 +64,25 @@ local function cache_key(cfg)
   return table.concat(parts, "\1")
 end
 
-function M.run(cfg, shape, path)
-  local limitry = require "limitry"
+local function client_for(cfg)
   local key = cache_key(cfg)
-  local client = clients[key]
-  if not client then
-    client = limitry.new(cfg)
-    clients[key] = client
+  for i, entry in ipairs(recent) do
+    if entry.key == key then
+      table.remove(recent, i)
+      table.insert(recent, 1, entry)
+      return entry.client
+    end
   end
-  local res, msg, err = client:_call(shape, path)
+  local client = require("limitry").new(cfg)
+  table.insert(recent, 1, { key = key, client = client })
+  if #recent > LRU_SIZE then table.remove(recent).client:close() end
+  return client
+end
+
+function M.run(cfg, shape, path)
+  local res, _, err = client_for(cfg):_call(shape, path)
   if res ~= nil then return res end
-  return nil, msg, setmetatable(err, nil)
+  return nil, setmetatable(err, nil)
 end
 
 return M

@@ -200,7 +200,7 @@ function M.interpret(shape, secret, status, headers, body, curl_code)
   }, secret)
 end
 
-local KIND_NAME = { timeout = "TimeoutError", network = "NetworkError", tls = "NetworkError",
+local KIND_NAME = { timeout = "TimeoutError", network = "NetworkError", tls = "NetworkError", protocol = "NetworkError",
   decode = "DecodeError", too_large = "DecodeError", memory = "NetworkError", usage = "NetworkError" }
 
 function M.transport_error(kind, text, curl_code, secret)
@@ -211,7 +211,7 @@ end
 -- nil when err must not be retried after `attempt` tries, else the seconds to wait first.
 function M.retry_delay(err, attempt, policy)
   if attempt > policy.max_retries then return nil end
-  local retryable = err.kind == "network" or err.kind == "timeout"
+  local retryable = err.kind == "network" or err.kind == "timeout" or err.kind == "protocol"
     or err.status == 429 or (err.status and err.status >= 500)
   if not retryable then return nil end
   if err.status == 429 and err.retry_after then
