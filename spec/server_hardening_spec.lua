@@ -261,3 +261,19 @@ describe("limitry-local start", function()
     assert.equal(0, code, out)
   end)
 end)
+
+describe("local server metric encoding", function()
+  -- Ingestion bounds keep sums finite; this is the last guard should a sum still overflow.
+  it("never writes inf or nan, which are not JSON", function()
+    package.path = "server/lua/?.lua;" .. package.path
+    local encode = require "limitry_server.encode"
+    assert.equal("1.7976931348623157e+308", encode.number(math.huge))
+    assert.equal("-1.7976931348623157e+308", encode.number(-math.huge))
+    assert.equal("0", encode.number(0 / 0))
+    local body = encode.metrics { totalEvents = 2, totalTokens = 2 ^ 70, totalInputTokens = 2 ^ 70,
+      totalOutputTokens = 0, totalCostCents = 1e308 + 1e308 }
+    local m = assert(core.decode(body), body)
+    assert.equal(2 ^ 70, m.totalTokens)
+    assert.equal(1.7976931348623157e308, m.totalCostCents)
+  end)
+end)
