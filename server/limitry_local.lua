@@ -82,7 +82,7 @@ end
 local function alive(pid)
   local f = io.open("/proc/" .. pid .. "/stat")
   if f then
-    local state = (f:read("*a") or ""):match("%) (%a)")
+    local state = (f:read("*a") or ""):match(".*%) (%a)") -- the last ")": a name may hold one
     f:close()
     return state ~= nil and state ~= "Z" and state ~= "X"
   end
