@@ -111,7 +111,7 @@ local SHELLS = { sh = "sh", shell = "sh", bash = "bash", console = "sh" }
 local ran, failed = 0, 0
 local ok_all, err = pcall(function()
   for n, b in ipairs(list) do
-    local label = string.format("block %d (README.md:%d, %s)", n, b.line, b.info ~= "" and b.info or "no language")
+    local label = string.format("block %d (%s:%d, %s)", n, README, b.line, b.info ~= "" and b.info or "no language")
     if b.skip and (SHELLS[b.info] or b.info == "lua") then
       print(label .. ": skipped, not-runnable: " .. b.skip)
     elseif SHELLS[b.info] then
