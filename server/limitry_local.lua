@@ -227,6 +227,8 @@ function M.run_nginx(dir, conf, port, ready)
   if not run_ok(cmd) then die("nginx failed to start; see " .. dir .. "/logs/error.log") end
   local pid = read_pid(dir)
   if not wait_ready(port, pid, ready == "tcp") then
+    -- Not ready is not started: leave no nginx behind for the caller to find.
+    if pid then os.execute("kill " .. pid .. " 2>/dev/null") end
     die("nginx did not become ready; see " .. dir .. "/logs/error.log")
   end
   return pid

@@ -5,6 +5,7 @@
 local core = require "limitry.core"
 local socket = require "socket"
 local support = require "spec.support.server"
+local local_server = require "limitry_local"
 
 local KEY = "lm_local_test_key"
 local AUTH = "Bearer " .. KEY
@@ -233,6 +234,7 @@ describe("limitry-local start", function()
     if code == 0 then shell(lua .. " stop --dir " .. dir) end
     assert.equal(0, code, out)
     assert.matches("LIMITRY_BASE_URL=", out, 1, true)
+    assert.is_false(local_server.alive(assert(tonumber(out:match("LIMITRY_SERVER_PID=(%d+)")))))
   end)
 
   it("does not take a zombie left in the pid file for a running server", function()
