@@ -38,3 +38,9 @@ build = {
       },
    },
 }
+test = {
+   -- `luarocks test`: busted (installed as a rock on first use) with the settings in .busted.
+   -- Offline, with Debian's lua-busted: `luarocks test --test-type command` runs `script` instead.
+   type = "busted",
+   script = "tools/busted.lua",
+}

@@ -4,8 +4,9 @@
 --                       [--tls-cert FILE --tls-key FILE] [--delay MS]
 --   limitry-local stop  [--dir DIR]
 --
--- `start` prints shell assignments (LIMITRY_BASE_URL, LIMITRY_API_KEY, LIMITRY_SERVER_PID,
--- LIMITRY_SERVER_DIR) so that `eval "$(server/limitry-local start)"` configures the client.
+-- `start` prints shell `export` lines (LIMITRY_BASE_URL, LIMITRY_API_KEY, LIMITRY_SERVER_PID,
+-- LIMITRY_SERVER_DIR) so that `eval "$(lua5.4 server/limitry-local start)"` configures the client
+-- for every command run after it.
 -- --port 0 (the default) picks a free port. Events live in DIR/data/events.jsonl; on the first
 -- start of a DIR the deterministic sample data is loaded unless --empty is given.
 -- --faults enables the test-only fault injection and request recording (see faults.lua).
@@ -76,7 +77,23 @@ local function run_ok(cmd)
   return r == true or r == 0
 end
 
-local function alive(pid) return run_ok("kill -0 " .. pid .. " 2>/dev/null") end
+-- kill -0 succeeds on a zombie (a dead master nobody reaped, as in containers whose init does not
+-- reap), so where /proc exists a process counts as alive only when its state is not Z or X.
+local function alive(pid)
+  local f = io.open("/proc/" .. pid .. "/stat")
+  if f then
+    local state = (f:read("*a") or ""):match(".*%) (%a)") -- the last ")": a name may hold one
+    f:close()
+    return state ~= nil and state ~= "Z" and state ~= "X"
+  end
+  local self = io.open("/proc/self/stat")
+  if self then -- /proc works and the pid is gone
+    self:close()
+    return false
+  end
+  return run_ok("kill -0 " .. pid .. " 2>/dev/null")
+end
+M.alive = alive
 
 -- What every nginx we start shares: the Lua module, a private prefix, one worker.
 local NGINX_MAIN = [[
@@ -116,6 +133,29 @@ local SERVER_HTTP = [[
   }
   server {
     listen 127.0.0.1:%d%s;
+    # nginx's own error pages are HTML; the contract's errors are {"error": "..."}.
+    # (URIs, not named locations: a request whose line or headers were refused has no URI to
+    # keep, and nginx refuses a named location for it.)
+    error_page 400 /_error/400;
+    error_page 413 /_error/413;
+    error_page 414 /_error/414;
+    error_page 494 /_error/494;
+    error_page 500 502 503 504 /_error/500;
+    location ^~ /_error/ {
+      internal;
+      default_type application/json;
+      location = /_error/400 { return 400 '{"error":"Bad request"}'; }
+      location = /_error/413 { return 413 '{"error":"Request body too large: POST /v1/events takes at most 1 MiB, /v1/events/batch 16 MiB"}'; }
+      location = /_error/414 { return 414 '{"error":"Request URI too long: at most 8 KiB"}'; }
+      location = /_error/494 { return 400 '{"error":"Request headers too large: at most 8 KiB per line"}'; }
+      location = /_error/500 { return 500 '{"error":"Internal server error"}'; }
+    }
+    # One event is at most a few KiB once checked; 1 MiB leaves room for whitespace.
+    location = /v1/events {
+      client_max_body_size 1m;
+      client_body_buffer_size 1m;
+      content_by_lua_block { require("limitry_server.api").handle() }
+    }
     location / {
       content_by_lua_block { require("limitry_server.api").handle() }
     }
@@ -181,10 +221,14 @@ function M.run_nginx(dir, conf, port, ready)
   for _, d in ipairs { "", "/logs", "/tmp" } do os.execute("mkdir -p '" .. dir .. d .. "'") end
   write_file(dir .. "/nginx.conf", conf)
   os.remove(dir .. "/logs/nginx.pid")
-  local cmd = string.format("nginx -q -p '%s/' -c nginx.conf -e logs/error.log", dir)
+  -- nginx's LuaJIT reads LUA_PATH/LUA_CPATH (and runs LUA_INIT) at start: set for another Lua,
+  -- as `luarocks --lua-version 5.4 path` sets them, they load 5.4's cjson.so into LuaJIT.
+  local cmd = string.format("env -u LUA_PATH -u LUA_CPATH -u LUA_INIT nginx -q -p '%s/' -c nginx.conf -e logs/error.log", dir)
   if not run_ok(cmd) then die("nginx failed to start; see " .. dir .. "/logs/error.log") end
   local pid = read_pid(dir)
   if not wait_ready(port, pid, ready == "tcp") then
+    -- Not ready is not started: leave no nginx behind for the caller to find.
+    if pid then os.execute("kill " .. pid .. " 2>/dev/null") end
     die("nginx did not become ready; see " .. dir .. "/logs/error.log")
   end
   return pid
@@ -204,6 +248,11 @@ function M.stop(dir)
   return pid
 end
 
+local function shell_quote(v)
+  if v:match("^[%w_%-%.:/@%%+=,]+$") then return v end
+  return "'" .. v:gsub("'", "'\\''") .. "'"
+end
+
 function M.main(argv)
   local command = argv[1]
   local rest = {}
@@ -211,10 +260,11 @@ function M.main(argv)
   local ok, err = pcall(function()
     if command == "start" then
       local info = M.start(M.parse_args(rest))
-      print("LIMITRY_BASE_URL=" .. info.base_url)
-      print("LIMITRY_API_KEY=" .. info.api_key)
-      print("LIMITRY_SERVER_PID=" .. tostring(info.pid))
-      print("LIMITRY_SERVER_DIR=" .. info.dir)
+      -- export lines: `eval "$(limitry-local start)"` must configure the commands run after it.
+      print("export LIMITRY_BASE_URL=" .. shell_quote(info.base_url))
+      print("export LIMITRY_API_KEY=" .. shell_quote(info.api_key))
+      print("export LIMITRY_SERVER_PID=" .. shell_quote(tostring(info.pid)))
+      print("export LIMITRY_SERVER_DIR=" .. shell_quote(info.dir))
     elseif command == "stop" then
       print("stopped " .. M.stop(M.parse_args(rest).dir))
     else

@@ -139,7 +139,7 @@ describe("local server", function()
       local status, res = post("/events/batch", '{"events":['
         .. '{"customerId":"i2","eventType":"e","inputTokens":1,"outputTokens":2,"idempotencyKey":"b1","timestamp":"2022-04-01T00:00:00Z"},'
         .. '{"customerId":"i2","eventType":"e","inputTokens":1,"outputTokens":2,"idempotencyKey":"b1","timestamp":"2022-04-01T00:00:00Z"},'
-        .. '{"customerId":"i2","eventType":"e","totalTokens":50,"timestamp":"2022-04-01T00:00:00Z"}]}')
+        .. '{"customerId":"i2","eventType":"e","inputTokens":20,"outputTokens":30,"totalTokens":50,"timestamp":"2022-04-01T00:00:00Z"}]}')
       assert.equal(201, status)
       assert.equal(2, res.recorded)
       assert.equal(1, res.duplicates)

@@ -6,7 +6,6 @@ sh tools/deps.sh
 sh tools/build.sh 5.4
 DIR="$(pwd)/.limitry-local/demo"
 eval "$(lua5.4 server/limitry-local start --dir "$DIR")"
-export LIMITRY_BASE_URL LIMITRY_API_KEY
 trap 'lua5.4 server/limitry-local stop --dir "$DIR" >/dev/null' EXIT
 echo "local server: $LIMITRY_BASE_URL (pid $LIMITRY_SERVER_PID, data in $DIR/data)"
 echo

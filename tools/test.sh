@@ -2,7 +2,7 @@
 # Runs every suite and ends with one line "N passed, M failed" summing them all.
 #   tools/test.sh            everything: client specs on Lua 5.4, 5.3, 5.1 and LuaJIT, the server
 #                            and nginx specs, an aggressive-GC run, UBSan, valgrind, the rock
-#                            install, luacheck, the examples
+#                            install, luacheck, the examples, the README's code blocks
 #   tools/test.sh quick V    the client specs on one Lua (5.4, 5.3, 5.1 or luajit)
 #   tools/test.sh valgrind   the valgrind run alone
 #   tools/test.sh ubsan      the client specs with UndefinedBehaviorSanitizer
@@ -72,7 +72,7 @@ all)
   for v in 5.4 5.3 5.1 luajit; do
     run_busted "$v" "$v" "client specs (Lua $v)" $CLIENT_SPECS
   done
-  run_busted 5.4 5.4 "server + nginx specs" spec/server_spec.lua spec/openresty_spec.lua
+  run_busted 5.4 5.4 "server + nginx specs" spec/server_spec.lua spec/server_hardening_spec.lua spec/openresty_spec.lua
   LUA_PRE="-e collectgarbage('setpause',0)" run_busted 5.4 5.4 "client specs, GC every step" spec/client_spec.lua spec/json_spec.lua spec/async_spec.lua
   CFLAGS_EXTRA="-O1 -fsanitize=undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer" \
     LDFLAGS_EXTRA="-lubsan" sh tools/build.sh ubsan && run_busted 5.4 ubsan "client specs (UBSan)" $CLIENT_SPECS
@@ -81,6 +81,7 @@ all)
   check "luarocks make installs the rock" sh tools/rock-check.sh
   check "luacheck (lua/ server/ spec/ examples/ bench/)" luacheck --no-color lua/ server/ spec/ examples/ bench/
   check "examples run as written" sh tools/examples-check.sh
+  check "README blocks run as written" lua5.4 tools/readme-check.lua
   ;;
 esac
 echo "$TOTAL_PASSED passed, $TOTAL_FAILED failed"

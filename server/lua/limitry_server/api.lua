@@ -24,13 +24,15 @@ local function fail(status, message) return reply(status, { error = message }) e
 local function load_sample()
   local sample = require "limitry_server.sample"
   local batch = {}
-  for _, ev in ipairs(sample.events()) do batch[#batch + 1] = { ev, time.parse(ev.timestamp) } end
+  for _, ev in ipairs(sample.events()) do batch[#batch + 1] = { ev, (time.parse(ev.timestamp)) } end
   assert(store.append(batch))
 end
 
 function M.init(conf)
   config = conf
   cjson.encode_number_precision(14)
+  -- cjson would take 0x10, Infinity and NaN as numbers: none of them is JSON.
+  cjson.decode_invalid_numbers(false)
   local path = conf.data_dir .. "/events.jsonl"
   local existed = io.open(path, "rb")
   if existed then existed:close() end
@@ -124,8 +126,8 @@ local function ingest(batch_mode)
     end
   end
   if not raw or raw == "" then return fail(400, "Request body is required (JSON)") end
-  local doc = cjson.decode(raw)
-  if doc == nil then return fail(400, "Request body is not valid JSON") end
+  local doc, derr = cjson.decode(raw)
+  if doc == nil then return fail(400, "Request body is not valid JSON: " .. tostring(derr)) end
   local list
   if batch_mode then
     if type(doc) ~= "table" or type(doc.events) ~= "table" then return fail(400, "Body must be {\"events\": [ ... ]}") end

@@ -1,33 +1,48 @@
 -- JSON for metric objects, written directly: several times faster than cjson's generic walk for
 -- the thousands of rows an hourly series has, and integers never come out as 1e+14.
--- Token and event counts are integers by construction (ingestion accepts only integers); only
--- the cost may have a fraction.
+-- Counts are integers by construction, but their sums can pass 2^53 (then %d would print a wrong
+-- or, past 2^63, a negative number): such rows go through number(), as costs always do. Ingestion
+-- bounds every value so sums stay finite; number() still never writes inf or nan (not JSON).
 local cjson = require "cjson.safe"
 
 local format, floor, concat = string.format, math.floor, table.concat
 
 local M = {}
 
+local MAX = 1.7976931348623157e308
+
 local function number(v)
   if v == floor(v) and v > -2 ^ 53 and v < 2 ^ 53 then return format("%d", v) end
+  if v ~= v then return "0" end
+  if v > MAX then return "1.7976931348623157e+308" end
+  if v < -MAX then return "-1.7976931348623157e+308" end
   return format("%.17g", v)
 end
+M.number = number
 
 local METRICS = '"totalEvents":%d,"totalTokens":%d,"totalInputTokens":%d,"totalOutputTokens":%d,"totalCostCents":%s}'
 local PLAIN = "{" .. METRICS
 local WITH_TIMESTAMP = '{"timestamp":"%s",' .. METRICS -- our own ISO labels: nothing to escape
 local WITH_DIMENSION = '{"dimension":%s,' .. METRICS
+local BIG = METRICS:gsub("%%d", "%%s")
+local BIG_PLAIN, BIG_TIMESTAMP, BIG_DIMENSION = "{" .. BIG, '{"timestamp":"%s",' .. BIG, '{"dimension":%s,' .. BIG
+local EXACT = 2 ^ 53
 
 local function metrics(m)
-  if m.timestamp then
-    return format(WITH_TIMESTAMP, m.timestamp, m.totalEvents, m.totalTokens, m.totalInputTokens,
-      m.totalOutputTokens, number(m.totalCostCents))
-  elseif m.dimension ~= nil then
-    return format(WITH_DIMENSION, m.dimension == cjson.null and "null" or cjson.encode(m.dimension),
-      m.totalEvents, m.totalTokens, m.totalInputTokens, m.totalOutputTokens, number(m.totalCostCents))
+  local ev, tot, tin, tout = m.totalEvents, m.totalTokens, m.totalInputTokens, m.totalOutputTokens
+  local plain, stamped, dimensioned = PLAIN, WITH_TIMESTAMP, WITH_DIMENSION
+  -- The usual case, %d on whole numbers, is the fast one; input and output are at most the total.
+  if tot >= EXACT or ev >= EXACT then
+    ev, tot, tin, tout = number(ev), number(tot), number(tin), number(tout)
+    plain, stamped, dimensioned = BIG_PLAIN, BIG_TIMESTAMP, BIG_DIMENSION
   end
-  return format(PLAIN, m.totalEvents, m.totalTokens, m.totalInputTokens, m.totalOutputTokens,
-    number(m.totalCostCents))
+  if m.timestamp then
+    return format(stamped, m.timestamp, ev, tot, tin, tout, number(m.totalCostCents))
+  elseif m.dimension ~= nil then
+    return format(dimensioned, m.dimension == cjson.null and "null" or cjson.encode(m.dimension),
+      ev, tot, tin, tout, number(m.totalCostCents))
+  end
+  return format(plain, ev, tot, tin, tout, number(m.totalCostCents))
 end
 M.metrics = metrics
 

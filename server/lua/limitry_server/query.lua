@@ -51,10 +51,13 @@ local function aggregate(q, by_column, base, size)
   end
   local groups = {}
   for _, k in ipairs(keys) do
+    local cost = scost[k]
+    -- Float sums drift (0.1 + 0.2): costs are reported to a millionth of a cent. Past 2^53 / 1e6
+    -- a double has no millionths left to round (and cost * 1e6 could overflow).
+    if cost < 9e9 then cost = floor(cost * 1e6 + 0.5) / 1e6 end
     groups[k] = {
       totalEvents = ev[k], totalInputTokens = sin[k], totalOutputTokens = sout[k], totalTokens = stot[k],
-      -- Float sums drift (0.1 + 0.2): costs are reported to a millionth of a cent.
-      totalCostCents = math.floor(scost[k] * 1e6 + 0.5) / 1e6,
+      totalCostCents = cost,
     }
   end
   return groups, keys

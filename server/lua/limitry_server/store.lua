@@ -40,51 +40,155 @@ local function add_to_columns(ev, ts)
   if ev.idempotencyKey then seen_keys[ev.idempotencyKey] = true end
 end
 
-local function is_count(v) return type(v) == "number" and v >= 0 and v == math.floor(v) and v < 2^53 end
-local function opt_string(ev, name)
-  local v = ev[name]
-  if v == nil or v == cjson.null then ev[name] = nil return true end
-  if type(v) ~= "string" or v == "" or #v > 256 then
-    return false, name .. " must be a non-empty string of at most 256 characters"
+-- Limits on one event (the contract gives none): each bounds what one event can cost in memory,
+-- on disk and in every later scan, and keeps every sum a finite JSON number.
+M.MAX_STRING = 256          -- customerId, eventType, model, provider, idempotencyKey
+M.MAX_COUNT = 2 ^ 53 - 1    -- tokens and latencyMs: integers a double (and LuaJIT) holds exactly
+M.MAX_COST = 1e12           -- cents per event: ten billion dollars
+M.MAX_PROPERTIES = 64
+M.MAX_PROPERTY_NAME = 128
+M.MAX_PROPERTY_STRING = 1024
+M.MAX_TIMESTAMP = 64
+
+local STRING_FIELDS = { "customerId", "eventType", "model", "provider", "idempotencyKey" }
+local COUNT_FIELDS = { "inputTokens", "outputTokens", "totalTokens", "latencyMs" }
+local KNOWN = { costCents = true, properties = true, timestamp = true }
+for _, n in ipairs(STRING_FIELDS) do KNOWN[n] = true end
+for _, n in ipairs(COUNT_FIELDS) do KNOWN[n] = true end
+
+local huge = math.huge
+local function is_finite(v) return v == v and v ~= huge and v ~= -huge end
+local function is_count(v) return type(v) == "number" and v >= 0 and v <= M.MAX_COUNT and v == math.floor(v) end
+
+local function check_properties(p)
+  if type(p) ~= "table" then return nil, "properties must be an object" end
+  local n = 0
+  for k, v in pairs(p) do
+    -- cjson decodes a JSON array to a table with number keys; object keys are always strings.
+    if type(k) ~= "string" then return nil, "properties must be an object" end
+    n = n + 1
+    if n > M.MAX_PROPERTIES then return nil, "properties may hold at most " .. M.MAX_PROPERTIES .. " properties" end
+    if k == "" or #k > M.MAX_PROPERTY_NAME then
+      return nil, "properties: names must be 1 to " .. M.MAX_PROPERTY_NAME .. " characters"
+    end
+    local tv = type(v)
+    if tv == "string" then
+      if #v > M.MAX_PROPERTY_STRING then
+        return nil, "properties." .. k .. " must be at most " .. M.MAX_PROPERTY_STRING .. " bytes"
+      end
+    elseif tv == "number" then
+      if not is_finite(v) or v > 1e300 or v < -1e300 then
+        return nil, "properties." .. k .. " must be a finite number of magnitude at most 1e300"
+      end
+    elseif tv ~= "boolean" then
+      return nil, "properties." .. k .. " must be a string, a number or a boolean"
+    end
   end
   return true
 end
 
--- Checks one incoming event and fills in derived fields. Returns the event or nil, message.
+-- Checks one decoded event and returns a new table holding only its known fields, with the
+-- derived ones filled in: event, nil, unix time; or nil, message naming the field.
 function M.normalize(ev, now)
-  if type(ev) ~= "table" or ev[1] ~= nil then return nil, "an event must be a JSON object" end
+  if type(ev) ~= "table" then return nil, "an event must be a JSON object" end
+  for k in pairs(ev) do
+    if type(k) ~= "string" then return nil, "an event must be a JSON object" end
+    if not KNOWN[k] then return nil, "unknown field '" .. k:sub(1, 64) .. "'" end
+  end
+  local out = {}
   for _, name in ipairs { "customerId", "eventType" } do
     if type(ev[name]) ~= "string" or ev[name] == "" then return nil, name .. " is required (a non-empty string)" end
   end
-  for _, name in ipairs { "customerId", "eventType", "model", "provider", "idempotencyKey" } do
-    local ok, msg = opt_string(ev, name)
-    if not ok then return nil, msg end
-  end
-  for _, name in ipairs { "inputTokens", "outputTokens", "totalTokens", "latencyMs" } do
-    if ev[name] == cjson.null then ev[name] = nil end
-    if ev[name] ~= nil and not is_count(ev[name]) then
-      return nil, name .. " must be a non-negative integer"
+  for _, name in ipairs(STRING_FIELDS) do
+    local v = ev[name]
+    if v ~= nil and v ~= cjson.null then
+      if type(v) ~= "string" or v == "" or #v > M.MAX_STRING then
+        return nil, name .. " must be a non-empty string of at most " .. M.MAX_STRING .. " characters"
+      end
+      out[name] = v
     end
   end
-  if ev.costCents == cjson.null then ev.costCents = nil end
-  if ev.costCents ~= nil and (type(ev.costCents) ~= "number" or ev.costCents < 0 or ev.costCents ~= ev.costCents) then
-    return nil, "costCents must be a non-negative number"
+  for _, name in ipairs(COUNT_FIELDS) do
+    local v = ev[name]
+    if v ~= nil and v ~= cjson.null then
+      if not is_count(v) then
+        return nil, name .. " must be a non-negative integer of at most 9007199254740991"
+      end
+      out[name] = v
+    end
   end
-  if ev.properties == cjson.null then ev.properties = nil end
-  if ev.properties ~= nil and type(ev.properties) ~= "table" then return nil, "properties must be an object" end
-  ev.inputTokens = ev.inputTokens or 0
-  ev.outputTokens = ev.outputTokens or 0
-  ev.totalTokens = ev.totalTokens or (ev.inputTokens + ev.outputTokens)
-  ev.costCents = ev.costCents or 0
-  local ts
-  if ev.timestamp == nil or ev.timestamp == cjson.null then
-    ts = now
+  local cost = ev.costCents
+  if cost ~= nil and cost ~= cjson.null then
+    if type(cost) ~= "number" or not is_finite(cost) or cost < 0 or cost > M.MAX_COST then
+      return nil, "costCents must be a finite number from 0 to 1e12"
+    end
+    out.costCents = cost
+  end
+  if ev.properties ~= nil and ev.properties ~= cjson.null then
+    local ok, msg = check_properties(ev.properties)
+    if not ok then return nil, msg end
+    out.properties = ev.properties
+  end
+  out.inputTokens = out.inputTokens or 0
+  out.outputTokens = out.outputTokens or 0
+  -- The usage contract defines totalTokens as input + output; a different value sent by a
+  -- client would make totalTokens disagree with the two sums beside it, so it is refused.
+  local sum = out.inputTokens + out.outputTokens
+  if out.totalTokens ~= nil and out.totalTokens ~= sum then
+    return nil, string.format("totalTokens must equal inputTokens + outputTokens (%.0f) or be left out, got %.0f",
+      sum, out.totalTokens)
+  end
+  out.totalTokens = sum
+  out.costCents = out.costCents or 0
+  local ts, secs, frac
+  local stamp = ev.timestamp
+  if stamp == nil or stamp == cjson.null then
+    -- Milliseconds, and the in-memory time is the one the stored text gives back on a restart.
+    secs = math.floor(now)
+    frac = string.format("%03d", math.min(999, math.floor((now - secs) * 1000)))
+    ts = secs + tonumber("0." .. frac)
   else
-    ts = time.parse(ev.timestamp)
-    if not ts then return nil, "timestamp must be an ISO 8601 date-time such as 2024-01-15T10:30:00Z" end
+    if type(stamp) == "string" and #stamp <= M.MAX_TIMESTAMP then ts, secs, frac = time.parse(stamp) end
+    if not ts then
+      return nil, "timestamp must be an ISO 8601 date-time such as 2024-01-15T10:30:00Z (a zone of at most "
+        .. "+/-23:59, at most 9 fraction digits)"
+    end
   end
-  ev.timestamp = time.format(ts)
-  return ev, nil, ts
+  out.timestamp = time.format(secs, frac)
+  return out, nil, ts
+end
+
+-- One stored line. Numbers are written exactly (integers as integers, others with 17 significant
+-- digits) so a restart reloads the very same doubles; cjson stops at 14 digits.
+local format, floor, concat = string.format, math.floor, table.concat
+local function number(v)
+  if v == floor(v) and v > -2 ^ 53 and v < 2 ^ 53 then return format("%d", v) end
+  return format("%.17g", v)
+end
+M.number = number
+
+local LINE_FIELDS = { "customerId", "eventType", "model", "provider", "idempotencyKey", "timestamp",
+  "inputTokens", "outputTokens", "totalTokens", "latencyMs", "costCents" }
+
+local function value(v)
+  local t = type(v)
+  if t == "number" then return number(v) end
+  if t == "string" then return cjson.encode(v) end
+  return tostring(v)
+end
+
+function M.encode_line(ev)
+  local parts = {}
+  for _, name in ipairs(LINE_FIELDS) do
+    local v = ev[name]
+    if v ~= nil then parts[#parts + 1] = '"' .. name .. '":' .. value(v) end
+  end
+  if ev.properties then
+    local props = {}
+    for k, v in pairs(ev.properties) do props[#props + 1] = cjson.encode(k) .. ":" .. value(v) end
+    parts[#parts + 1] = '"properties":{' .. concat(props, ",") .. "}"
+  end
+  return "{" .. concat(parts, ",") .. "}"
 end
 
 function M.is_duplicate(key) return key ~= nil and seen_keys[key] == true end
@@ -119,11 +223,7 @@ end
 -- Appends already-normalized events (a list of {event, ts}) atomically, then makes them visible.
 function M.append(batch)
   local lines = {}
-  for i, item in ipairs(batch) do
-    local line, err = cjson.encode(item[1])
-    if not line then return nil, err end
-    lines[i] = line
-  end
+  for i, item in ipairs(batch) do lines[i] = M.encode_line(item[1]) end
   local blob = table.concat(lines, "\n") .. "\n"
   local off = 0
   while off < #blob do

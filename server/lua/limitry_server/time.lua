@@ -35,15 +35,18 @@ local function days_in_month(y, m)
   return (m == 4 or m == 6 or m == 9 or m == 11) and 30 or 31
 end
 
--- Parses "YYYY-MM-DD" or "YYYY-MM-DDTHH:MM[:SS[.fff]][Z|+HH:MM|-HH:MM]" (a missing zone means UTC).
--- Returns unix seconds (fractions kept) or nil.
+-- Parses "YYYY-MM-DD" or "YYYY-MM-DDTHH:MM[:SS[.f]][Z|+HH:MM|-HH:MM]" (a missing zone means UTC;
+-- offsets up to 23:59 as RFC 3339 allows, at most 9 fraction digits).
+-- Returns unix seconds (fraction kept), the whole UTC seconds and the fraction's digits ("" for
+-- none), or nil. The fraction is added last, so the same instant written with another offset
+-- gives the very same double (a restart re-reads the UTC form the store wrote).
 function M.parse(s)
   if type(s) ~= "string" then return nil end
   local y, mo, d, rest = s:match("^(%d%d%d%d)%-(%d%d)%-(%d%d)(.*)$")
   if not y then return nil end
   y, mo, d = tonumber(y), tonumber(mo), tonumber(d)
   if mo < 1 or mo > 12 or d < 1 or d > days_in_month(y, mo) then return nil end
-  local h, mi, sec, offset = 0, 0, 0, 0
+  local h, mi, sec, offset, digits = 0, 0, 0, 0, ""
   if rest ~= "" then
     local hh, mm, tail = rest:match("^[Tt ](%d%d):(%d%d)(.*)$")
     if not hh then return nil end
@@ -52,9 +55,10 @@ function M.parse(s)
     if ss then
       sec = tonumber(ss)
       tail = tail2
-      local frac, tail3 = tail:match("^([.,]%d+)(.*)$")
+      local frac, tail3 = tail:match("^[.,](%d+)(.*)$")
       if frac then
-        sec = sec + tonumber("0." .. frac:sub(2))
+        if #frac > 9 then return nil end
+        digits = frac
         tail = tail3
       end
     end
@@ -63,21 +67,26 @@ function M.parse(s)
     else
       local sign, oh, om = tail:match("^([+-])(%d%d):?(%d%d)$")
       if not sign then return nil end
-      offset = (tonumber(oh) * 60 + tonumber(om)) * 60
+      oh, om = tonumber(oh), tonumber(om)
+      if oh > 23 or om > 59 then return nil end
+      offset = (oh * 60 + om) * 60
       if sign == "-" then offset = -offset end
     end
-    if h > 23 or mi > 59 or sec >= 61 then return nil end
+    if h > 23 or mi > 59 or sec > 60 then return nil end
   end
-  return days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec - offset
+  local secs = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec - offset
+  if digits == "" then return secs, secs, digits end
+  return secs + tonumber("0." .. digits), secs, digits
 end
 
-function M.format(t)
+-- ISO 8601 in UTC for whole unix seconds t, with the fraction's digits when given.
+function M.format(t, digits)
   t = floor(t)
   local days = floor(t / 86400)
   local secs = t - days * 86400
   local y, m, d = civil_from_days(days)
-  return string.format("%04d-%02d-%02dT%02d:%02d:%02dZ", y, m, d,
-    floor(secs / 3600), floor(secs % 3600 / 60), secs % 60)
+  return string.format("%04d-%02d-%02dT%02d:%02d:%02d%sZ", y, m, d,
+    floor(secs / 3600), floor(secs % 3600 / 60), secs % 60, (digits and digits ~= "") and ("." .. digits) or "")
 end
 
 local MONDAY_1970 = 4 * 86400 -- 1970-01-01 was a Thursday
