@@ -106,6 +106,23 @@ local GATEWAY = [[
       }
     }
     location = /timer-result { content_by_lua_block { ngx.say(ngx.shared.limitry_budget:get("timer:" .. ngx.var.arg_id)) } }
+    location = /async {
+      content_by_lua_block {
+        local usage = SHARED:usage()
+        local fault = { ["X-Limitry-Fault"] = "delay=700" }
+        local c = require("limitry").new { api_key = TEST.api_key, base_url = TEST.base_url, headers = fault }
+        local t0 = ngx.now()
+        local called
+        local a = c:usage():start_summary(TEST.wide[1], TEST.wide[2], function(res) called = res and res.totalEvents end)
+        local b = c:usage():start_breakdown("model", TEST.wide[1], TEST.wide[2])
+        local done_before = a:done()
+        local ra = a:wait()
+        local rb = b:await()
+        ngx.update_time()
+        ngx.say(require("cjson").encode { a = ra.totalEvents, b = #rb.data, callback = called,
+          done_before = done_before, elapsed = ngx.now() - t0, cancel = usage:start_summary(TEST.wide[1], TEST.wide[2]):cancel() })
+      }
+    }
     location = /ping { content_by_lua_block { ngx.say("pong") } }
     location = /pid { content_by_lua_block { ngx.say(ngx.worker.pid()) } }
     location /guarded/ {
@@ -357,6 +374,17 @@ describe("in nginx (OpenResty)", function()
         return body ~= "nil\n" and body
       end)
       assert.matches("^events=%d+", result)
+    end)
+
+    it("runs start_* calls concurrently in light threads", function()
+      local out = decode(gateway.get(port, "/async"))
+      assert.is_number(out.a)
+      assert.equal(out.a, out.callback)
+      assert.is_number(out.b)
+      assert.is_false(out.done_before)
+      assert.is_true(out.cancel)
+      -- two calls held 0.7 s each by Limitry, in flight together
+      assert.is_true(out.elapsed >= 0.65 and out.elapsed < 1.3, "took " .. out.elapsed .. " s")
     end)
 
     it("keeps serving other requests while a usage call waits 1 s on Limitry", function()

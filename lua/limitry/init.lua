@@ -309,6 +309,10 @@ for name, call in pairs(protocol.CALLS) do
       n = n - 1
     end
     local path = protocol.build_query(name, unpack(args, 1, n))
+    if self.client.closed then error("limitry: this client is closed", 2) end
+    if transport.select(self.client, 3) ~= "curl" then
+      return require("limitry.ngx_async").start(self.client, call.shape, path, callback)
+    end
     return async.start(self.client, call.shape, path, callback)
   end
 end
