@@ -109,8 +109,11 @@ function Usage:start_timeseries(...) end
 ---@field ssl_verify boolean?  (true)
 ---@field proxy string?  "" turns off proxies from the environment
 ---@field no_proxy string?
----@field openresty "auto"|"worker_thread"|"blocking"|nil
----@field thread_pool string?  ("limitry")
+---@field openresty "auto"|"cosocket"|"worker_thread"|"blocking"|nil  transport inside nginx ("auto": cosockets)
+---@field pool_size integer?  cosockets: idle connections per pool and worker (64)
+---@field keepalive_timeout number?  cosockets: seconds an idle connection is kept (60)
+---@field thread_pool string?  openresty = "worker_thread": the nginx thread pool ("limitry")
+---@field max_worker_thread_calls integer?  openresty = "worker_thread": calls waiting per worker (32)
 
 ---@class limitry.Client
 ---@field base_url string
