@@ -58,7 +58,7 @@ end
 
 local function settle(c, req, res, err)
   if res ~= nil then return complete(c, req, res) end
-  local delay = protocol.retry_delay(err, req.attempts, c)
+  local delay = protocol.retry_delay(err, req.attempts, c, req.retry)
   if delay then
     req.due = core.now() + delay
     table.insert(c._async.waiting, req)
@@ -159,11 +159,13 @@ function M.fds(c)
   return s.multi:fds()
 end
 
-function M.start(c, shape, path, callback)
+-- call: the request of Client:_call ({ path, method, body, shape, retry }).
+function M.start(c, call, callback)
   if c.closed then error("limitry: this client is closed", 3) end
   local s = client_state(c)
-  local req = setmetatable({ client = c, shape = shape, state = "running", attempts = 0, callback = callback }, Request)
-  options_of[req] = c:_request_options(path)
+  local req = setmetatable({ client = c, shape = call.shape, retry = call.retry, state = "running", attempts = 0,
+    callback = callback }, Request)
+  options_of[req] = c:_request_options(call)
   s.pending = s.pending + 1
   launch(c, req)
   return req

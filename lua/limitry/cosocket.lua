@@ -36,9 +36,19 @@ function M.pool_name(target, verify, key)
     target.server_name or "", verify and "verify" or "noverify", ngx.md5(key) }, "|")
 end
 
--- The request head after the request line: every header, and the blank line.
+-- The request's header lines after the request line, each ending in CRLF (the blank line that
+-- ends the head is the caller's, after any body headers).
 function M.head(target, header_lines)
-  return "Host: " .. target.host_header .. "\r\n" .. table.concat(header_lines, "\r\n") .. "\r\n\r\n"
+  return "Host: " .. target.host_header .. "\r\n" .. table.concat(header_lines, "\r\n") .. "\r\n"
+end
+
+-- The whole request as pieces for one send: method, path, the head, and the body if any.
+function M.message(conn, method, path, body)
+  if body then
+    return { method, " ", conn.target.prefix, path, " HTTP/1.1\r\n", conn.head,
+      "Content-Type: application/json\r\nContent-Length: ", #body, "\r\n\r\n", body }
+  end
+  return { method, " ", conn.target.prefix, path, " HTTP/1.1\r\n", conn.head, "\r\n" }
 end
 
 local function now_ms() return ngx.now() * 1000 end

@@ -9,6 +9,7 @@ local protocol = require "limitry.protocol"
 local async = require "limitry.async"
 local transport = require "limitry.transport"
 local cosocket = require "limitry.cosocket"
+local api = require "limitry.api"
 
 local limitry = {
   VERSION = "0.1.0",
@@ -166,17 +167,22 @@ function limitry.new(arg)
   local lines, ua_extra = build_headers(key, opts.headers)
   local curl_headers = { user_agent("libcurl/" .. core.curl_version, ua_extra) }
   for i, line in ipairs(lines) do curl_headers[i + 1] = line end
-  secrets[c] = { key = key, headers = curl_headers, header_lines = lines, ua_extra = ua_extra,
-    extra_headers = opts.headers }
+  local json_headers = { "Content-Type: application/json" }
+  for i, line in ipairs(curl_headers) do json_headers[i + 1] = line end
+  secrets[c] = { key = key, headers = curl_headers, json_headers = json_headers, header_lines = lines,
+    ua_extra = ua_extra, extra_headers = opts.headers }
   c._usage = setmetatable({ client = c }, Usage)
   return c
 end
 
--- The options table handed to the C core for one attempt.
-function Client:_request_options(path)
+-- The options table handed to the C core for one attempt of req (see Client:_call).
+function Client:_request_options(req)
+  local s = secrets[self]
   return {
-    url = self.base_url .. path,
-    headers = secrets[self].headers,
+    url = self.base_url .. req.path,
+    method = req.method,
+    body = req.body,
+    headers = req.body and s.json_headers or s.headers,
     timeout_ms = math.floor(self.timeout * 1000 + 0.5),
     connect_timeout_ms = math.floor(self.connect_timeout * 1000 + 0.5),
     max_body = self.max_response_size,
@@ -238,34 +244,43 @@ end
 
 -- How one attempt's bytes move, per transport: status, headers, body or nil, kind, message.
 local SEND = {
-  curl = function(c, path) return c:_handle():request(c:_request_options(path)) end,
-  cosocket = function(c, path)
+  curl = function(c, req) return c:_handle():request(c:_request_options(req)) end,
+  cosocket = function(c, req)
     local conn = c:_cosocket()
-    return cosocket.request(conn, { "GET ", conn.target.prefix, path, " HTTP/1.1\r\n", conn.head })
+    return cosocket.request(conn, cosocket.message(conn, req.method or "GET", req.path, req.body))
   end,
 }
 local SLEEP = { curl = core.sleep, cosocket = function(s) ngx.sleep(s) end }
 
 -- One call with retries, on the transport that suits where it runs (limitry.transport).
+-- req: { path, method (default GET), body (JSON text), shape, retry ("safe" or "connect") }.
 -- Returns the result, or nil, msg, err.
-function Client:_call(shape, path)
+function Client:_call(req)
   if self.closed then error("limitry: this client is closed", 3) end
   local how = transport.select(self, 4)
-  if how == "worker_thread" then return require("limitry.ngx_thread").call(self, shape, path) end
+  if how == "worker_thread" then return require("limitry.ngx_thread").call(self, req) end
   local send, sleep = SEND[how], SLEEP[how]
   local secret = self:_secret()
   local attempt = 0
   while true do
     attempt = attempt + 1
-    local res, err = protocol.interpret(shape, secret, send(self, path))
+    local res, err = protocol.interpret(req.shape, secret, send(self, req))
     if res ~= nil then return res end
-    local delay = protocol.retry_delay(err, attempt, self)
+    local delay = protocol.retry_delay(err, attempt, self, req.retry)
     if not delay then
       errors.finish(err, attempt, self._host)
       return nil, err.msg, err
     end
     sleep(delay)
   end
+end
+
+-- Starts req (see Client:_call) without waiting: an nginx light thread inside nginx, the libcurl
+-- multi handle elsewhere. Returns the request object.
+function Client:_start(req, callback)
+  if self.closed then error("limitry: this client is closed", 3) end
+  if transport.select(self, 4) ~= "curl" then return require("limitry.ngx_async").start(self, req, callback) end
+  return async.start(self, req, callback)
 end
 
 -- The usage object; the same one on every call.
@@ -284,39 +299,93 @@ function Client:poll(timeout) return async.poll(self, timeout) end
 function Client:next_timeout() return async.next_timeout(self) end
 function Client:fds() return async.fds(self) end
 
-local function check_self(self, name)
-  if getmetatable(self) ~= Usage then
-    error("limitry: call it as usage:" .. name .. "(...) with a colon", 3)
+local function check_self(self, class, label, name)
+  if getmetatable(self) ~= class then
+    error("limitry: call it as " .. label .. ":" .. name .. "(...) with a colon", 3)
+  end
+end
+
+-- Splits an optional callback off the end of a start_* call's arguments.
+local function split_callback(...)
+  local n = select("#", ...)
+  local args = { ... }
+  if type(args[n]) == "function" then return args[n], args, n - 1 end
+  return nil, args, n
+end
+
+-- Installs `name` (blocking: result or nil, msg, err) and its async twin start_ + name without a
+-- leading get_ (the same arguments plus an optional callback; returns a request at once) on
+-- class. build(...) returns the request (see Client:_call) or raises on a wrong argument.
+local function define(class, label, name, build)
+  class[name] = function(self, ...)
+    check_self(self, class, label, name)
+    return self.client:_call(build(...))
+  end
+  local start_name = "start_" .. name:gsub("^get_", "")
+  class[start_name] = function(self, ...)
+    check_self(self, class, label, start_name)
+    local callback, args, n = split_callback(...)
+    return self.client:_start(build(unpack(args, 1, n)), callback)
   end
 end
 
 for name, call in pairs(protocol.CALLS) do
-  Usage[name] = function(self, ...)
-    check_self(self, name)
-    local path = protocol.build_query(name, ...)
-    return self.client:_call(call.shape, path)
+  define(Usage, "usage", name, function(...) return { shape = call.shape, path = protocol.build_query(name, ...) } end)
+end
+
+-- events(), quotas(), rate_limits(), quota_alerts(), customers(), project(): one object each per
+-- client, made on first use.
+local RESOURCES = {}
+for resource, calls in pairs(api.CALLS) do
+  if type(calls) == "table" then
+    local class = {}
+    class.__index = class
+    for name, build in pairs(calls) do define(class, resource, name, build) end
+    RESOURCES[resource] = class
+    Client[resource] = function(self)
+      local field = "_" .. resource
+      if not rawget(self, field) then self[field] = setmetatable({ client = self }, class) end
+      return self[field]
+    end
   end
-  -- start_summary, start_breakdown, start_timeseries: the same arguments, plus an optional
-  -- callback last; they return a request at once (see limitry.async).
-  local start_name = name:gsub("^get_", "start_")
-  Usage[start_name] = function(self, ...)
-    check_self(self, start_name)
-    local n = select("#", ...)
-    local args = { ... }
-    local callback
-    if type(args[n]) == "function" then
-      callback = args[n]
-      n = n - 1
+end
+
+-- client:track(event) and client:start_track(event [, callback]): check limits, then record.
+function Client:track(...)
+  check_self(self, Client, "client", "track")
+  return self:_call(api.CALLS.track(...))
+end
+function Client:start_track(...)
+  check_self(self, Client, "client", "start_track")
+  local callback, args, n = split_callback(...)
+  return self:_start(api.CALLS.track(unpack(args, 1, n)), callback)
+end
+
+-- for event in events:each{ customer_id = ... } do ... end: every page, fetched as the loop goes
+-- (following nextCursor while hasMore; an empty page with hasMore is not the end). A failed page
+-- raises its error value, as io.lines raises on a read error.
+RESOURCES.events.each = function(self, args)
+  check_self(self, RESOURCES.events, "events", "each")
+  local query = {}
+  for k, v in pairs(args or {}) do query[k] = v end
+  api.CALLS.events.list(query) -- raises now on a wrong argument
+  local page, i = nil, 0
+  return function()
+    while true do
+      if page and i < #page.data then
+        i = i + 1
+        return page.data[i]
+      end
+      if page and not (page.hasMore and page.nextCursor) then return nil end
+      if page then query.cursor = page.nextCursor end
+      local res, _, err = self:list(query)
+      if not res then error(err, 2) end
+      page, i = res, 0
     end
-    local path = protocol.build_query(name, unpack(args, 1, n))
-    if self.client.closed then error("limitry: this client is closed", 2) end
-    if transport.select(self.client, 3) ~= "curl" then
-      return require("limitry.ngx_async").start(self.client, call.shape, path, callback)
-    end
-    return async.start(self.client, call.shape, path, callback)
   end
 end
 
 limitry.Client = Client
 limitry.Usage = Usage
+limitry.resources = RESOURCES
 return limitry

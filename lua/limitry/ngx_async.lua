@@ -8,10 +8,10 @@ local M = {}
 local Request = {}
 Request.__index = Request
 
-function M.start(client, shape, path, callback)
+function M.start(client, call, callback)
   local req = setmetatable({ state = "running", attempts = 0 }, Request)
   req.thread = ngx.thread.spawn(function()
-    local ok, res, msg, err = pcall(client._call, client, shape, path)
+    local ok, res, msg, err = pcall(client._call, client, call)
     if req.state ~= "running" then return end
     if not ok then
       req.raised = res -- a set-up error: raised again by wait()

@@ -18,14 +18,14 @@ local function overloaded(client, why)
   return nil, err.msg, err
 end
 
-function M.call(client, shape, path)
+function M.call(client, req)
   if in_flight >= client.max_worker_thread_calls then
     return overloaded(client, "too many Limitry calls waiting for the nginx thread pool (max_worker_thread_calls = "
       .. client.max_worker_thread_calls .. ")")
   end
   in_flight = in_flight + 1
   local called, ran, res, err = pcall(ngx.run_worker_thread, client.thread_pool, "limitry.ngx_thread", "run",
-    client:_config(), shape, path)
+    client:_config(), req)
   in_flight = in_flight - 1
   if called and ran then
     if res ~= nil then return res end
@@ -79,8 +79,8 @@ local function client_for(cfg)
   return client
 end
 
-function M.run(cfg, shape, path)
-  local res, _, err = client_for(cfg):_call(shape, path)
+function M.run(cfg, req)
+  local res, _, err = client_for(cfg):_call(req)
   if res ~= nil then return res end
   return nil, setmetatable(err, nil)
 end

@@ -146,10 +146,30 @@ local SHAPES = {
   breakdown = function(doc) return check_rows(doc, "dimension", "string", false) end,
   timeseries = function(doc) return check_rows(doc, "timestamp", "string", true) end,
 }
+-- Other resources (limitry.api) add their shapes here: name -> function(doc) -> ok, why.
+M.SHAPES = SHAPES
+M.is_metrics = is_metrics
+-- Shapes whose answers may be a limit decision: a body with a boolean `allowed` is a result, also
+-- on 429 (see M.decision).
+M.DECISIONS = {}
 
 local function header_number(headers, name)
   local v = headers and headers[name]
   return v and tonumber((v:match("^%s*(%d+%.?%d*)%s*$"))) or nil
+end
+
+-- A limit decision (track, checks): the body as it came, with `retry_after` (seconds) on a "no":
+-- Retry-After, else the later of X-RateLimit-Reset and X-Quota-Reset (unix seconds) minus now.
+function M.decision(doc, headers)
+  if doc.allowed == false and doc.retry_after == nil then
+    local after = header_number(headers, "retry-after")
+    if not after then
+      local reset = math.max(header_number(headers, "x-ratelimit-reset") or -1, header_number(headers, "x-quota-reset") or -1)
+      if reset >= 0 then after = math.max(0, reset - os.time()) end
+    end
+    doc.retry_after = after
+  end
+  return doc
 end
 
 -- Turns one transfer's outcome into a result or an error value (not yet finished: attempts are
@@ -159,6 +179,10 @@ end
 function M.interpret(shape, secret, status, headers, body, curl_code)
   if status == nil then
     return nil, M.transport_error(headers, body, curl_code, secret)
+  end
+  if M.DECISIONS[shape] and (status == 200 or status == 201 or status == 429) then
+    local doc = core.decode(body)
+    if type(doc) == "table" and type(doc.allowed) == "boolean" then return M.decision(doc, headers) end
   end
   if status >= 200 and status < 300 then
     local doc, why = core.decode(body)
@@ -208,9 +232,18 @@ function M.transport_error(kind, text, curl_code, secret)
     curl_code = curl_code }, secret)
 end
 
+-- True when a transport failure happened before the request could reach the server.
+function M.before_send(err)
+  local m = err.kind and err.message or ""
+  return m:find("^could not connect") ~= nil or m:find("^could not resolve") ~= nil
+    or m == "timed out while connecting"
+end
+
 -- nil when err must not be retried after `attempt` tries, else the seconds to wait first.
-function M.retry_delay(err, attempt, policy)
+-- `mode` "connect": only failures before anything was sent are retried (create, update, delete).
+function M.retry_delay(err, attempt, policy, mode)
   if attempt > policy.max_retries then return nil end
+  if mode == "connect" and not M.before_send(err) then return nil end
   local retryable = err.kind == "network" or err.kind == "timeout" or err.kind == "protocol"
     or err.status == 429 or (err.status and err.status >= 500)
   if not retryable then return nil end

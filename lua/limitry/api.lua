@@ -1,0 +1,364 @@
+-- The rest of Limitry's API (events, track, quotas, quota alerts, rate limits, customers, project):
+-- argument checks, the snake_case -> camelCase mapping, request bodies and the shapes of the
+-- answers. Like limitry.protocol for the usage calls, it only builds requests and reads answers;
+-- the client sends them on whatever transport suits the host.
+--
+-- A request is { method, path, body (JSON text or nil), shape, retry } where retry is "safe"
+-- (retried like the usage GETs) or "connect" (retried only when nothing was sent).
+local core = require "limitry.core"
+local protocol = require "limitry.protocol"
+
+local M = {}
+
+local has_control = protocol.has_control
+local MAX_UNIX_TIME = 253402300799 -- 9999-12-31T23:59:59Z
+local MAX_COUNT = 2 ^ 53
+
+local function raise(where, msg) error(where .. ": " .. msg, 0) end
+
+local function sorted_keys(t)
+  local names = {}
+  for k in pairs(t) do names[#names + 1] = tostring(k) end
+  table.sort(names)
+  return table.concat(names, ", ")
+end
+
+local function describe(v)
+  if type(v) == "string" then return "'" .. v .. "'" end
+  return type(v)
+end
+
+local function check_string(where, name, v)
+  if type(v) ~= "string" or v == "" then
+    raise(where, name .. " must be a non-empty string (got " .. (v == "" and "an empty string" or type(v)) .. ")")
+  end
+  if has_control(v) then raise(where, name .. " must not contain control characters") end
+  if #v > protocol.MAX_PARAM_BYTES then raise(where, name .. " must be at most " .. protocol.MAX_PARAM_BYTES .. " bytes") end
+  return v
+end
+
+local function finite(v) return type(v) == "number" and v == v and v > -math.huge and v < math.huge end
+
+local function check_nonneg(where, name, v)
+  if not finite(v) or v < 0 then raise(where, name .. " must be a finite number >= 0 (got " .. describe(v) .. ")") end
+  return v
+end
+
+local function check_count(where, name, v)
+  if not finite(v) or v < 0 or v % 1 ~= 0 or v > MAX_COUNT then
+    raise(where, name .. " must be a whole number from 0 to 2^53 (got " .. describe(v) .. ")")
+  end
+  return v
+end
+
+local function check_date(where, name, v)
+  if type(v) == "number" then
+    if not (v >= 0 and v <= MAX_UNIX_TIME) then
+      raise(where, name .. " must be unix seconds from 0 to " .. MAX_UNIX_TIME .. " or an ISO 8601 string")
+    end
+    local whole = math.floor(v)
+    local text = os.date("!%Y-%m-%dT%H:%M:%S", whole)
+    if v ~= whole then text = text .. string.format("%.3f", v - whole):sub(2) end
+    return text .. "Z"
+  end
+  if type(v) ~= "string" or not v:find("^%d%d%d%d%-%d%d%-%d%d") or has_control(v) or #v > 64 then
+    raise(where, name .. " must be an ISO 8601 date-time such as '2024-01-01T00:00:00Z' or unix seconds (got " .. describe(v) .. ")")
+  end
+  return v
+end
+
+-- A map sent unchanged (properties, a dimension map, dimension_filters): string keys; string,
+-- finite number or boolean values (`strings_only`: strings only).
+local function check_map(where, name, v, strings_only)
+  if type(v) ~= "table" then raise(where, name .. " must be a table (got " .. type(v) .. ")") end
+  local out = {}
+  for k, x in pairs(v) do
+    if type(k) ~= "string" or k == "" or has_control(k) then
+      raise(where, name .. " keys must be non-empty strings (got " .. describe(k) .. ")")
+    end
+    local ok = type(x) == "string" or (not strings_only and (type(x) == "boolean" or finite(x)))
+    if not ok then
+      raise(where, name .. "." .. k .. " must be a " .. (strings_only and "string" or "string, finite number or boolean")
+        .. " (got " .. describe(x) .. ")")
+    end
+    out[k] = x
+  end
+  return out
+end
+
+local function one_of(list)
+  local set = {}
+  for _, v in ipairs(list) do set[v] = true end
+  return function(where, name, v)
+    if not set[v] then
+      raise(where, name .. " must be one of '" .. table.concat(list, "', '") .. "' (got " .. describe(v) .. ")")
+    end
+    return v
+  end
+end
+
+local function check_boolean(where, name, v)
+  if type(v) ~= "boolean" then raise(where, name .. " must be a boolean (got " .. type(v) .. ")") end
+  return v
+end
+
+local function check_positive(where, name, v)
+  if not finite(v) or v <= 0 then raise(where, name .. " must be a number > 0 (got " .. describe(v) .. ")") end
+  return v
+end
+
+local function check_percent(where, name, v)
+  if not finite(v) or v < 1 or v > 100 or v % 1 ~= 0 then
+    raise(where, name .. " must be a whole number from 1 to 100 (got " .. describe(v) .. ")")
+  end
+  return v
+end
+
+local function check_key(where, name, v)
+  if v == false then return false end -- opts out of the generated key
+  return check_string(where, name, v)
+end
+
+-- Field lists: Lua name -> { wire name, check, required }.
+local EVENT = {
+  customer_id = { "customerId", check_string, true },
+  event_type = { "eventType", check_string, true },
+  model = { "model", check_string }, provider = { "provider", check_string },
+  input_tokens = { "inputTokens", check_count }, output_tokens = { "outputTokens", check_count },
+  total_tokens = { "totalTokens", check_count },
+  latency_ms = { "latencyMs", check_nonneg }, cost_cents = { "costCents", check_nonneg },
+  properties = { "properties", function(w, n, v) return check_map(w, n, v, false) end },
+  idempotency_key = { "idempotencyKey", check_key },
+  timestamp = { "timestamp", check_date },
+}
+M.METRICS = { "total_tokens", "total_events", "total_cost_cents" }
+M.PERIODS = { "hour", "day", "week", "month" }
+M.WINDOWS = { "second", "minute", "hour" }
+local QUOTA = {
+  name = { "name", check_string, true },
+  metric = { "metric", one_of(M.METRICS), true },
+  limit_value = { "limitValue", check_positive, true },
+  period = { "period", one_of(M.PERIODS), true },
+  dimension_filters = { "dimensionFilters", function(w, n, v) return check_map(w, n, v, true) end },
+}
+local RATE_LIMIT = {
+  name = { "name", check_string, true },
+  limit_value = { "limitValue", check_positive, true },
+  window = { "window", one_of(M.WINDOWS), true },
+  dimension_filters = QUOTA.dimension_filters,
+  enabled = { "enabled", check_boolean },
+}
+local ALERT = { threshold = { "threshold", check_percent, true } }
+local LIST = {
+  customer_id = { "customerId", check_string }, event_type = { "eventType", check_string },
+  model = { "model", check_string },
+  limit = { "limit", function(w, n, v)
+    if not finite(v) or v < 1 or v > 100 or v % 1 ~= 0 then raise(w, n .. " must be a whole number from 1 to 100 (got " .. describe(v) .. ")") end
+    return v
+  end },
+  cursor = { "cursor", check_string },
+}
+
+-- Checks `args` against `fields` and returns the wire table. `partial`: nothing is required
+-- (update), but something must be given.
+local function to_wire(where, fields, args, partial)
+  if type(args) ~= "table" then raise(where, "expected a table of fields (got " .. type(args) .. ")") end
+  local out, any = {}, false
+  for k, v in pairs(args) do
+    local f = fields[k]
+    if not f then raise(where, "unknown field '" .. tostring(k) .. "' (allowed: " .. sorted_keys(fields) .. ")") end
+    out[f[1]] = f[2](where, k, v)
+    any = true
+  end
+  if partial then
+    if not any then raise(where, "nothing to update (fields: " .. sorted_keys(fields) .. ")") end
+  else
+    for k, f in pairs(fields) do
+      if f[3] and args[k] == nil then raise(where, k .. " is required") end
+    end
+  end
+  return out
+end
+
+-- An event's wire table, with an idempotency key generated when it has none (unless the caller
+-- passed idempotency_key = false). Returns the table and whether it carries a key.
+local function event_wire(where, ev)
+  local wire = to_wire(where, EVENT, ev)
+  if wire.idempotencyKey == nil then wire.idempotencyKey = core.random_id() end
+  if wire.idempotencyKey == false then
+    wire.idempotencyKey = nil
+    return wire, false
+  end
+  return wire, true
+end
+
+local function encode(value) return core.encode(value) end
+
+local function percent(s) return protocol.percent_encode(s) end
+
+local function id_arg(where, name, v) return percent(check_string(where, name, v)) end
+
+local function query(fields, args, where)
+  local wire = to_wire(where, fields, args or {}, false)
+  local names = {}
+  for k in pairs(wire) do names[#names + 1] = k end
+  table.sort(names)
+  local parts = {}
+  for _, k in ipairs(names) do
+    local v = wire[k]
+    parts[#parts + 1] = k .. "=" .. percent(type(v) == "number" and string.format("%d", v) or v)
+  end
+  return #parts > 0 and ("?" .. table.concat(parts, "&")) or ""
+end
+
+-- Shapes of the answers (a DecodeError names what is missing).
+local function has(doc, field, kind)
+  if type(doc) ~= "table" then return false, "is not an object" end
+  if type(doc[field]) ~= kind then return false, "lacks the " .. kind .. " '" .. field .. "'" end
+  return true
+end
+local function array_of(doc, field)
+  local ok, why = has(doc, field, "table")
+  if not ok then return ok, why end
+  local n = #doc[field]
+  for k in pairs(doc[field]) do
+    if type(k) ~= "number" or k < 1 or k > n or k % 1 ~= 0 then return false, "has a '" .. field .. "' that is not an array" end
+  end
+  return true
+end
+local SHAPES = {
+  event_id = function(doc) return has(doc, "id", "string") end,
+  event_count = function(doc) return has(doc, "count", "number") end,
+  event_page = function(doc)
+    local ok, why = array_of(doc, "data")
+    if not ok then return ok, why end
+    if type(doc.hasMore) ~= "boolean" then return false, "lacks the boolean 'hasMore'" end
+    if doc.nextCursor ~= nil and type(doc.nextCursor) ~= "string" then return false, "has a 'nextCursor' that is not a string" end
+    return true
+  end,
+  track = function(doc) return has(doc, "allowed", "boolean") end,
+  quota_check = function(doc) return has(doc, "allowed", "boolean") end,
+  rate_limit_check = function(doc) return has(doc, "allowed", "boolean") end,
+  resource = function(doc) return has(doc, "id", "string") end,
+  resource_list = function(doc) return array_of(doc, "data") end,
+  deleted = function(doc) return has(doc, "success", "boolean") end,
+  customer_usage = function(doc)
+    local ok, why = protocol.is_metrics(doc)
+    if not ok then return ok, why end
+    return has(doc, "customerId", "string")
+  end,
+}
+for name, check in pairs(SHAPES) do protocol.SHAPES[name] = check end
+protocol.DECISIONS.track = true
+protocol.DECISIONS.quota_check = true
+protocol.DECISIONS.rate_limit_check = true
+
+local function request(method, path, body, shape, retry)
+  return { method = method, path = path, body = body, shape = shape, retry = retry or "safe" }
+end
+
+-- Every call: resource -> name -> function(...) -> request. The names are the public method names;
+-- each also gets an async twin, start_ + the name without a leading get_.
+M.CALLS = {
+  events = {
+    record = function(ev)
+      local wire, keyed = event_wire("events:record", ev)
+      return request("POST", "/events", encode(wire), "event_id", keyed and "safe" or "connect")
+    end,
+    batch = function(list)
+      local where = "events:batch"
+      if type(list) ~= "table" then raise(where, "expected an array of events (got " .. type(list) .. ")") end
+      local n = #list
+      if n < 1 or n > 1000 then raise(where, "a batch holds 1 to 1000 events (got " .. n .. ")") end
+      for k in pairs(list) do
+        if type(k) ~= "number" or k < 1 or k > n or k % 1 ~= 0 then raise(where, "expected an array of events (key " .. describe(k) .. ")") end
+      end
+      local events, all_keyed = setmetatable({}, core.array_mt), true
+      for i = 1, n do
+        local wire, keyed = event_wire(where .. ": events[" .. i .. "]", list[i])
+        events[i] = wire
+        all_keyed = all_keyed and keyed
+      end
+      return request("POST", "/events/batch", encode { events = events }, "event_count", all_keyed and "safe" or "connect")
+    end,
+    list = function(args)
+      return request("GET", "/events" .. query(LIST, args, "events:list"), nil, "event_page")
+    end,
+  },
+  track = function(ev)
+    local wire, keyed = event_wire("client:track", ev)
+    return request("POST", "/track", encode(wire), "track", keyed and "safe" or "connect")
+  end,
+  quotas = {
+    check = function(dims)
+      return request("POST", "/quotas/check", encode(check_map("quotas:check", "dimensions", dims or {}, false)), "quota_check")
+    end,
+    list = function() return request("GET", "/quotas", nil, "resource_list") end,
+    get = function(id) return request("GET", "/quotas/" .. id_arg("quotas:get", "id", id), nil, "resource") end,
+    create = function(args)
+      return request("POST", "/quotas", encode(to_wire("quotas:create", QUOTA, args)), "resource", "connect")
+    end,
+    update = function(id, args)
+      local path = "/quotas/" .. id_arg("quotas:update", "id", id)
+      return request("PUT", path, encode(to_wire("quotas:update", QUOTA, args, true)), "resource", "connect")
+    end,
+    delete = function(id) return request("DELETE", "/quotas/" .. id_arg("quotas:delete", "id", id), nil, "deleted", "connect") end,
+  },
+  rate_limits = {
+    check = function(dims)
+      return request("POST", "/rate-limits/check", encode(check_map("rate_limits:check", "dimensions", dims or {}, false)), "rate_limit_check")
+    end,
+    list = function() return request("GET", "/rate-limits", nil, "resource_list") end,
+    get = function(id) return request("GET", "/rate-limits/" .. id_arg("rate_limits:get", "id", id), nil, "resource") end,
+    create = function(args)
+      return request("POST", "/rate-limits", encode(to_wire("rate_limits:create", RATE_LIMIT, args)), "resource", "connect")
+    end,
+    update = function(id, args)
+      local path = "/rate-limits/" .. id_arg("rate_limits:update", "id", id)
+      return request("PUT", path, encode(to_wire("rate_limits:update", RATE_LIMIT, args, true)), "resource", "connect")
+    end,
+    delete = function(id) return request("DELETE", "/rate-limits/" .. id_arg("rate_limits:delete", "id", id), nil, "deleted", "connect") end,
+  },
+  quota_alerts = {
+    create = function(quota_id, args)
+      local path = "/quotas/" .. id_arg("quota_alerts:create", "quota_id", quota_id) .. "/alerts"
+      return request("POST", path, encode(to_wire("quota_alerts:create", ALERT, args)), "resource", "connect")
+    end,
+    list = function(quota_id)
+      return request("GET", "/quotas/" .. id_arg("quota_alerts:list", "quota_id", quota_id) .. "/alerts", nil, "resource_list")
+    end,
+    get = function(id) return request("GET", "/quota-alerts/" .. id_arg("quota_alerts:get", "id", id), nil, "resource") end,
+    update = function(id, args)
+      local path = "/quota-alerts/" .. id_arg("quota_alerts:update", "id", id)
+      return request("PUT", path, encode(to_wire("quota_alerts:update", ALERT, args, true)), "resource", "connect")
+    end,
+    delete = function(id) return request("DELETE", "/quota-alerts/" .. id_arg("quota_alerts:delete", "id", id), nil, "deleted", "connect") end,
+    history = function(id)
+      return request("GET", "/quota-alerts/" .. id_arg("quota_alerts:history", "id", id) .. "/history", nil, "resource_list")
+    end,
+  },
+  customers = {
+    get_usage = function(customer_id, start_date, end_date)
+      local where = "customers:get_usage"
+      if type(customer_id) == "table" and start_date == nil then
+        local args = customer_id
+        for k in pairs(args) do
+          if k ~= "customer_id" and k ~= "start_date" and k ~= "end_date" then
+            raise(where, "unknown field '" .. tostring(k) .. "' (allowed: customer_id, end_date, start_date)")
+          end
+        end
+        customer_id, start_date, end_date = args.customer_id, args.start_date, args.end_date
+      end
+      if start_date == nil then raise(where, "start_date is required") end
+      if end_date == nil then raise(where, "end_date is required") end
+      return request("GET", "/customers/" .. id_arg(where, "customer_id", customer_id) .. "/usage?startDate="
+        .. percent(check_date(where, "start_date", start_date)) .. "&endDate=" .. percent(check_date(where, "end_date", end_date)),
+        nil, "customer_usage")
+    end,
+  },
+  project = {
+    get = function() return request("GET", "/project", nil, "resource") end,
+  },
+}
+
+return M
