@@ -93,8 +93,8 @@ static int multi_new(lua_State *L)
     return 1;
 }
 
-/* Whether an idle connection of m's pool has bytes waiting (see lm_sockets_stale). */
-static int idle_is_stale(lm_multi *m)
+/* Drops the idle connections of m's pool that have bytes waiting (see lm_sockets_drop_stale). */
+static void drop_stale(lm_multi *m)
 {
     curl_socket_t busy[64];
     int n = 0;
@@ -102,11 +102,11 @@ static int idle_is_stale(lm_multi *m)
     for (r = m->attached; r != NULL; r = r->next) {
         curl_socket_t fd = CURL_SOCKET_BAD;
         if (n == (int)(sizeof busy / sizeof busy[0]))
-            return 0; /* too busy to tell: rely on the 408 retry */
+            return; /* too busy to tell which are idle: the 408 retry remains */
         if (curl_easy_getinfo(r->easy, CURLINFO_ACTIVESOCKET, &fd) == CURLE_OK && fd != CURL_SOCKET_BAD)
             busy[n++] = fd;
     }
-    return lm_sockets_stale(m, busy, n);
+    lm_sockets_drop_stale(m, busy, n);
 }
 
 static int multi_add(lua_State *L)
@@ -119,7 +119,8 @@ static int multi_add(lua_State *L)
         return luaL_error(L, "this handle is already in flight");
     if (lm_request_init(r) != 0)
         return luaL_error(L, "curl_easy_init failed");
-    lm_request_setup(L, r, 3, m, idle_is_stale(m));
+    lm_request_setup(L, r, 3, m);
+    drop_stale(m);
     if (curl_multi_add_handle(m->multi, r->easy) != CURLM_OK) {
         lm_request_finish(r);
         return luaL_error(L, "curl_multi_add_handle failed");

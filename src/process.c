@@ -10,6 +10,7 @@ typedef struct {
     curl_socket_t fd;
     pid_t pid;
     const void *tag;
+    int dead; /* replaced by a socket at EOF (see lm_sockets_drop_stale) */
 } entry;
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
@@ -62,6 +63,7 @@ static curl_socket_t on_open(void *tag, curlsocktype purpose, struct curl_sockad
     entries[count].fd = fd;
     entries[count].pid = getpid();
     entries[count].tag = tag;
+    entries[count].dead = 0;
     count++;
     pthread_mutex_unlock(&lock);
     return fd;
@@ -109,15 +111,32 @@ void lm_sockets_drop_inherited(void)
     pthread_mutex_unlock(&lock);
 }
 
-int lm_sockets_stale(const void *tag, const curl_socket_t *busy, int nbusy)
+/* Puts, under the same descriptor number, one end of a socket pair whose other end is closed:
+ * the TCP connection is closed now, and libcurl, which still holds the number, finds a
+ * connection at EOF, so its own liveness check discards it instead of reading what waited. */
+static int make_dead(curl_socket_t fd)
+{
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0)
+        return -1;
+    close(sv[1]);
+    if (dup2(sv[0], fd) < 0) {
+        close(sv[0]);
+        return -1;
+    }
+    close(sv[0]);
+    return 0;
+}
+
+int lm_sockets_drop_stale(const void *tag, const curl_socket_t *busy, int nbusy)
 {
     size_t i;
-    int j, stale = 0;
+    int j, dropped = 0;
     pid_t me = getpid();
     pthread_mutex_lock(&lock);
-    for (i = 0; i < count && !stale; i++) {
+    for (i = 0; i < count; i++) {
         struct pollfd p;
-        if (entries[i].tag != tag || entries[i].pid != me)
+        if (entries[i].tag != tag || entries[i].pid != me || entries[i].dead)
             continue;
         for (j = 0; j < nbusy; j++)
             if (busy[j] == entries[i].fd)
@@ -127,9 +146,11 @@ int lm_sockets_stale(const void *tag, const curl_socket_t *busy, int nbusy)
         p.fd = entries[i].fd;
         p.events = POLLIN;
         p.revents = 0;
-        if (poll(&p, 1, 0) > 0 && (p.revents & (POLLIN | POLLHUP | POLLERR)))
-            stale = 1;
+        if (poll(&p, 1, 0) > 0 && (p.revents & (POLLIN | POLLHUP | POLLERR)) && make_dead(p.fd) == 0) {
+            entries[i].dead = 1;
+            dropped++;
+        }
     }
     pthread_mutex_unlock(&lock);
-    return stale;
+    return dropped;
 }

@@ -15,9 +15,10 @@ CURLcode lm_sockets_track(CURL *h, const void *tag);
 /* In a forked child: closes (plain close(2): no FIN, no TLS close_notify, since the parent
  * still holds them) every socket opened by another process, and forgets them. */
 void lm_sockets_drop_inherited(void);
-/* 1 when an idle socket of pool tag has bytes or EOF waiting (an answer sent before any request,
- * a 408, a close): the next request must not go out on that pool's idle connections. The
- * sockets in busy (transfers running now) are skipped. */
-int lm_sockets_stale(const void *tag, const curl_socket_t *busy, int nbusy);
+/* Idle sockets of pool tag with bytes or EOF waiting (an answer sent before any request, a 408,
+ * a close) are closed and left at EOF for libcurl, so no request goes out on them and nothing
+ * that waited there is read as an answer. The sockets in busy (transfers running) are skipped.
+ * Returns how many were dropped. */
+int lm_sockets_drop_stale(const void *tag, const curl_socket_t *busy, int nbusy);
 
 #endif

@@ -174,7 +174,7 @@ static void read_options(lua_State *L, int idx, options *o)
         }                                               \
     } while (0)
 
-void lm_request_setup(lua_State *L, lm_request *r, int idx, const void *tag, int fresh)
+void lm_request_setup(lua_State *L, lm_request *r, int idx, const void *tag)
 {
     options o;
     CURL *h = r->easy;
@@ -232,10 +232,6 @@ void lm_request_setup(lua_State *L, lm_request *r, int idx, const void *tag, int
         SETOPT(CURLOPT_PROXY, o.proxy); /* "" turns off proxies from the environment */
     if (o.no_proxy)
         SETOPT(CURLOPT_NOPROXY, o.no_proxy);
-    if (tag == (const void *)r) /* blocking: one host, so one idle connection is all we keep */
-        SETOPT(CURLOPT_MAXCONNECTS, 1L);
-    if (fresh) /* an idle connection had bytes waiting: they must never be read as our answer */
-        SETOPT(CURLOPT_FRESH_CONNECT, 1L);
     code = lm_sockets_track(h, tag);
     if (code != CURLE_OK) {
         refused = "CURLOPT_OPENSOCKETFUNCTION";

@@ -45,9 +45,9 @@ int lm_request_init(lm_request *r);
 void lm_request_abandon(lm_request *r);
 /* Reads the options table at index idx (raw reads: the table's metamethods are not trusted;
  * raising on a wrong value before anything is allocated), then configures the easy handle.
- * tag names the connection pool (the easy handle itself or a multi) for the socket registry;
- * fresh forces a new connection. Raises for argument errors and options libcurl refuses. */
-void lm_request_setup(lua_State *L, lm_request *r, int idx, const void *tag, int fresh);
+ * tag names the connection pool (the easy handle itself or a multi) for the socket registry.
+ * Raises for argument errors and options libcurl refuses. */
+void lm_request_setup(lua_State *L, lm_request *r, int idx, const void *tag);
 /* Pushes nil, "fork", message, 0 for a transfer lost to a fork, then frees per-transfer memory. */
 int lm_request_push_fork_lost(lua_State *L, lm_request *r);
 /* After the transfer ended with code: pushes status, headers, body, connections_opened, or
