@@ -18,4 +18,7 @@ for v in "$@"; do
   # shellcheck disable=SC2086
   $CC -std=c99 -D_POSIX_C_SOURCE=200809L -O2 -g -fPIC -Wall -Wextra -Werror -pedantic ${CFLAGS_EXTRA:-} \
     -I"$inc" -I"$CURL_INCDIR" -shared -o "$out" $SOURCES -lcurl -pthread ${LDFLAGS_EXTRA:-}
+  # Test-only: fork/wait for spec/fork_spec.lua where Debian's lua-posix is missing (Lua 5.4).
+  $CC -std=c99 -D_POSIX_C_SOURCE=200809L -O2 -fPIC -Wall -Wextra -Werror ${CFLAGS_EXTRA:-} -I"$inc" \
+    -shared -o "build/$v/limitry_test_fork.so" spec/support/fork_shim.c ${LDFLAGS_EXTRA:-}
 done
