@@ -123,6 +123,29 @@ describe("hardening", function()
     it("a complete answer pushed unasked (async)", function() check("stale_bytes", async) end)
     it("a 408 sent on the idle connection (async)", function() check("stale_408", async) end)
 
+    it("connections of transfers in flight are never taken for stale ones", function()
+      local id = support.test_id("busy")
+      local c = client { max_retries = 0, headers = { ["X-Limitry-Fault"] = "delay=20", ["X-Limitry-Test-Id"] = id } }
+      local reqs = {}
+      for round = 1, 3 do
+        for _ = 1, 8 do reqs[#reqs + 1] = c:usage():start_summary(S, E) end
+        for _ = 1, 100 do -- until the server has every request of this round (bounded)
+          c:poll(0.005)
+          if support.recorded(server, id).count >= 8 * round then break end
+        end
+        -- Answers arrive and wait unread in the sockets of transfers still in flight; the next
+        -- round's starts look for stale idle connections and must leave these alone.
+        core.sleep(0.1)
+      end
+      for i, req in ipairs(reqs) do
+        local res, msg = req:wait()
+        assert.is_nil(msg, "request " .. i)
+        assert.equal(0, res.totalEvents)
+      end
+      assert.equal(24, support.recorded(server, id).count)
+      c:close()
+    end)
+
     it("a 408 answer is retried once", function()
       local id = support.test_id("408")
       local c = client { max_retries = 3, headers = { ["X-Limitry-Fault"] = "status=408;times=5", ["X-Limitry-Test-Id"] = id } }
