@@ -36,7 +36,7 @@ describe("hardening", function()
   teardown(function() support.stop(server) end)
 
   local function client(extra)
-    local o = { api_key = server.api_key, base_url = server.base_url, backoff = 0.01, max_backoff = 0.02 }
+    local o = { api_key = server.api_key, base_url = server.base_url, backoff = 0.01, max_backoff = 0.02, timeout = 5 }
     for k, v in pairs(extra or {}) do o[k] = v end
     return limitry.new(o)
   end
@@ -101,7 +101,7 @@ describe("hardening", function()
 
     local function check(mode, call)
       rs = raw.start(mode)
-      local c = limitry.new { api_key = KEY_CHECK, base_url = rs.base_url, max_retries = 0 }
+      local c = limitry.new { api_key = KEY_CHECK, base_url = rs.base_url, max_retries = 0, timeout = 5 }
       local first = assert(call(c))
       assert.equal(1, first.totalEvents)
       raw.push(rs)
@@ -249,7 +249,7 @@ describe("hardening", function()
 
     local function reply_error(reply, max_retries)
       rs = raw.start("canned", reply)
-      local c = limitry.new { api_key = KEY_CHECK, base_url = rs.base_url, max_retries = max_retries or 1, backoff = 0.01 }
+      local c = limitry.new { api_key = KEY_CHECK, base_url = rs.base_url, max_retries = max_retries or 1, backoff = 0.01, timeout = 5 }
       local res, msg, err = c:usage():get_summary(S, E)
       assert.is_nil(res)
       return msg, err
