@@ -6,6 +6,7 @@
 #   tools/test.sh quick V    the client specs on one Lua (5.4, 5.3, 5.1 or luajit)
 #   tools/test.sh valgrind   the valgrind run alone
 #   tools/test.sh ubsan      the client specs with UndefinedBehaviorSanitizer
+#   tools/test.sh tsan       8 Lua states in 8 threads under ThreadSanitizer (tools/tsan.sh)
 # Servers are started by the specs themselves (spec/support/server.lua) on free loopback ports.
 set -u
 cd "$(dirname "$0")/.."
@@ -16,7 +17,7 @@ rm -rf "$LIMITRY_TEST_TMP"
 mkdir -p "$LIMITRY_TEST_TMP"
 # Proxies from a developer's environment must not reroute loopback test traffic.
 unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY ALL_PROXY all_proxy no_proxy NO_PROXY
-CLIENT_SPECS="spec/arguments_spec.lua spec/json_spec.lua spec/client_spec.lua spec/tls_spec.lua spec/async_spec.lua spec/game_loop_spec.lua"
+CLIENT_SPECS="spec/arguments_spec.lua spec/json_spec.lua spec/client_spec.lua spec/tls_spec.lua spec/async_spec.lua spec/game_loop_spec.lua spec/hardening_spec.lua spec/fork_spec.lua"
 TOTAL_PASSED=0
 TOTAL_FAILED=0
 LOG="$LIMITRY_TEST_TMP/last.log"
@@ -64,6 +65,9 @@ ubsan)
     LDFLAGS_EXTRA="-lubsan" sh tools/build.sh ubsan || exit 1
   run_busted 5.4 ubsan "client specs (UBSan)" $CLIENT_SPECS
   ;;
+tsan)
+  check "TSan: 8 Lua states in 8 threads" sh tools/tsan.sh
+  ;;
 all)
   if ! sh tools/build.sh 5.4 5.3 5.1 luajit; then
     echo "0 passed, 1 failed"
@@ -76,6 +80,7 @@ all)
   LUA_PRE="-e collectgarbage('setpause',0)" run_busted 5.4 5.4 "client specs, GC every step" spec/client_spec.lua spec/json_spec.lua spec/async_spec.lua
   CFLAGS_EXTRA="-O1 -fsanitize=undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer" \
     LDFLAGS_EXTRA="-lubsan" sh tools/build.sh ubsan && run_busted 5.4 ubsan "client specs (UBSan)" $CLIENT_SPECS
+  check "TSan: 8 Lua states in 8 threads" sh tools/tsan.sh
   check "valgrind (zero errors, leaks)" sh tools/valgrind.sh
   grep -E "ERROR SUMMARY|definitely lost" "$LOG" | head -n 4
   check "luarocks make installs the rock" sh tools/rock-check.sh

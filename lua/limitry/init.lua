@@ -58,6 +58,9 @@ local unpack = table.unpack or unpack
 
 local function raise(msg) error("limitry.new: " .. msg, 0) end
 
+local MAX_SECONDS = 1e6               -- timeouts and retry delays (11.6 days)
+local MAX_RESPONSE_SIZE = 2 ^ 53      -- the largest byte count every Lua holds exactly
+
 local has_control = protocol.has_control
 
 local function check_options(opts)
@@ -71,11 +74,20 @@ local function check_options(opts)
     end
     if type(v) ~= want then raise("option '" .. k .. "' must be a " .. want .. " (got " .. type(v) .. ")") end
   end
-  for _, k in ipairs { "timeout", "connect_timeout", "max_response_size" } do
-    if opts[k] and not (opts[k] > 0 and opts[k] < math.huge) then raise(k .. " must be a positive number") end
+  -- Bounded so that every value converts to the C core's integers without overflow.
+  for _, k in ipairs { "timeout", "connect_timeout" } do
+    if opts[k] and not (opts[k] > 0 and opts[k] <= MAX_SECONDS) then
+      raise(k .. " must be a positive number of seconds, at most 1e6")
+    end
+  end
+  local size = opts.max_response_size
+  if size and not (size >= 1 and size <= MAX_RESPONSE_SIZE and size % 1 == 0) then
+    raise("max_response_size must be a positive whole number of bytes, at most 2^53")
   end
   for _, k in ipairs { "backoff", "max_backoff", "max_retry_after" } do
-    if opts[k] and not (opts[k] >= 0 and opts[k] < math.huge) then raise(k .. " must be a non-negative number") end
+    if opts[k] and not (opts[k] >= 0 and opts[k] <= MAX_SECONDS) then
+      raise(k .. " must be a non-negative number of seconds, at most 1e6")
+    end
   end
   if opts.openresty and not transport.MODES[opts.openresty] then
     raise("openresty must be one of 'auto', 'cosocket', 'worker_thread', 'blocking'")
@@ -157,9 +169,13 @@ function limitry.new(arg)
     raise("base_url must be an http:// or https:// URL without query or fragment, such as " .. limitry.DEFAULT_BASE_URL)
   end
   base_url = base_url:gsub("/+$", "")
+  -- user:password@ in the URL is sent (libcurl turns it into Basic auth) but never shown: the
+  -- client's base_url, tostring(client) and error messages carry the URL without it.
+  local scheme, authority, rest = base_url:match("^(%a+://)([^/]+)(.*)$")
+  local shown = scheme .. authority:gsub("^.*@", "") .. rest
 
-  local c = setmetatable({ base_url = base_url }, Client)
-  c._host = base_url:match("^%a+://([^/]+)")
+  local c = setmetatable({ base_url = shown }, Client)
+  c._host = shown:match("^%a+://([^/]+)")
   for k, v in pairs(DEFAULTS) do c[k] = v end
   for k, v in pairs(opts) do
     if k ~= "api_key" and k ~= "headers" and k ~= "base_url" then c[k] = v end
@@ -169,22 +185,25 @@ function limitry.new(arg)
   for i, line in ipairs(lines) do curl_headers[i + 1] = line end
   local json_headers = { "Content-Type: application/json" }
   for i, line in ipairs(curl_headers) do json_headers[i + 1] = line end
-  secrets[c] = { key = key, headers = curl_headers, json_headers = json_headers, header_lines = lines,
+  secrets[c] = { key = key, url = base_url, headers = curl_headers, json_headers = json_headers, header_lines = lines,
     ua_extra = ua_extra, extra_headers = opts.headers }
   c._usage = setmetatable({ client = c }, Usage)
   return c
 end
 
+local function ms(seconds) return math.max(1, math.ceil(seconds * 1000)) end
+
 -- The options table handed to the C core for one attempt of req (see Client:_call).
 function Client:_request_options(req)
   local s = secrets[self]
   return {
-    url = self.base_url .. req.path,
+    url = s.url .. req.path,
     method = req.method,
     body = req.body,
     headers = req.body and s.json_headers or s.headers,
-    timeout_ms = math.floor(self.timeout * 1000 + 0.5),
-    connect_timeout_ms = math.floor(self.connect_timeout * 1000 + 0.5),
+    -- Rounded up: a positive timeout must never become 0 ms, libcurl's "no timeout".
+    timeout_ms = ms(self.timeout),
+    connect_timeout_ms = ms(self.connect_timeout),
     max_body = self.max_response_size,
     verify = self.ssl_verify,
     ca_file = self.ca_file,
@@ -203,14 +222,12 @@ end
 
 -- The options that rebuild this client elsewhere (an nginx worker thread's Lua VM).
 function Client:_config()
-  local cfg = { api_key = secrets[self].key, headers = secrets[self].extra_headers, base_url = self.base_url }
+  local cfg = { api_key = secrets[self].key, headers = secrets[self].extra_headers, base_url = secrets[self].url }
   for k in pairs(DEFAULTS) do cfg[k] = self[k] end
   cfg.openresty = "blocking"
   for _, k in ipairs { "ca_file", "ca_path", "proxy", "no_proxy" } do cfg[k] = self[k] end
   return cfg
 end
-
-local function ms(seconds) return math.max(1, math.ceil(seconds * 1000)) end
 
 -- What the cosocket transport needs, computed on the first call made in nginx.
 function Client:_cosocket()
