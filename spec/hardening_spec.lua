@@ -89,7 +89,7 @@ describe("hardening", function()
 
     it("reaches libcurl as at least 1 ms", function()
       local c = client { timeout = 0.0001, connect_timeout = 0.0001 }
-      local o = c:_request_options("/usage")
+      local o = c:_request_options { path = "/usage" }
       assert.equal(1, o.timeout_ms)
       assert.equal(1, o.connect_timeout_ms)
     end)

@@ -64,6 +64,9 @@ void lm_request_abandon(lm_request *r)
 
 typedef struct {
     const char *url;
+    const char *method; /* GET (default), POST, PUT or DELETE */
+    const char *body;   /* JSON text, or NULL */
+    size_t body_len;
     const char *ca_file;
     const char *ca_path;
     const char *proxy;
@@ -134,6 +137,19 @@ static void read_options(lua_State *L, int idx, options *o)
     luaL_checktype(L, idx, LUA_TTABLE);
     luaL_checkstack(L, 16, "limitry request options");
     o->url = opt_string(L, idx, "url", 1);
+    o->method = opt_string(L, idx, "method", 0);
+    if (o->method == NULL)
+        o->method = "GET";
+    else if (strcmp(o->method, "GET") != 0 && strcmp(o->method, "POST") != 0 && strcmp(o->method, "PUT") != 0 &&
+             strcmp(o->method, "DELETE") != 0)
+        luaL_error(L, "request option 'method' must be GET, POST, PUT or DELETE");
+    o->body = NULL;
+    o->body_len = 0;
+    if (!lua_isnil(L, raw_field(L, idx, "body"))) {
+        if (lua_type(L, -1) != LUA_TSTRING)
+            luaL_error(L, "request option 'body' must be a string");
+        o->body = lua_tolstring(L, -1, &o->body_len);
+    }
     o->ca_file = opt_string(L, idx, "ca_file", 0);
     o->ca_path = opt_string(L, idx, "ca_path", 0);
     o->proxy = opt_string(L, idx, "proxy", 0);
@@ -207,7 +223,15 @@ void lm_request_setup(lua_State *L, lm_request *r, int idx, const void *tag)
     }
 
     SETOPT(CURLOPT_URL, o.url);
-    SETOPT(CURLOPT_HTTPGET, 1L);
+    if (o.body) {
+        /* Copied by libcurl: an async transfer outlives this call and the Lua string. */
+        SETOPT(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)o.body_len);
+        SETOPT(CURLOPT_COPYPOSTFIELDS, o.body);
+    } else {
+        SETOPT(CURLOPT_HTTPGET, 1L);
+    }
+    if (strcmp(o.method, o.body ? "POST" : "GET") != 0)
+        SETOPT(CURLOPT_CUSTOMREQUEST, o.method);
     SETOPT(CURLOPT_HTTPHEADER, r->headers);
     SETOPT(CURLOPT_NOSIGNAL, 1L);
     SETOPT(CURLOPT_FOLLOWLOCATION, 0L);

@@ -183,7 +183,7 @@ function limitry.new(arg)
   local lines, ua_extra = build_headers(key, opts.headers)
   local curl_headers = { user_agent("libcurl/" .. core.curl_version, ua_extra) }
   for i, line in ipairs(lines) do curl_headers[i + 1] = line end
-  local json_headers = { "Content-Type: application/json" }
+  local json_headers = { "Content-Type: application/json", "Expect:" } -- no 100-continue round trip
   for i, line in ipairs(curl_headers) do json_headers[i + 1] = line end
   secrets[c] = { key = key, url = base_url, headers = curl_headers, json_headers = json_headers, header_lines = lines,
     ua_extra = ua_extra, extra_headers = opts.headers }
