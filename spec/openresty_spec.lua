@@ -124,6 +124,18 @@ local GATEWAY = [[
       }
     }
     location = /ping { content_by_lua_block { ngx.say("pong") } }
+    location ~ ^/model/(\w+)/ {
+      access_by_lua_block {
+        local how = ngx.var[1]
+        local client = { api_key = TEST.api_key, base_url = how:find("^dead") and TEST.dead_url or TEST.base_url }
+        require("limitry_gateway").before { client = client, mode = how == "track" and "track" or "check",
+          fail_open = how ~= "deadclosed" }
+      }
+      # The model API stand-in: an OpenAI-style answer with its token usage.
+      content_by_lua_block { ngx.say('{"choices":[{"text":"hi"}],"usage":{"prompt_tokens":60,"completion_tokens":40}}') }
+      body_filter_by_lua_block { require("limitry_gateway").capture() }
+      log_by_lua_block { require("limitry_gateway").after() }
+    }
     location = /pid { content_by_lua_block { ngx.say(ngx.worker.pid()) } }
     location /guarded/ {
       access_by_lua_block { require("budget_guard").check() }
@@ -609,6 +621,63 @@ describe("in nginx (OpenResty)", function()
       assert.matches("usage lookup failed", log)
       assert.is_nil(log:find(server.api_key, 1, true))
     end)
+  end)
+end)
+
+describe("gateway enforcement example (limitry_gateway)", function()
+  local limitry = require "limitry"
+  local server, dir, port, admin
+
+  setup(function()
+    server = support.start()
+    admin = limitry.new { api_key = server.api_key, base_url = server.base_url }
+    port = local_server.free_port()
+    dir = support.tmpdir("gateway3")
+    local values = { api_key = server.api_key, base_url = server.base_url, tls_url = server.base_url,
+      dead_url = "http://127.0.0.1:" .. support.closed_port() .. "/v1", guard_id = "unused", wide = WIDE }
+    local_server.run_nginx(dir, gateway_conf(nil, values, port, false, nil), port, "tcp")
+  end)
+  teardown(function()
+    pcall(local_server.stop, dir)
+    support.stop(server)
+  end)
+
+  local function model_call(how, customer, headers)
+    local h = { ["X-Customer-Id"] = customer, ["X-Model"] = "gpt-4o" }
+    for k, v in pairs(headers or {}) do h[k] = v end
+    return gateway.get(port, "/model/" .. how .. "/chat", h)
+  end
+
+  local function tokens(customer)
+    local u = assert(admin:customers():get_usage(customer, WIDE[1], WIDE[2]))
+    return u.totalTokens
+  end
+
+  for _, how in ipairs { "check", "track" } do
+    it("lets calls through until the daily quota trips mid-test, then answers 429 (" .. how .. ")", function()
+      local customer = support.test_id("gw-" .. how)
+      assert(admin:quotas():create { name = "gw " .. customer, metric = "total_tokens", limit_value = 1000,
+        period = "day", dimension_filters = { customer_id = customer } })
+      for i = 1, 10 do
+        local a = model_call(how, customer, { ["X-Estimated-Tokens"] = "100" })
+        assert.equal(200, a.status, "call " .. i .. ": " .. tostring(a.body))
+        -- check mode records from a timer after the answer: wait for it before the next check
+        assert.truthy(gateway.eventually(5, function() return tokens(customer) == 100 * i end), "call " .. i .. " recorded")
+      end
+      local refused = model_call(how, customer, { ["X-Estimated-Tokens"] = "100" })
+      assert.equal(429, refused.status)
+      local body = core.decode(refused.body)
+      assert.is_false(body.allowed)
+      assert.is_true(tonumber(refused.headers["retry-after"]) > 0)
+      assert.equal(1000, tokens(customer))
+    end)
+  end
+
+  it("fails open or closed when Limitry is unreachable", function()
+    local open = model_call("deadopen", "gw-dead")
+    assert.equal(200, open.status)
+    assert.equal("skipped", open.headers["x-limit-check"])
+    assert.equal(503, model_call("deadclosed", "gw-dead").status)
   end)
 end)
 

@@ -48,7 +48,7 @@ local function check_count(where, name, v)
   if not finite(v) or v < 0 or v % 1 ~= 0 or v > MAX_COUNT then
     raise(where, name .. " must be a whole number from 0 to 2^53 (got " .. describe(v) .. ")")
   end
-  return v
+  return math.tointeger and math.tointeger(v) or v -- 60.0 goes out as 60
 end
 
 local function check_date(where, name, v)

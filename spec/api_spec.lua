@@ -1,0 +1,332 @@
+-- The rest of the API (events, track, quotas, alerts, rate limits, customers, project) against the
+-- real local server over loopback: wire requests, result shapes, argument errors, limit decisions,
+-- retries with stable idempotency keys, pagination, async twins.
+local limitry = require "limitry"
+local core = require "limitry.core"
+local support = require "spec.support.server"
+
+local HAS_INTEGERS = math.type ~= nil
+local WIDE = { "2000-01-01T00:00:00Z", "2100-01-01T00:00:00Z" }
+
+-- Unix seconds of the next UTC midnight after t.
+local function next_midnight(t) return (math.floor(t / 86400) + 1) * 86400 end
+
+describe("the rest of the API", function()
+  local server
+
+  setup(function() server = support.start() end)
+  teardown(function() support.stop(server) end)
+
+  -- A client whose requests the server records under a fresh test id. extra_headers: more
+  -- request headers (X-Limitry-Fault, X-Limitry-Now).
+  local function client(opts, extra_headers)
+    local id = support.test_id("api")
+    local o = { api_key = server.api_key, base_url = server.base_url, backoff = 0.01, max_backoff = 0.05, timeout = 5 }
+    for k, v in pairs(opts or {}) do o[k] = v end
+    o.headers = { ["X-Limitry-Test-Id"] = id }
+    for k, v in pairs(extra_headers or {}) do o.headers[k] = v end
+    return limitry.new(o), id
+  end
+
+  local function recorded(id) return support.recorded(server, id).requests end
+  local function body_of(rec) return assert(core.decode(assert(rec.body, "the server recorded no body"))) end
+
+  local function unique(tag) return support.test_id(tag) end
+
+  describe("events", function()
+    it("records one event: POST /v1/events with a camelCase JSON body and a generated idempotency key", function()
+      local c, id = client()
+      local customer = unique("rec")
+      local res, msg = c:events():record { customer_id = customer, event_type = "model_call", model = "gpt-4o",
+        provider = "openai", input_tokens = 120, output_tokens = 80, latency_ms = 350, cost_cents = 0.42,
+        properties = { region = "eu", customer_id = "kept as is", n = 3, beta = true }, timestamp = 1700000000 }
+      assert.is_nil(msg)
+      assert.is_string(res.id)
+      local rec = recorded(id)[1]
+      assert.equal("POST", rec.method)
+      assert.equal("/v1/events", rec.uri)
+      assert.equal("application/json", rec.headers["content-type"])
+      local body = body_of(rec)
+      assert.equal(customer, body.customerId)
+      assert.equal("model_call", body.eventType)
+      assert.equal(120, body.inputTokens)
+      assert.equal(80, body.outputTokens)
+      assert.is_nil(body.totalTokens) -- the server computes it
+      assert.equal(350, body.latencyMs)
+      assert.equal(0.42, body.costCents)
+      assert.equal("2023-11-14T22:13:20Z", body.timestamp)
+      assert.same({ region = "eu", customer_id = "kept as is", n = 3, beta = true }, body.properties)
+      assert.matches("^%x+$", body.idempotencyKey)
+      assert.equal(32, #body.idempotencyKey)
+      if HAS_INTEGERS then assert.equal("integer", math.type(body.inputTokens)) end
+    end)
+
+    it("retries a failed record with the same idempotency key, and the server counts it once", function()
+      local customer = unique("retry")
+      local c, id = client(nil, { ["X-Limitry-Fault"] = "status=503;times=1" })
+      assert.is_string((c:events():record { customer_id = customer, event_type = "e", input_tokens = 1 }))
+      local reqs = recorded(id)
+      assert.equal(2, #reqs)
+      assert.equal(body_of(reqs[1]).idempotencyKey, body_of(reqs[2]).idempotencyKey)
+      local page = assert(client():events():list { customer_id = customer })
+      assert.equal(1, #page.data)
+    end)
+
+    it("keeps a caller's idempotency key, and never retries a record sent without one", function()
+      local c, id = client({ max_retries = 2 }, { ["X-Limitry-Fault"] = "status=503" })
+      local res, _, err = c:events():record { customer_id = "x", event_type = "e", idempotency_key = false }
+      assert.is_nil(res)
+      assert.equal("APIError", err.name)
+      assert.equal(1, err.attempts)
+      assert.is_nil(body_of(recorded(id)[1]).idempotencyKey)
+      local c2, id2 = client()
+      assert(c2:events():record { customer_id = "x", event_type = "e", idempotency_key = "mine-1" })
+      assert.equal("mine-1", body_of(recorded(id2)[1]).idempotencyKey)
+    end)
+
+    it("records a batch: POST /v1/events/batch, every event keyed, { count = N }", function()
+      local c, id = client()
+      local customer = unique("batch")
+      local res = assert(c:events():batch { { customer_id = customer, event_type = "e", input_tokens = 5 },
+        { customer_id = customer, event_type = "e", output_tokens = 7, idempotency_key = "k-" .. customer } })
+      assert.equal(2, res.count)
+      if HAS_INTEGERS then assert.equal("integer", math.type(res.count)) end
+      local body = body_of(recorded(id)[1])
+      assert.equal(2, #body.events)
+      assert.equal(32, #body.events[1].idempotencyKey)
+      assert.equal("k-" .. customer, body.events[2].idempotencyKey)
+    end)
+
+    it("pages through 1,000 events with each, fetching as the loop goes", function()
+      local customer = unique("page")
+      local batch = {}
+      for i = 1, 1000 do batch[i] = { customer_id = customer, event_type = "e", input_tokens = i } end
+      assert.equal(1000, assert(client():events():batch(batch)).count)
+      local c, id = client()
+      local seen, sum = {}, 0
+      for ev in c:events():each { customer_id = customer, limit = 100 } do
+        assert.is_nil(seen[ev.id], "event " .. tostring(ev.id) .. " seen twice")
+        seen[ev.id] = true
+        sum = sum + ev.inputTokens
+      end
+      assert.equal(500500, sum)
+      local pages = recorded(id)
+      assert.is_true(#pages >= 10, #pages .. " pages")
+      assert.equal("100", pages[1].args.limit)
+      assert.is_nil(pages[1].args.cursor)
+      assert.is_string(pages[2].args.cursor)
+      local last = assert(c:events():list { customer_id = customer, limit = 100, cursor = pages[#pages].args.cursor })
+      assert.is_false(last.hasMore)
+      assert.is_nil(last.nextCursor) -- a JSON null member is left out
+    end)
+
+    it("raises the error value when a page fails mid-loop", function()
+      local customer = unique("midloop")
+      local batch = {}
+      for i = 1, 30 do batch[i] = { customer_id = customer, event_type = "e" } end
+      assert(client():events():batch(batch))
+      local c = client({ max_retries = 0 }, { ["X-Limitry-Fault"] = "status=500;from=2" })
+      local n = 0
+      local ok, err = pcall(function()
+        for _ in c:events():each { customer_id = customer, limit = 10 } do n = n + 1 end
+      end)
+      assert.is_false(ok)
+      assert.is_true(limitry.is_error(err))
+      assert.equal("APIError", err.name)
+      assert.equal(10, n)
+    end)
+
+    it("raises on wrong arguments, naming them, before anything is sent", function()
+      local c, id = client()
+      local ev = c:events()
+      local cases = {
+        { function() ev:record { event_type = "e" } end, "events:record: customer_id is required" },
+        { function() ev:record { customer_id = "c", event_type = "e", input_tokens = -1 } end, "input_tokens must be a whole number" },
+        { function() ev:record { customer_id = "c", event_type = "e", input_tokens = 1.5 } end, "input_tokens must be a whole number" },
+        { function() ev:record { customer_id = "c", event_type = "e", cost_cents = 0 / 0 } end, "cost_cents must be a finite number" },
+        { function() ev:record { customer_id = "c", event_type = "e", customerId = "x" } end, "unknown field 'customerId'" },
+        { function() ev:record { customer_id = "c", event_type = "e", properties = { a = {} } } end, "properties.a must be a string, finite number or boolean" },
+        { function() ev:record { customer_id = "c", event_type = "e", timestamp = "yesterday" } end, "timestamp must be an ISO 8601" },
+        { function() ev:batch {} end, "events:batch: a batch holds 1 to 1000 events %(got 0%)" },
+        { function() ev:list { limit = 0 } end, "limit must be a whole number from 1 to 100" },
+        { function() ev:list { limit = 101 } end, "limit must be a whole number from 1 to 100" },
+        { function() ev.record { customer_id = "c", event_type = "e" } end, "call it as events:record%(...%) with a colon" },
+        { function() c:quotas():create { name = "q", metric = "tokens", limit_value = 1, period = "day" } end,
+          "metric must be one of 'total_tokens', 'total_events', 'total_cost_cents' %(got 'tokens'%)" },
+        { function() c:quotas():create { name = "q", metric = "total_tokens", limit_value = 0, period = "day" } end, "limit_value must be a number > 0" },
+        { function() c:rate_limits():create { name = "r", limit_value = 5, window = "day" } end, "window must be one of 'second', 'minute', 'hour'" },
+        { function() c:quota_alerts():create("q1", { threshold = 0 }) end, "threshold must be a whole number from 1 to 100" },
+        { function() c:quota_alerts():create("q1", { threshold = 101 }) end, "threshold must be a whole number from 1 to 100" },
+        { function() c:quotas():update("q1", {}) end, "quotas:update: nothing to update" },
+        { function() c:customers():get_usage("c1", WIDE[1]) end, "customers:get_usage: end_date is required" },
+        { function() c:track { customer_id = "c" } end, "client:track: event_type is required" },
+      }
+      local big = {}
+      for i = 1, 1001 do big[i] = { customer_id = "c", event_type = "e" } end
+      cases[#cases + 1] = { function() ev:batch(big) end, "a batch holds 1 to 1000 events %(got 1001%)" }
+      for i, case in ipairs(cases) do
+        local ok, msg = pcall(case[1])
+        assert.is_false(ok, "case " .. i .. " did not raise")
+        assert.matches(case[2], tostring(msg), nil, false)
+      end
+      assert.equal(0, #recorded(id))
+    end)
+  end)
+
+  describe("track, quotas and rate limits", function()
+    it("allows 10 tracked calls of 100 tokens under a 1,000-token daily quota and refuses the 11th", function()
+      local customer = unique("quota")
+      -- Noon UTC on a fixed day, through the server's test clock.
+      local now = 1767268800 -- 2026-01-01T12:00:00Z
+      local admin = client(nil, { ["X-Limitry-Now"] = tostring(now) })
+      local quota = assert(admin:quotas():create { name = "daily tokens", metric = "total_tokens", limit_value = 1000,
+        period = "day", dimension_filters = { customer_id = customer } })
+      assert.is_string(quota.id)
+      local c, id = client(nil, { ["X-Limitry-Now"] = tostring(now) })
+      for i = 1, 10 do
+        local d, msg = c:track { customer_id = customer, event_type = "model_call", input_tokens = 60, output_tokens = 40 }
+        assert.is_nil(msg)
+        assert.is_true(d.allowed, "call " .. i)
+        assert.is_string(d.id)
+        assert.is_table(d.quotas)
+      end
+      local d, msg = c:track { customer_id = customer, event_type = "model_call", input_tokens = 60, output_tokens = 40 }
+      assert.is_nil(msg)
+      assert.is_false(d.allowed)
+      assert.is_string(d.error)
+      assert.is_number(d.retry_after)
+      assert.is_true(math.abs(d.retry_after - (next_midnight(now) - now)) <= 1, "retry_after " .. d.retry_after)
+      assert.equal(11, #recorded(id)) -- a "no" is never retried
+      local check = assert(admin:quotas():check { customer_id = customer })
+      assert.is_false(check.allowed)
+      assert.equal(1000, check.quotas[1].used)
+      local usage = assert(client():customers():get_usage(customer, WIDE[1], WIDE[2]))
+      assert.equal(10, usage.totalEvents)
+      assert.equal(customer, usage.customerId)
+    end)
+
+    it("refuses the 6th call in a second under 5 per second, and allows again in the next second", function()
+      local customer = unique("rate")
+      local t = 1767268800
+      assert(client():rate_limits():create { name = "5/s", limit_value = 5, window = "second",
+        dimension_filters = { customer_id = customer } })
+      local c = client(nil, { ["X-Limitry-Now"] = tostring(t) .. ".2" })
+      for i = 1, 5 do assert.is_true(assert(c:track { customer_id = customer, event_type = "e" }).allowed, "call " .. i) end
+      local d = assert(c:track { customer_id = customer, event_type = "e" })
+      assert.is_false(d.allowed)
+      assert.is_true(d.retry_after >= 0 and d.retry_after <= 1, "retry_after " .. tostring(d.retry_after))
+      assert.is_false(assert(c:rate_limits():check { customer_id = customer }).allowed)
+      local later = client(nil, { ["X-Limitry-Now"] = tostring(t + 1) .. ".1" })
+      assert.is_true(assert(later:track { customer_id = customer, event_type = "e" }).allowed)
+    end)
+
+    it("keeps Limitry's own 429 an error (retried), apart from a limit decision", function()
+      local c, id = client(nil, { ["X-Limitry-Fault"] = "status=429;retry_after=0;times=1" })
+      local d = assert(c:track { customer_id = unique("own429"), event_type = "e" })
+      assert.is_true(d.allowed)
+      assert.equal(2, #recorded(id))
+      local c2 = client({ max_retries = 0 }, { ["X-Limitry-Fault"] = "status=429;retry_after=0" })
+      local res, _, err = c2:track { customer_id = "x", event_type = "e" }
+      assert.is_nil(res)
+      assert.equal("RateLimitError", err.name)
+    end)
+
+    it("creates, lists, gets, updates and deletes quotas, with percent-encoded ids", function()
+      local c, id = client()
+      local q = assert(c:quotas():create { name = "monthly cost", metric = "total_cost_cents", limit_value = 500,
+        period = "month" })
+      assert.equal("monthly cost", q.name)
+      local listed = assert(c:quotas():list())
+      local found = false
+      for _, x in ipairs(listed.data) do found = found or x.id == q.id end
+      assert.is_true(found)
+      assert.equal(q.id, assert(c:quotas():get(q.id)).id)
+      assert.equal(900, assert(c:quotas():update(q.id, { limit_value = 900 })).limitValue)
+      assert.is_true(assert(c:quotas():delete(q.id)).success)
+      local res, _, err = c:quotas():get(q.id)
+      assert.is_nil(res)
+      assert.equal(404, err.status)
+      local _, _, err2 = c:quotas():get("a/b c?")
+      assert.equal(404, err2.status)
+      local reqs = recorded(id)
+      assert.equal("/v1/quotas/a%2Fb%20c%3F", reqs[#reqs].request_uri)
+      assert.equal("PUT", reqs[4].method)
+      assert.equal("DELETE", reqs[5].method)
+    end)
+
+    it("retries create only when nothing was sent", function()
+      local c, id = client({ max_retries = 2 }, { ["X-Limitry-Fault"] = "status=503" })
+      local _, _, err = c:quotas():create { name = "q", metric = "total_events", limit_value = 1, period = "hour" }
+      assert.equal(1, err.attempts)
+      assert.equal(1, #recorded(id))
+      local dead = limitry.new { api_key = "k", base_url = "http://127.0.0.1:" .. support.closed_port() .. "/v1",
+        backoff = 0.01, max_retries = 2 }
+      local _, _, err2 = dead:quotas():create { name = "q", metric = "total_events", limit_value = 1, period = "hour" }
+      assert.equal("NetworkError", err2.name)
+      assert.equal(3, err2.attempts)
+    end)
+
+    it("manages rate limits and quota alerts", function()
+      local c = client()
+      local r = assert(c:rate_limits():create { name = "burst", limit_value = 100, window = "minute", enabled = false })
+      assert.is_false(r.enabled)
+      assert.is_true(assert(c:rate_limits():update(r.id, { enabled = true })).enabled)
+      assert.equal(r.id, assert(c:rate_limits():get(r.id)).id)
+      assert.is_table(assert(c:rate_limits():list()).data)
+      assert.is_true(assert(c:rate_limits():delete(r.id)).success)
+      local q = assert(c:quotas():create { name = "q", metric = "total_events", limit_value = 10, period = "day" })
+      local a = assert(c:quota_alerts():create(q.id, { threshold = 80 }))
+      assert.equal(80, a.threshold)
+      assert.equal(a.id, assert(c:quota_alerts():list(q.id)).data[1].id)
+      assert.equal(90, assert(c:quota_alerts():update(a.id, { threshold = 90 })).threshold)
+      assert.equal(a.id, assert(c:quota_alerts():get(a.id)).id)
+      assert.is_table(assert(c:quota_alerts():history(a.id)).data)
+      assert.is_true(assert(c:quota_alerts():delete(a.id)).success)
+    end)
+
+    it("reads customer usage (both forms) and the project", function()
+      local customer = unique("cust")
+      assert(client():events():record { customer_id = customer, event_type = "e", input_tokens = 3, output_tokens = 4 })
+      local c = client()
+      local u = assert(c:customers():get_usage { customer_id = customer, start_date = WIDE[1], end_date = WIDE[2] })
+      assert.equal(7, u.totalTokens)
+      if HAS_INTEGERS then assert.equal("integer", math.type(u.totalTokens)) end
+      local p = assert(c:project():get())
+      assert.is_string(p.id)
+      assert.is_string(p.name)
+      assert.equal(c:project(), c:project())
+    end)
+
+    it("lets the ingest-only key record and track but not administer", function()
+      local c = client { api_key = "lm_local_ingest_only_key" }
+      assert(c:events():record { customer_id = unique("ingest"), event_type = "e" })
+      assert.is_true(assert(c:track { customer_id = unique("ingest"), event_type = "e" }).allowed)
+      local res, _, err = c:quotas():list()
+      assert.is_nil(res)
+      assert.equal("AuthenticationError", err.name)
+      assert.equal(403, err.status)
+    end)
+  end)
+
+  describe("async twins", function()
+    it("start_record, start_track, start_check and start_usage run together and call back", function()
+      local c = client()
+      local customer = unique("async")
+      local called
+      local reqs = {
+        c:events():start_record { customer_id = customer, event_type = "e", input_tokens = 2 },
+        c:start_track({ customer_id = customer, event_type = "e" }, function(res) called = res and res.allowed end),
+        c:quotas():start_check { customer_id = customer },
+        c:customers():start_usage(customer, WIDE[1], WIDE[2]),
+        c:project():start_get(),
+      }
+      for i, r in ipairs(reqs) do
+        local res, msg = r:wait()
+        assert.is_nil(msg, "request " .. i)
+        assert.is_table(res)
+      end
+      assert.is_true(called)
+      assert.is_true(reqs[3]:result().allowed)
+    end)
+  end)
+end)
