@@ -115,9 +115,179 @@ function Usage:start_timeseries(...) end
 ---@field thread_pool string?  openresty = "worker_thread": the nginx thread pool ("limitry")
 ---@field max_worker_thread_calls integer?  openresty = "worker_thread": calls waiting per worker (32)
 
+
+---@class limitry.Event
+---@field customer_id string
+---@field event_type string
+---@field model string?
+---@field provider string?
+---@field input_tokens integer?
+---@field output_tokens integer?
+---@field total_tokens integer?  sent only when given
+---@field latency_ms number?
+---@field cost_cents number?
+---@field properties table<string, string|number|boolean>?
+---@field idempotency_key string|false|nil  default: a random key; false: none
+---@field timestamp limitry.Date?
+
+---@class limitry.QuotaStatus
+---@field id string
+---@field name string
+---@field metric string
+---@field period string
+---@field limit number
+---@field used number
+---@field remaining number
+---@field exceeded boolean
+
+---@class limitry.RateLimitStatus
+---@field id string
+---@field name string
+---@field window string
+---@field limit number
+---@field remaining number
+---@field reset integer  unix seconds
+---@field exceeded boolean
+
+---@class limitry.Decision
+---@field allowed boolean
+---@field id string|nil  the recorded event (track, when allowed)
+---@field error string|nil
+---@field retry_after number|nil  seconds, on a "no"
+---@field quotas limitry.QuotaStatus[]|nil
+---@field rateLimits limitry.RateLimitStatus[]|nil
+
+---@class limitry.EventPage
+---@field data table[]
+---@field nextCursor string|nil
+---@field hasMore boolean
+
+---@class limitry.Events
+local Events = {}
+---@param event limitry.Event
+---@return {id: string}|nil, string|nil, limitry.Error|nil
+function Events:record(event) end
+---@param events limitry.Event[]
+---@return {count: integer}|nil, string|nil, limitry.Error|nil
+function Events:batch(events) end
+---@param query {customer_id: string?, event_type: string?, model: string?, limit: integer?, cursor: string?}?
+---@return limitry.EventPage|nil, string|nil, limitry.Error|nil
+function Events:list(query) end
+---@param query {customer_id: string?, event_type: string?, model: string?, limit: integer?}?
+---@return fun(): table|nil
+function Events:each(query) end
+---@return limitry.Request
+function Events:start_record(event, callback) end
+---@return limitry.Request
+function Events:start_batch(events, callback) end
+---@return limitry.Request
+function Events:start_list(query, callback) end
+
+---@class limitry.LimitResource  quotas() and rate_limits()
+local LimitResource = {}
+---@param dimensions table<string, string|number|boolean>
+---@return limitry.Decision|nil, string|nil, limitry.Error|nil
+function LimitResource:check(dimensions) end
+---@return {data: table[]}|nil, string|nil, limitry.Error|nil
+function LimitResource:list() end
+---@param id string
+---@return table|nil, string|nil, limitry.Error|nil
+function LimitResource:get(id) end
+---@param fields table  quotas: name, metric, limit_value, period, dimension_filters?; rate limits: name, limit_value, window, dimension_filters?, enabled?
+---@return table|nil, string|nil, limitry.Error|nil
+function LimitResource:create(fields) end
+---@param id string
+---@param fields table
+---@return table|nil, string|nil, limitry.Error|nil
+function LimitResource:update(id, fields) end
+---@param id string
+---@return {success: boolean}|nil, string|nil, limitry.Error|nil
+function LimitResource:delete(id) end
+---@return limitry.Request
+function LimitResource:start_check(dimensions, callback) end
+---@return limitry.Request
+function LimitResource:start_list(callback) end
+---@return limitry.Request
+function LimitResource:start_get(id, callback) end
+---@return limitry.Request
+function LimitResource:start_create(fields, callback) end
+---@return limitry.Request
+function LimitResource:start_update(id, fields, callback) end
+---@return limitry.Request
+function LimitResource:start_delete(id, callback) end
+
+---@class limitry.QuotaAlerts
+local QuotaAlerts = {}
+---@param quota_id string
+---@param fields {threshold: integer}
+---@return table|nil, string|nil, limitry.Error|nil
+function QuotaAlerts:create(quota_id, fields) end
+---@param quota_id string
+---@return {data: table[]}|nil, string|nil, limitry.Error|nil
+function QuotaAlerts:list(quota_id) end
+---@param id string
+---@return table|nil, string|nil, limitry.Error|nil
+function QuotaAlerts:get(id) end
+---@param id string
+---@param fields {threshold: integer}
+---@return table|nil, string|nil, limitry.Error|nil
+function QuotaAlerts:update(id, fields) end
+---@param id string
+---@return {success: boolean}|nil, string|nil, limitry.Error|nil
+function QuotaAlerts:delete(id) end
+---@param id string
+---@return {data: table[]}|nil, string|nil, limitry.Error|nil
+function QuotaAlerts:history(id) end
+---@return limitry.Request
+function QuotaAlerts:start_create(quota_id, fields, callback) end
+---@return limitry.Request
+function QuotaAlerts:start_list(quota_id, callback) end
+---@return limitry.Request
+function QuotaAlerts:start_get(id, callback) end
+---@return limitry.Request
+function QuotaAlerts:start_update(id, fields, callback) end
+---@return limitry.Request
+function QuotaAlerts:start_delete(id, callback) end
+---@return limitry.Request
+function QuotaAlerts:start_history(id, callback) end
+
+---@class limitry.Customers
+local Customers = {}
+---@param customer_id string|{customer_id: string, start_date: limitry.Date, end_date: limitry.Date}
+---@param start_date limitry.Date?
+---@param end_date limitry.Date?
+---@return table|nil, string|nil, limitry.Error|nil  { customerId, <the five metrics> }
+function Customers:get_usage(customer_id, start_date, end_date) end
+---@return limitry.Request
+function Customers:start_usage(customer_id, start_date, end_date, callback) end
+
+---@class limitry.Project
+local Project = {}
+---@return table|nil, string|nil, limitry.Error|nil  { id, organizationId, name, slug, createdAt, updatedAt }
+function Project:get() end
+---@return limitry.Request
+function Project:start_get(callback) end
+
 ---@class limitry.Client
 ---@field base_url string
 local Client = {}
+---@return limitry.Events
+function Client:events() end
+---@param event limitry.Event
+---@return limitry.Decision|nil, string|nil, limitry.Error|nil
+function Client:track(event) end
+---@return limitry.Request
+function Client:start_track(event, callback) end
+---@return limitry.LimitResource
+function Client:quotas() end
+---@return limitry.LimitResource
+function Client:rate_limits() end
+---@return limitry.QuotaAlerts
+function Client:quota_alerts() end
+---@return limitry.Customers
+function Client:customers() end
+---@return limitry.Project
+function Client:project() end
 ---@return limitry.Usage
 function Client:usage() end
 ---@param timeout number?  seconds, default 0
