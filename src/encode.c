@@ -2,9 +2,23 @@
  * Request bodies are encoded here rather than by lua-cjson: Debian's 2.1.0 prints 14 digits
  * (2^53 - 1 becomes 9.007199254741e+15) and its settings are shared with the host.
  *
+ * What is written (decisions where JSON leaves a choice):
+ * - Integers (5.3+ integer subtype) as integers; on 5.1/LuaJIT integral doubles up to 2^53 too.
+ * - Floats: the first of %.15g, %.16g, %.17g that reads back to the same double (subnormals try
+ *   from 1 digit: 5e-324). An integral float gets ".0" (3.0, not 3) so it reads back as a float on
+ *   5.3+; -0.0 is written "-0.0" on every Lua, keeping its sign. NaN and +/-inf raise. The C
+ *   locale's decimal point is never written: "0.5" under a decimal-comma locale too.
+ * - Strings: \" \\ \b \f \n \r \t, other controls as \u00XX; "/" and DEL as they are; valid UTF-8
+ *   passes through; invalid UTF-8 (overlongs, surrogates, past U+10FFFF, truncated) raises.
+ * - Tables are read raw (no __index, __len, __pairs): keys exactly 1..n make an array, string keys
+ *   an object with keys sorted bytewise; {} is an object unless its metatable is core.array_mt
+ *   (then []). Mixed, sparse, or other keys, nesting past 100 tables and cycles raise.
+ * - core.null (lightuserdata NULL) is null; nil, functions, threads and userdata raise.
+ *
  * Errors raise (the facade checks arguments first; this is the last line of defence) with the path
- * of the offending value. The output buffer is C memory owned by a userdata with __gc, created before
- * anything else, so a raise or an out-of-memory longjmp from anywhere inside cannot leak it. */
+ * of the offending value: "core.encode: events[3].cost_cents is not a finite number (nan)". The
+ * output buffer is C memory owned by a userdata with __gc, created before anything else, so a raise
+ * or an out-of-memory longjmp from anywhere inside cannot leak it. */
 #include <errno.h>
 #include <fcntl.h>
 #include <float.h>
