@@ -524,6 +524,20 @@ for line in open(sys.argv[1]):
       assert.equal(string.rep("[", 99) .. "{}" .. string.rep("]", 99), core.encode(nest(100)))
       local err = encode_error(nest(101))
       assert.equal("core.encode: " .. string.rep("[1]", 100) .. " is nested more than 100 tables deep", err)
+
+      -- wide objects at every level (keys kept on the Lua stack, or in an anchor table past 32)
+      for _, width in ipairs({ 32, 40 }) do
+        local root = {}
+        local cur = root
+        for depth = 1, 100 do
+          for i = 1, width - 1 do cur[string.format("k%02d", i)] = i end
+          if depth < 100 then
+            cur.z = {}
+            cur = cur.z
+          end
+        end
+        assert.same(root, core.decode(core.encode(root)))
+      end
     end)
 
     it("keeps working after errors (the output buffer of a failed call is released)", function()
