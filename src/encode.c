@@ -285,15 +285,26 @@ static void encode_number(lua_State *L, encoder *e, int idx)
 
 /* ---- strings --------------------------------------------------------------------------------- */
 
-/* 1: copied as is; 0: escaped (", \, controls) or the start of a multi-byte UTF-8 sequence. */
-static unsigned char plain_byte[256];
-
-static void init_plain(void)
-{
-    int c;
-    for (c = 0; c < 256; c++)
-        plain_byte[c] = (unsigned char)(c >= 0x20 && c < 0x80 && c != '"' && c != '\\');
-}
+/* 1: copied as is; 0: escaped (", \\, controls) or the start of a multi-byte UTF-8 sequence.
+ * A constant, so that VMs in several threads (nginx's thread pool) share it without a race. */
+static const unsigned char plain_byte[256] = {
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    1, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+};
 
 /* The length of the well-formed UTF-8 sequence at p (Unicode table 3-7: no overlongs, no
  * surrogates, nothing past U+10FFFF), or 0. */
@@ -715,7 +726,6 @@ static int core_random_id(lua_State *L)
 
 void lm_encode_register(lua_State *L)
 {
-    init_plain();
     /* luaL_newmetatable returns the existing tables when the module is required again. */
     luaL_newmetatable(L, ARRAY_MT);
     lua_pushvalue(L, -1);
