@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "compat.h"
+#include "encode.h"
 #include "json.h"
 #include "multi.h"
 #include "process.h"
@@ -152,6 +153,7 @@ int luaopen_limitry_core(lua_State *L)
 
     luaL_newlib(L, core_functions);
     lm_multi_register(L);
+    lm_encode_register(L); /* encode, random_id, array_mt */
     lm_json_pushnull(L);
     lua_setfield(L, -2, "null");
     lua_pushliteral(L, LIMITRY_CORE_VERSION);
