@@ -146,7 +146,10 @@ function M.judge(ev, ts, now)
     local s, e = time.period(now, q.period)
     local u = used(q.dimensionFilters, q.metric, s, e)
     local a = amount(q.metric, ev)
-    local over = u >= q.limitValue or u + a > q.limitValue
+    local after = u + a
+    -- Costs are compared as they are reported, to a millionth of a cent (0.1 + 0.2 fits in 0.3).
+    if q.metric == "total_cost_cents" then after = round_cost(after) end
+    local over = u >= q.limitValue or after > q.limitValue
     local inside = ts >= s and ts < e
     if over and not refused then
       refused = { limit = q.limitValue, remaining = math.max(0, q.limitValue - u), reset = e, period = q.period,
