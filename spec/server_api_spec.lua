@@ -534,6 +534,13 @@ describe("local server API", function()
       assert.matches("Method not allowed", res.error)
       assert.equal(405, (req("GET", "/track")))
     end)
+
+    it("limits a tracked event's body to 1 MiB, as a recorded one's", function()
+      local status, res = req("POST", "/track", '{"customerId":"big","eventType":"e","properties":{"blob":"'
+        .. string.rep("x", 2 * 1024 * 1024) .. '"}}')
+      assert.equal(413, status)
+      assert.matches("/v1/track take at most 1 MiB", res.error)
+    end)
   end)
 
   describe("quota alerts", function()
