@@ -721,6 +721,10 @@ describe("local server durability", function()
     local dead = socket.gettime() + 10
     while (local_server.alive(info.pid) or local_server.alive(workers[1])) and socket.gettime() < dead do socket.sleep(0.05) end
     assert.is_false(local_server.alive(info.pid))
+    -- And a change torn half-way through its line, as a power cut mid-append would leave it.
+    local f = assert(io.open(dir .. "/data/config.jsonl", "ab"))
+    f:write('{"t":"quota","v":{"id":"quota_99999","name":"to')
+    f:close()
 
     info = local_server.start { dir = dir, empty = true, faults = false }
     local ok, err = pcall(function()
@@ -752,6 +756,12 @@ describe("local server durability", function()
       assert.is_nil(acked[fresh.id])
       local _, fq = req("POST", "/quotas", { name = "after", metric = "total_events", limitValue = 1, period = "day" }, { base = info.base_url })
       assert.is_nil(acked_quotas[fq.id])
+      assert.equal(404, (req("GET", "/quotas/quota_99999", nil, { base = info.base_url })))
+      assert.same(fq, select(2, req("GET", "/quotas/" .. fq.id, nil, { base = info.base_url })))
+      -- The line written after the torn one was fenced off from it: it survives another restart.
+      local_server.stop(info.dir)
+      info = local_server.start { dir = dir, empty = true, faults = false }
+      assert.same(fq, select(2, req("GET", "/quotas/" .. fq.id, nil, { base = info.base_url })))
     end)
     local_server.stop(info.dir)
     assert(ok, err)
