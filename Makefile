@@ -1,5 +1,6 @@
 # Developer entry points. The two that matter:
 #   make demo   start the local server with sample data and print a usage report
+#               (make demo-enforce: a customer tracking calls until a quota and a rate limit say no)
 #   make test   run every suite (Lua 5.4, 5.3, 5.1, LuaJIT, the server, valgrind, the rock install)
 # Both install missing Debian packages first when run as root (and print the apt line otherwise).
 # Where make itself is missing, `sh tools/demo.sh` and `sh tools/test.sh` do the same.
@@ -7,10 +8,13 @@
 CURL_INCDIR ?= /usr/include/x86_64-linux-gnu
 LUA ?= 5.4
 
-.PHONY: demo test test-quick build ubsan valgrind rock clean
+.PHONY: demo demo-enforce test test-quick build ubsan valgrind rock clean
 
 demo:
 	@sh tools/demo.sh
+
+demo-enforce:
+	@DEMO=enforce sh tools/demo.sh
 
 test:
 	@sh tools/test.sh

@@ -145,13 +145,18 @@ local SERVER_HTTP = [[
       internal;
       default_type application/json;
       location = /_error/400 { return 400 '{"error":"Bad request"}'; }
-      location = /_error/413 { return 413 '{"error":"Request body too large: POST /v1/events takes at most 1 MiB, /v1/events/batch 16 MiB"}'; }
+      location = /_error/413 { return 413 '{"error":"Request body too large: POST /v1/events and /v1/track take at most 1 MiB, other calls 16 MiB"}'; }
       location = /_error/414 { return 414 '{"error":"Request URI too long: at most 8 KiB"}'; }
       location = /_error/494 { return 400 '{"error":"Request headers too large: at most 8 KiB per line"}'; }
       location = /_error/500 { return 500 '{"error":"Internal server error"}'; }
     }
     # One event is at most a few KiB once checked; 1 MiB leaves room for whitespace.
     location = /v1/events {
+      client_max_body_size 1m;
+      client_body_buffer_size 1m;
+      content_by_lua_block { require("limitry_server.api").handle() }
+    }
+    location = /v1/track {
       client_max_body_size 1m;
       client_body_buffer_size 1m;
       content_by_lua_block { require("limitry_server.api").handle() }

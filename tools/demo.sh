@@ -1,12 +1,24 @@
 #!/bin/sh
 # make demo: start the local server with the sample data, print a usage report, stop the server.
+# make demo-enforce (or DEMO=enforce sh tools/demo.sh): start an empty server, create a quota and a
+# rate limit, track calls until each refuses, print the decisions, stop the server.
 set -eu
 cd "$(dirname "$0")/.."
 sh tools/deps.sh
 sh tools/build.sh 5.4
-DIR="$(pwd)/.limitry-local/demo"
-eval "$(lua5.4 server/limitry-local start --dir "$DIR")"
+if [ "${DEMO:-report}" = enforce ]; then
+  DIR="$(pwd)/.limitry-local/demo-enforce"
+  rm -rf "$DIR"
+  eval "$(lua5.4 server/limitry-local start --dir "$DIR" --empty)"
+else
+  DIR="$(pwd)/.limitry-local/demo"
+  eval "$(lua5.4 server/limitry-local start --dir "$DIR")"
+fi
 trap 'lua5.4 server/limitry-local stop --dir "$DIR" >/dev/null' EXIT
 echo "local server: $LIMITRY_BASE_URL (pid $LIMITRY_SERVER_PID, data in $DIR/data)"
 echo
-lua5.4 examples/report.lua "${MONTH:-2024-01}" ${CUSTOMER:-}
+if [ "${DEMO:-report}" = enforce ]; then
+  LUA_PATH="$(pwd)/lua/?.lua;$(pwd)/lua/?/init.lua;;" LUA_CPATH="$(pwd)/build/5.4/?.so;;" lua5.4 server/demo_enforce.lua
+else
+  lua5.4 examples/report.lua "${MONTH:-2024-01}" ${CUSTOMER:-}
+fi

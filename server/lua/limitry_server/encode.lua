@@ -52,4 +52,47 @@ function M.data(rows)
   return '{"data":[' .. concat(out, ",") .. "]}"
 end
 
+-- Any value as JSON with exact numbers (cjson is set to 14 digits). A table is an array when it
+-- has the ARRAY metatable or a [1]; otherwise an object, its keys sorted so answers are stable.
+M.ARRAY = { __name = "array" }
+function M.array(t) return setmetatable(t or {}, M.ARRAY) end
+
+local function json(v, out)
+  local t = type(v)
+  if t == "string" then
+    out[#out + 1] = cjson.encode(v)
+  elseif t == "number" then
+    out[#out + 1] = number(v)
+  elseif t == "boolean" then
+    out[#out + 1] = v and "true" or "false"
+  elseif v == nil or v == cjson.null then
+    out[#out + 1] = "null"
+  elseif getmetatable(v) == M.ARRAY or v[1] ~= nil then
+    out[#out + 1] = "["
+    for i, item in ipairs(v) do
+      if i > 1 then out[#out + 1] = "," end
+      json(item, out)
+    end
+    out[#out + 1] = "]"
+  else
+    local keys = {}
+    for k in pairs(v) do keys[#keys + 1] = k end
+    table.sort(keys)
+    out[#out + 1] = "{"
+    for i, k in ipairs(keys) do
+      if i > 1 then out[#out + 1] = "," end
+      out[#out + 1] = cjson.encode(k)
+      out[#out + 1] = ":"
+      json(v[k], out)
+    end
+    out[#out + 1] = "}"
+  end
+end
+
+function M.json(v)
+  local out = {}
+  json(v, out)
+  return concat(out)
+end
+
 return M

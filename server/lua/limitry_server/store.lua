@@ -22,12 +22,17 @@ local cols = {
 }
 M.cols = cols
 M.count = 0
-local seen_keys = {}
+-- The stored events themselves, by ingestion sequence (1 = first stored): listing and the
+-- dimension matching of quotas and rate limits need every field, the columns only the summed ones.
+M.events = {}
+local seen_keys = {} -- idempotencyKey -> sequence number of the event stored with it
 local fd = -1
+local last_id = 0    -- the largest n of an "evt_<n>" id stored so far
 
 local function add_to_columns(ev, ts)
   local n = M.count + 1
   M.count = n
+  M.events[n] = ev
   cols.ts[n] = ts
   cols.customerId[n] = ev.customerId or false
   cols.eventType[n] = ev.eventType or false
@@ -37,7 +42,7 @@ local function add_to_columns(ev, ts)
   cols.outputTokens[n] = ev.outputTokens
   cols.totalTokens[n] = ev.totalTokens
   cols.costCents[n] = ev.costCents
-  if ev.idempotencyKey then seen_keys[ev.idempotencyKey] = true end
+  if ev.idempotencyKey then seen_keys[ev.idempotencyKey] = n end
 end
 
 -- Limits on one event (the contract gives none): each bounds what one event can cost in memory,
@@ -167,7 +172,7 @@ local function number(v)
 end
 M.number = number
 
-local LINE_FIELDS = { "customerId", "eventType", "model", "provider", "idempotencyKey", "timestamp",
+local LINE_FIELDS = { "id", "customerId", "eventType", "model", "provider", "idempotencyKey", "timestamp",
   "inputTokens", "outputTokens", "totalTokens", "latencyMs", "costCents" }
 
 local function value(v)
@@ -191,7 +196,13 @@ function M.encode_line(ev)
   return "{" .. concat(parts, ",") .. "}"
 end
 
-function M.is_duplicate(key) return key ~= nil and seen_keys[key] == true end
+function M.is_duplicate(key) return key ~= nil and seen_keys[key] ~= nil end
+
+-- The event stored with idempotency key `key`, or nil.
+function M.by_key(key)
+  local n = key ~= nil and seen_keys[key]
+  return n and M.events[n] or nil
+end
 
 -- Loads the file (creating it when absent). Returns the number of events loaded and skipped lines.
 function M.open(path)
@@ -207,6 +218,10 @@ function M.open(path)
       local ev = cjson.decode(line)
       local ts = type(ev) == "table" and time.parse(ev.timestamp)
       if ts then
+        -- Lines written before events had ids get one from their place in the file.
+        if type(ev.id) ~= "string" then ev.id = "evt_" .. (M.count + 1) end
+        local num = tonumber(ev.id:match("^evt_(%d+)$"))
+        if num and num > last_id then last_id = num end
         add_to_columns(ev, ts)
         loaded = loaded + 1
       else
@@ -220,20 +235,56 @@ function M.open(path)
   return loaded, skipped
 end
 
--- Appends already-normalized events (a list of {event, ts}) atomically, then makes them visible.
-function M.append(batch)
-  local lines = {}
-  for i, item in ipairs(batch) do lines[i] = M.encode_line(item[1]) end
-  local blob = table.concat(lines, "\n") .. "\n"
+-- Writes blob whole to fd and fsyncs it: true, or nil and a message.
+local function write_synced(file, blob)
   local off = 0
   while off < #blob do
-    local n = ffi.C.write(fd, ffi.cast("const char *", blob) + off, #blob - off)
+    local n = ffi.C.write(file, ffi.cast("const char *", blob) + off, #blob - off)
     if n < 0 then return nil, "write failed: errno " .. ffi.errno() end
     off = off + tonumber(n)
   end
-  if ffi.C.fsync(fd) ~= 0 then return nil, "fsync failed: errno " .. ffi.errno() end
+  if ffi.C.fsync(file) ~= 0 then return nil, "fsync failed: errno " .. ffi.errno() end
+  return true
+end
+
+-- Appends already-normalized events (a list of {event, ts}) atomically, then makes them visible.
+-- Each gets its id here ("evt_" and a number never given before, even across restarts).
+function M.append(batch)
+  local lines = {}
+  local first = last_id
+  for i, item in ipairs(batch) do
+    item[1].id = "evt_" .. (first + i)
+    lines[i] = M.encode_line(item[1])
+  end
+  local ok, err = write_synced(fd, table.concat(lines, "\n") .. "\n")
+  if not ok then
+    for _, item in ipairs(batch) do item[1].id = nil end
+    return nil, err
+  end
+  last_id = first + #batch
   for _, item in ipairs(batch) do add_to_columns(item[1], item[2]) end
   return true
+end
+
+-- Another append-only log of JSON lines (quotas, alerts, rate limits): replays every whole line
+-- through apply(decoded) and returns a function appending one line durably (true or nil, msg).
+function M.open_log(path, apply)
+  local loaded, skipped = 0, 0
+  local f = io.open(path, "rb")
+  local needs_fence = false
+  if f then
+    local data = f:read("*a")
+    f:close()
+    needs_fence = #data > 0 and data:sub(-1) ~= "\n"
+    for line in data:gmatch("[^\n]+") do
+      local rec = cjson.decode(line)
+      if type(rec) == "table" and apply(rec) then loaded = loaded + 1 else skipped = skipped + 1 end
+    end
+  end
+  local log = ffi.C.open(path, O_WRONLY + O_CREAT + O_APPEND, 420)
+  if log < 0 then error("cannot open " .. path .. ": " .. ffi.errno()) end
+  if needs_fence then ffi.C.write(log, "\n", 1) end
+  return function(line) return write_synced(log, line .. "\n") end, loaded, skipped
 end
 
 return M

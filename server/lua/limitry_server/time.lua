@@ -101,5 +101,24 @@ function M.bucket(t, interval)
   return floor(t / size) * size
 end
 
+-- The UTC period holding t, as [start, end): hour, day, week (from Monday 00:00Z), month (from
+-- the 1st), or a rate-limit window (second, minute, hour).
+function M.period(t, period)
+  if period == "second" then
+    local s = floor(t)
+    return s, s + 1
+  elseif period == "minute" then
+    local s = floor(t / 60) * 60
+    return s, s + 60
+  elseif period == "month" then
+    local y, m = civil_from_days(floor(t / 86400))
+    local start = days_from_civil(y, m, 1) * 86400
+    if m == 12 then y, m = y + 1, 1 else m = m + 1 end
+    return start, days_from_civil(y, m, 1) * 86400
+  end
+  local start = M.bucket(t, period)
+  return start, start + BUCKET[period]
+end
+
 M.days_from_civil = days_from_civil
 return M
