@@ -1,11 +1,12 @@
 -- Test-only behaviour, active only when the server was started with --faults.
 --
 -- A request carrying `X-Limitry-Test-Id: ID` is recorded (request line, raw headers, body size,
--- connection serial) and can be read back with `GET /_test/requests?id=ID`. A request carrying
+-- connection serial, the body up to 64 KiB) and can be read back with `GET /_test/requests?id=ID`. A request carrying
 -- `X-Limitry-Fault: k=v;k=v` gets the fault described instead of (or before) its normal answer:
 --   status=N          answer N with {"error":"injected N"} (or the body chosen below)
 --   retry_after=S     add Retry-After and X-RateLimit-* headers
 --   times=K           apply only to the first K requests of this test id; later ones are normal
+--   from=K            apply only from the K-th request of this test id on; earlier ones are normal
 --   delay=MS          wait (without blocking the worker) before answering
 --   body=html|empty|malformed|truncated|wrongshape   a body of that kind (status 200 unless given)
 --   json=PCT          this exact percent-encoded body (status 200 unless given)
@@ -41,6 +42,7 @@ function M.record(id)
     raw_header = ngx.req.raw_header(),
     headers = ngx.req.get_headers(),
     body_length = body and #body or 0,
+    body = body and #body <= 65536 and body or nil, -- request bodies, to check what a client sent
     connection = tonumber(conn),
   })
   return n
@@ -79,6 +81,7 @@ local CANNED = {
 function M.apply(header, request_number)
   local spec = parse_spec(header)
   if spec.times and (request_number or 1) > tonumber(spec.times) then return false end
+  if spec.from and (request_number or 1) < tonumber(spec.from) then return false end
   if spec.delay then ngx.sleep(tonumber(spec.delay) / 1000) end
   if spec.close == "before" then return ngx.exit(444) end
   if spec.close == "mid" then
