@@ -56,9 +56,39 @@ local function reply(status, body, headers)
   return ngx.exit(status)
 end
 
+-- Seconds from now to the end of a UTC quota period ("hour", "day", "week", "month").
+local function period_left(period, now)
+  local t = os.date("!*t", now)
+  local into
+  if period == "hour" then into = t.min * 60 + t.sec
+    return 3600 - into
+  end
+  into = t.hour * 3600 + t.min * 60 + t.sec
+  if period == "day" then return 86400 - into end
+  if period == "week" then return (7 - (t.wday + 5) % 7) * 86400 - into end -- weeks start Monday
+  if period == "month" then
+    local y, m = t.year, t.month + 1
+    if m == 13 then y, m = y + 1, 1 end
+    local first = os.time { year = y, month = m, day = 1, hour = 0 } - os.time { year = t.year, month = t.month, day = t.day, hour = 0 }
+    return first - into
+  end
+  return nil
+end
+
 local function refuse(decision, what)
   local headers = {}
-  if decision.retry_after then headers["Retry-After"] = tostring(math.ceil(decision.retry_after)) end
+  if decision.retry_after == nil then
+    -- A check answers without Retry-After: the exceeded quotas' periods say when it frees up.
+    for _, q in ipairs(decision.quotas or {}) do
+      local left = q.exceeded and period_left(q.period, ngx.time())
+      if left and (decision.retry_after == nil or left > decision.retry_after) then decision.retry_after = left end
+    end
+    for _, r in ipairs(decision.rateLimits or {}) do
+      local left = r.exceeded and type(r.reset) == "number" and math.max(0, r.reset - ngx.time())
+      if left and (decision.retry_after == nil or left > decision.retry_after) then decision.retry_after = left end
+    end
+  end
+  if decision.retry_after then headers["Retry-After"] = tostring(math.max(1, math.ceil(decision.retry_after))) end
   return reply(429, { error = decision.error or (what .. " exceeded"), allowed = false,
     retry_after = decision.retry_after }, headers)
 end
