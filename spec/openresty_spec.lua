@@ -124,6 +124,19 @@ local GATEWAY = [[
       }
     }
     location = /ping { content_by_lua_block { ngx.say("pong") } }
+    location = /enforce {
+      content_by_lua_block {
+        -- The rest of the API on the transport named by ?mode=: bodies, decisions, async twins.
+        local c = require("limitry").new { api_key = TEST.api_key, base_url = TEST.base_url, openresty = ngx.var.arg_mode }
+        local customer = ngx.var.arg_customer
+        local rec = assert(c:events():record { customer_id = customer, event_type = "e", input_tokens = 5 })
+        local d = assert(c:track { customer_id = customer, event_type = "e", output_tokens = 7 })
+        local started = c:quotas():start_check { customer_id = customer }
+        local checked = assert(started:wait())
+        local u = assert(c:customers():get_usage(customer, TEST.wide[1], TEST.wide[2]))
+        ngx.say(require("cjson").encode { id = rec.id, allowed = d.allowed, checked = checked.allowed, tokens = u.totalTokens })
+      }
+    }
     location ~ ^/model/(\w+)/ {
       access_by_lua_block {
         local how = ngx.var[1]
@@ -397,6 +410,17 @@ describe("in nginx (OpenResty)", function()
       assert.is_true(out.cancel)
       -- two calls held 0.7 s each by Limitry, in flight together
       assert.is_true(out.elapsed >= 0.65 and out.elapsed < 1.3, "took " .. out.elapsed .. " s")
+    end)
+
+    it("records, tracks, checks and reads usage of the rest of the API on every transport", function()
+      for _, mode in ipairs { "cosocket", "worker_thread", "blocking" } do
+        local customer = support.test_id("enforce-" .. mode)
+        local out = decode(gateway.get(port, "/enforce?mode=" .. mode .. "&customer=" .. customer))
+        assert.is_string(out.id)
+        assert.is_true(out.allowed)
+        assert.is_true(out.checked)
+        assert.equal(12, out.tokens)
+      end
     end)
 
     it("keeps serving other requests while a usage call waits 1 s on Limitry", function()
