@@ -18,7 +18,7 @@ trap 'lua5.4 server/limitry-local stop --dir "$DIR" >/dev/null' EXIT
 echo "local server: $LIMITRY_BASE_URL (pid $LIMITRY_SERVER_PID, data in $DIR/data)"
 echo
 if [ "${DEMO:-report}" = enforce ]; then
-  LUA_PATH="$(pwd)/lua/?.lua;$(pwd)/lua/?/init.lua;;" LUA_CPATH="$(pwd)/build/5.4/?.so;;" lua5.4 server/demo_enforce.lua
+  lua5.4 examples/enforce.lua
 else
   lua5.4 examples/report.lua "${MONTH:-2024-01}" ${CUSTOMER:-}
 fi
