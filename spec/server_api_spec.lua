@@ -663,24 +663,30 @@ describe("local server durability", function()
     local acked, acked_quotas, acked_rls = {}, {}, {}
     local function post(path, body) return req("POST", path, body, { base = base }) end
     local N = 300
-    for i = 1, N do
-      local status, res = post("/events", { customerId = "dur", eventType = "e", inputTokens = i, idempotencyKey = "dur-" .. i })
-      assert.equal(201, status)
-      acked[res.id] = i
-      if i % 30 == 0 then
-        local qs, q = post("/quotas", { name = "q" .. i, metric = "total_tokens", limitValue = i, period = "day",
-          dimensionFilters = { customer_id = "dur-quota" } })
-        assert.equal(201, qs)
-        acked_quotas[q.id] = q
-        local rs, r = post("/rate-limits", { name = "r" .. i, limitValue = 1000000, window = "hour",
-          dimensionFilters = { customer_id = "dur" } })
-        assert.equal(201, rs)
-        acked_rls[r.id] = r
+    local loaded, load_err = pcall(function()
+      for i = 1, N do
+        local status, res = post("/events", { customerId = "dur", eventType = "e", inputTokens = i, idempotencyKey = "dur-" .. i })
+        assert.equal(201, status)
+        acked[res.id] = i
+        if i % 30 == 0 then
+          local qs, q = post("/quotas", { name = "q" .. i, metric = "total_tokens", limitValue = i, period = "day",
+            dimensionFilters = { customer_id = "dur-quota" } })
+          assert.equal(201, qs)
+          acked_quotas[q.id] = q
+          local rs, r = post("/rate-limits", { name = "r" .. i, limitValue = 1000000, window = "hour",
+            dimensionFilters = { customer_id = "dur" } })
+          assert.equal(201, rs)
+          acked_rls[r.id] = r
+        end
+        if i % 7 == 0 then
+          local ts, t = post("/track", { customerId = "dur", eventType = "t", inputTokens = 0, idempotencyKey = "dur-t" .. i })
+          if ts == 200 then acked[t.id] = "t" .. i end
+        end
       end
-      if i % 7 == 0 then
-        local ts, t = post("/track", { customerId = "dur", eventType = "t", inputTokens = 0, idempotencyKey = "dur-t" .. i })
-        if ts == 200 then acked[t.id] = "t" .. i end
-      end
+    end)
+    if not loaded then
+      local_server.stop(info.dir) -- a failed load must not leave the server running
+      error(load_err, 0)
     end
     -- Requests in flight on their own connections when every nginx process dies.
     local port = tonumber(base:match(":(%d+)/"))
