@@ -10,7 +10,7 @@ mkdir -p "$out/limitry"
 TSAN="-fsanitize=thread -g -O1"
 clang -std=c99 -D_POSIX_C_SOURCE=200809L -fPIC -Wall -Wextra -Werror $TSAN -I/usr/include/lua5.4 \
   -I/usr/include/x86_64-linux-gnu -shared -o "$out/limitry/core.so" \
-  src/core.c src/request.c src/multi.c src/process.c src/json.c src/buffer.c -lcurl -pthread || exit 1
+  src/*.c -lcurl -pthread || exit 1
 clang -std=c99 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Werror $TSAN -I/usr/include/lua5.4 \
   -o "$out/tsan_host" tools/tsan_host.c -llua5.4 -pthread -rdynamic || exit 1
 dir=$(mktemp -d "${LIMITRY_TEST_TMP:-/tmp}/tsan.XXXXXX")
