@@ -16,6 +16,12 @@ rm -rf "$LIMITRY_TEST_TMP"
 mkdir -p "$LIMITRY_TEST_TMP"
 # Proxies from a developer's environment must not reroute loopback test traffic.
 unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY ALL_PROXY all_proxy no_proxy NO_PROXY
+# A comma-decimal locale for json_spec, compiled under the temp folder (no system change); without
+# localedef the locale test shows as pending with the reason.
+if command -v localedef >/dev/null 2>&1 && mkdir -p "$LIMITRY_TEST_TMP/locale" &&
+  localedef -i de_DE -f UTF-8 "$LIMITRY_TEST_TMP/locale/de_DE.UTF-8" >/dev/null 2>&1; then
+  export LOCPATH="$LIMITRY_TEST_TMP/locale"
+fi
 CLIENT_SPECS="spec/arguments_spec.lua spec/json_spec.lua spec/client_spec.lua spec/tls_spec.lua spec/async_spec.lua spec/game_loop_spec.lua"
 TOTAL_PASSED=0
 TOTAL_FAILED=0
