@@ -6,6 +6,9 @@
 #   tools/test.sh quick V    the client specs on one Lua (5.4, 5.3, 5.1 or luajit)
 #   tools/test.sh valgrind   the valgrind run alone
 #   tools/test.sh ubsan      the client specs with UndefinedBehaviorSanitizer
+#   tools/test.sh asan       the client specs with ASan + UBSan (sanitized host, servers unsanitized)
+#   tools/test.sh fuzz       the libFuzzer harnesses, FUZZ_SECONDS each (default 30)
+#   tools/test.sh differential  the JSON decoder against lua-cjson and Python's json
 # Servers are started by the specs themselves (spec/support/server.lua) on free loopback ports.
 set -u
 cd "$(dirname "$0")/.."
@@ -56,6 +59,32 @@ check() { # name, command: one pass or one fail
   if "$@" >"$LOG" 2>&1; then count "$name" 1 0; else tail -n 40 "$LOG"; count "$name" 0 1; fi
 }
 
+# The client specs under ASan + UBSan: a sanitized lua5.4 host first on PATH (tools/asan.sh), so
+# nothing is preloaded and the nginx servers the specs start are ordinary processes.
+run_asan() {
+  if sh tools/asan.sh >"$LOG" 2>&1; then
+    ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0} PATH="$ROOT/build/asan/bin:$PATH" \
+      run_busted 5.4 asan "client specs (ASan+UBSan)" $CLIENT_SPECS
+  else
+    tail -n 20 "$LOG"; count "client specs (ASan+UBSan)" 0 1
+  fi
+}
+
+# Each libFuzzer harness for FUZZ_SECONDS (30 by default), one check each; the exec counts are shown.
+run_fuzz() {
+  for h in json response; do
+    check "fuzz $h (${FUZZ_SECONDS:-30} s, ASan+UBSan)" sh tools/fuzz.sh "$h"
+    grep "^fuzz $h:" "$LOG"
+  done
+}
+
+# The decoder against lua-cjson and Python's json on the fuzz seeds and generated documents.
+run_differential() {
+  check "differential decode (lua-cjson, Python)" env LUA_PATH="$ROOT/lua/?.lua;;" LUA_CPATH="$ROOT/build/5.4/?.so;;" \
+    lua5.4 tools/differential.lua
+  tail -n 3 "$LOG"
+}
+
 case "${1:-all}" in
 quick)
   sh tools/build.sh "$2" || exit 1
@@ -70,6 +99,16 @@ ubsan)
     LDFLAGS_EXTRA="-lubsan" sh tools/build.sh ubsan || exit 1
   run_busted 5.4 ubsan "client specs (UBSan)" $CLIENT_SPECS
   ;;
+asan)
+  run_asan
+  ;;
+fuzz)
+  run_fuzz
+  ;;
+differential)
+  sh tools/build.sh 5.4 || exit 1
+  run_differential
+  ;;
 all)
   if ! sh tools/build.sh 5.4 5.3 5.1 luajit; then
     echo "0 passed, 1 failed"
@@ -82,6 +121,9 @@ all)
   LUA_PRE="-e collectgarbage('setpause',0)" run_busted 5.4 5.4 "client specs, GC every step" spec/client_spec.lua spec/json_spec.lua spec/async_spec.lua
   CFLAGS_EXTRA="-O1 -fsanitize=undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer" \
     LDFLAGS_EXTRA="-lubsan" sh tools/build.sh ubsan && run_busted 5.4 ubsan "client specs (UBSan)" $CLIENT_SPECS
+  run_asan
+  run_fuzz
+  run_differential
   check "valgrind (zero errors, leaks)" sh tools/valgrind.sh
   grep -E "ERROR SUMMARY|definitely lost" "$LOG" | head -n 4
   check "luarocks make installs the rock" sh tools/rock-check.sh
