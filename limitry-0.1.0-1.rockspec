@@ -30,8 +30,8 @@ build = {
       ["limitry.async"] = "lua/limitry/async.lua",
       ["limitry.ngx_thread"] = "lua/limitry/ngx_thread.lua",
       ["limitry.core"] = {
-         sources = { "src/core.c", "src/request.c", "src/multi.c", "src/json.c", "src/buffer.c" },
-         libraries = { "curl" },
+         sources = { "src/core.c", "src/request.c", "src/multi.c", "src/process.c", "src/json.c", "src/buffer.c" },
+         libraries = { "curl", "pthread" },
          incdirs = { "$(CURL_INCDIR)" },
          libdirs = { "$(CURL_LIBDIR)" },
          defines = { "_POSIX_C_SOURCE=200809L" },

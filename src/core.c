@@ -14,31 +14,17 @@
 #include "compat.h"
 #include "json.h"
 #include "multi.h"
+#include "process.h"
 #include "request.h"
 
 #define HANDLE_MT "limitry.handle"
 #define LIMITRY_CORE_VERSION "0.1.0"
-
-static int curl_ready = 0;
-
-/* Once per process, before any handle exists. Hosts that own libcurl set LIMITRY_NO_CURL_INIT. */
-static int ensure_curl_global(lua_State *L)
-{
-    if (!curl_ready) {
-        const char *skip = getenv("LIMITRY_NO_CURL_INIT");
-        if (skip == NULL || skip[0] == '\0') {
-            if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
-                return luaL_error(L, "curl_global_init failed");
-        }
-        curl_ready = 1;
-    }
-    return 0;
-}
+#define LM_MAX_SLEEP 1e7
 
 static lm_request *check_handle(lua_State *L)
 {
     lm_request *r = (lm_request *)luaL_checkudata(L, 1, HANDLE_MT);
-    if (r->easy == NULL)
+    if (r->closed)
         luaL_error(L, "attempt to use a closed limitry handle");
     return r;
 }
@@ -61,7 +47,13 @@ static int handle_request(lua_State *L)
     CURLcode code;
     if (r->owner != NULL)
         return luaL_error(L, "this handle is in flight on a multi handle");
-    lm_request_setup(L, r, 2);
+    /* After fork the inherited easy handle is swapped for a new one: the child's first call
+     * opens its own connection. */
+    if (lm_request_init(r) != 0)
+        return luaL_error(L, "curl_easy_init failed");
+    lm_request_setup(L, r, 2, r);
+    /* Never take an answer that was on the wire before the request was sent. */
+    lm_sockets_drop_stale(r, NULL, 0);
     code = curl_easy_perform(r->easy);
     return lm_request_push_result(L, r, code);
 }
@@ -71,6 +63,7 @@ static int handle_close(lua_State *L)
     lm_request *r = (lm_request *)luaL_checkudata(L, 1, HANDLE_MT);
     lm_multi_detach(r);
     lm_request_free(r);
+    r->closed = 1;
     return 0;
 }
 
@@ -99,6 +92,8 @@ static int core_sleep(lua_State *L)
     struct timespec ts, rem;
     if (!(s > 0))
         return 0;
+    if (s > LM_MAX_SLEEP) /* also keeps the conversion to time_t defined */
+        s = LM_MAX_SLEEP;
     ts.tv_sec = (time_t)s;
     ts.tv_nsec = (long)((s - (lua_Number)ts.tv_sec) * 1e9);
     while (nanosleep(&ts, &rem) != 0 && errno == EINTR)
@@ -149,7 +144,10 @@ void lm_register_class(lua_State *L, const char *name, const luaL_Reg *methods, 
 
 int luaopen_limitry_core(lua_State *L)
 {
-    ensure_curl_global(L);
+    /* Once per process however many Lua states load the module, from whatever threads.
+     * Hosts that own libcurl set LIMITRY_NO_CURL_INIT. */
+    if (lm_global_init() != 0)
+        return luaL_error(L, "curl_global_init failed");
     lm_register_class(L, HANDLE_MT, handle_methods, handle_close);
 
     luaL_newlib(L, core_functions);

@@ -220,20 +220,27 @@ static void number_value(lua_State *L, parser *ps)
         }
     }
 #endif
-    if (n >= sizeof(text))
-        n = sizeof(text) - 1; /* digits past 63 cannot change a double */
-    memcpy(text, start, n);
-    text[n] = '\0';
     {
-        /* strtod follows the C locale's decimal point, which a host may have changed. */
+        /* Every digit can matter (1 followed by 99 zeros, 1.000...0001e5, a long -0.000...01):
+         * strtod sees the whole text, from a heap copy when it does not fit the stack buffer. */
+        char *buf = n < sizeof(text) ? text : (char *)malloc(n + 1);
         const char *point = localeconv()->decimal_point;
+        double d;
+        if (buf == NULL)
+            luaL_error(L, "out of memory");
+        memcpy(buf, start, n);
+        buf[n] = '\0';
+        /* strtod follows the C locale's decimal point, which a host may have changed. */
         if (point[0] != '.' && point[0] != '\0') {
-            char *dot = strchr(text, '.');
+            char *dot = strchr(buf, '.');
             if (dot != NULL)
                 *dot = point[0];
         }
+        d = strtod(buf, NULL);
+        if (buf != text)
+            free(buf);
+        lua_pushnumber(L, d);
     }
-    lua_pushnumber(L, strtod(text, NULL));
 }
 
 static int literal(parser *ps, const char *word, size_t n)

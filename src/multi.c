@@ -10,17 +10,52 @@
  *   multi:close()               detaches every transfer and frees the multi handle */
 #include <string.h>
 #include <sys/select.h>
+#include <unistd.h>
 
 #include "compat.h"
 #include "multi.h"
+#include "process.h"
 
 #define MULTI_MT "limitry.multi"
 #define LM_MULTI_MAX_IDLE 32
 #define HANDLE_MT "limitry.handle"
 
+static CURLM *open_multi(void)
+{
+    CURLM *multi = curl_multi_init();
+    /* libcurl's default keeps 4 idle connections per attached handle, so as finished transfers
+     * are detached it closes connections the next burst would have reused. */
+    if (multi != NULL)
+        curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, (long)LM_MULTI_MAX_IDLE);
+    return multi;
+}
+
+/* In a forked child: forgets the parent's multi handle and the easy handles in flight on it
+ * without a libcurl call (their connections are the parent's), and closes the inherited sockets.
+ * The transfers stay attached, marked lost, so next_done reports each as failed. */
+static void abandon(lm_multi *m)
+{
+    lm_request *r;
+    if (m->multi == NULL || m->pid == getpid())
+        return;
+    m->multi = NULL;
+    for (r = m->attached; r != NULL; r = r->next) {
+        lm_request_abandon(r);
+        r->fork_lost = 1;
+    }
+    lm_sockets_drop_inherited();
+}
+
 static lm_multi *check_multi(lua_State *L)
 {
     lm_multi *m = (lm_multi *)luaL_checkudata(L, 1, MULTI_MT);
+    if (m->multi != NULL && m->pid != getpid()) {
+        abandon(m);
+        m->multi = open_multi();
+        m->pid = getpid();
+        if (m->multi == NULL)
+            luaL_error(L, "curl_multi_init failed");
+    }
     if (m->multi == NULL)
         luaL_error(L, "attempt to use a closed limitry multi handle");
     return m;
@@ -29,9 +64,12 @@ static lm_multi *check_multi(lua_State *L)
 void lm_multi_detach(lm_request *r)
 {
     lm_multi *m = r->owner;
+    pid_t me = getpid();
     if (m == NULL)
         return;
-    curl_multi_remove_handle(m->multi, r->easy);
+    if (m->multi != NULL && m->pid == me && r->easy != NULL && r->pid == me && !r->fork_lost)
+        curl_multi_remove_handle(m->multi, r->easy);
+    r->fork_lost = 0;
     if (r->prev)
         r->prev->next = r->next;
     else
@@ -48,24 +86,41 @@ static int multi_new(lua_State *L)
     memset(m, 0, sizeof(*m));
     luaL_getmetatable(L, MULTI_MT);
     lua_setmetatable(L, -2);
-    m->multi = curl_multi_init();
+    m->multi = open_multi();
+    m->pid = getpid();
     if (m->multi == NULL)
         return luaL_error(L, "curl_multi_init failed");
-    /* libcurl's default keeps 4 idle connections per attached handle, so as finished transfers
-     * are detached it closes connections the next burst would have reused. */
-    curl_multi_setopt(m->multi, CURLMOPT_MAXCONNECTS, (long)LM_MULTI_MAX_IDLE);
     return 1;
+}
+
+/* Drops the idle connections of m's pool that have bytes waiting (see lm_sockets_drop_stale). */
+static void drop_stale(lm_multi *m)
+{
+    curl_socket_t busy[64];
+    int n = 0;
+    lm_request *r;
+    for (r = m->attached; r != NULL; r = r->next) {
+        curl_socket_t fd = CURL_SOCKET_BAD;
+        if (n == (int)(sizeof busy / sizeof busy[0]))
+            return; /* too busy to tell which are idle: the 408 retry remains */
+        if (curl_easy_getinfo(r->easy, CURLINFO_ACTIVESOCKET, &fd) == CURLE_OK && fd != CURL_SOCKET_BAD)
+            busy[n++] = fd;
+    }
+    lm_sockets_drop_stale(m, busy, n);
 }
 
 static int multi_add(lua_State *L)
 {
     lm_multi *m = check_multi(L);
     lm_request *r = (lm_request *)luaL_checkudata(L, 2, HANDLE_MT);
-    if (r->easy == NULL)
+    if (r->closed)
         return luaL_error(L, "attempt to use a closed limitry handle");
     if (r->owner != NULL)
         return luaL_error(L, "this handle is already in flight");
-    lm_request_setup(L, r, 3);
+    if (lm_request_init(r) != 0)
+        return luaL_error(L, "curl_easy_init failed");
+    lm_request_setup(L, r, 3, m);
+    drop_stale(m);
     if (curl_multi_add_handle(m->multi, r->easy) != CURLM_OK) {
         lm_request_finish(r);
         return luaL_error(L, "curl_multi_add_handle failed");
@@ -92,11 +147,13 @@ static int multi_perform(lua_State *L)
 static int multi_wait(lua_State *L)
 {
     lm_multi *m = check_multi(L);
-    lua_Integer ms = luaL_optinteger(L, 2, 0);
+    lua_Number ms = luaL_optnumber(L, 2, 0);
     int numfds = 0;
-    if (ms < 0)
+    if (!(ms >= 0)) /* also NaN */
         ms = 0;
-    if (ms > 0 && m->attached != NULL)
+    if (ms > 1e6) /* a wait longer than that is a loop of waits; keeps (int) defined */
+        ms = 1e6;
+    if (ms >= 1 && m->attached != NULL)
         curl_multi_wait(m->multi, NULL, 0, (int)ms, &numfds);
     lua_pushinteger(L, numfds);
     return 1;
@@ -109,7 +166,21 @@ static int multi_next_done(lua_State *L)
     lm_multi *m = check_multi(L);
     int left;
     CURLMsg *msg;
+    lm_request *lost;
     luaL_checktype(L, 2, LUA_TTABLE);
+    for (lost = m->attached; lost != NULL; lost = lost->next) {
+        if (!lost->fork_lost)
+            continue;
+        lm_multi_detach(lost);
+        lua_pushinteger(L, lm_request_id(lost));
+        lua_rawget(L, 2);
+        if (lua_isnil(L, -1)) {
+            lua_pop(L, 1);
+            lm_request_finish(lost);
+            return multi_next_done(L); /* the list changed: start again */
+        }
+        return 1 + lm_request_push_fork_lost(L, lost);
+    }
     while ((msg = curl_multi_info_read(m->multi, &left)) != NULL) {
         lm_request *r = NULL;
         CURLcode code;
@@ -181,6 +252,7 @@ static int multi_remove(lua_State *L)
 static int multi_close(lua_State *L)
 {
     lm_multi *m = (lm_multi *)luaL_checkudata(L, 1, MULTI_MT);
+    abandon(m); /* in a forked child, nothing of the parent's is cleaned up by libcurl */
     while (m->attached != NULL) {
         lm_request *r = m->attached;
         lm_multi_detach(r);

@@ -8,6 +8,7 @@
 
 typedef struct lm_multi {
     CURLM *multi;
+    pid_t pid; /* the process that created multi */
     lm_request *attached;
 } lm_multi;
 

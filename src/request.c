@@ -1,8 +1,10 @@
 #include <ctype.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "compat.h"
+#include "process.h"
 #include "request.h"
 
 #define MAX_HEADER_BYTES (64 * 1024)
@@ -31,7 +33,7 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
     if (bytes >= 5 && memcmp(p, "HTTP/", 5) == 0)
         r->head.len = 0; /* a new response (after 1xx or a proxy CONNECT) replaces the old headers */
     if (bytes > MAX_HEADER_BYTES - r->head.len) {
-        r->too_large = 1;
+        r->head_too_large = 1;
         return 0;
     }
     if (lm_buffer_append(&r->head, p, bytes) != 0) {
@@ -43,9 +45,21 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
 
 int lm_request_init(lm_request *r)
 {
-    if (r->easy == NULL)
+    lm_request_abandon(r);
+    if (r->easy == NULL) {
         r->easy = curl_easy_init();
+        r->pid = getpid();
+    }
     return r->easy ? 0 : -1;
+}
+
+void lm_request_abandon(lm_request *r)
+{
+    if (r->easy == NULL || r->pid == getpid())
+        return;
+    r->easy = NULL; /* leaked on purpose: its memory is a copy of the parent's, its sockets theirs */
+    lm_sockets_drop_inherited();
+    lm_request_finish(r);
 }
 
 typedef struct {
@@ -58,77 +72,118 @@ typedef struct {
     long connect_timeout_ms;
     lua_Number max_body;
     int verify;
-    int nheaders;
+    int headers; /* stack index of the headers list, or 0 */
 } options;
+
+/* Pushes t[name] without metamethods and leaves it on the stack, so a string read from it stays
+ * alive (anchored) until lm_request_setup returns, whatever the table does meanwhile. */
+static int raw_field(lua_State *L, int idx, const char *name)
+{
+    lua_pushstring(L, name);
+    lua_rawget(L, idx);
+    return lua_gettop(L);
+}
 
 static const char *opt_string(lua_State *L, int idx, const char *name, int required)
 {
+    size_t len;
     const char *s;
-    lua_getfield(L, idx, name);
-    if (lua_isnil(L, -1) && !required) {
-        lua_pop(L, 1);
+    int at = raw_field(L, idx, name);
+    if (lua_isnil(L, at) && !required)
         return NULL;
-    }
-    if (lua_type(L, -1) != LUA_TSTRING)
+    if (lua_type(L, at) != LUA_TSTRING)
         luaL_error(L, "request option '%s' must be a string", name);
-    s = lua_tostring(L, -1);
-    lua_pop(L, 1); /* still referenced by the options table, so the pointer stays valid */
+    s = lua_tolstring(L, at, &len);
+    if (strlen(s) != len)
+        luaL_error(L, "request option '%s' must not contain NUL bytes", name);
     return s;
 }
 
-static lua_Number opt_number(lua_State *L, int idx, const char *name, lua_Number dflt)
+/* A whole or fractional number within [lo, hi]; NaN and infinities are refused before any
+ * conversion to an integer type can overflow. */
+static lua_Number opt_number(lua_State *L, int idx, const char *name, lua_Number dflt, lua_Number lo, lua_Number hi)
 {
     lua_Number v = dflt;
-    lua_getfield(L, idx, name);
-    if (!lua_isnil(L, -1)) {
-        if (lua_type(L, -1) != LUA_TNUMBER)
+    int at = raw_field(L, idx, name);
+    if (!lua_isnil(L, at)) {
+        if (lua_type(L, at) != LUA_TNUMBER)
             luaL_error(L, "request option '%s' must be a number", name);
-        v = lua_tonumber(L, -1);
-        if (!(v >= 0))
-            luaL_error(L, "request option '%s' must not be negative", name);
+        v = lua_tonumber(L, at);
+        if (!(v >= lo && v <= hi))
+            luaL_error(L, "request option '%s' must be a number from %f to %f", name, (double)lo, (double)hi);
     }
     lua_pop(L, 1);
     return v;
 }
 
+/* Milliseconds: any positive value is at least 1, since 0 means "no timeout" to libcurl. */
+static long opt_ms(lua_State *L, int idx, const char *name, lua_Number dflt)
+{
+    lua_Number v = opt_number(L, idx, name, dflt, 0, LM_MAX_TIMEOUT_MS);
+    long ms = (long)v;
+    if ((lua_Number)ms < v)
+        ms++;
+    if (ms < 1)
+        luaL_error(L, "request option '%s' must be a positive number of milliseconds", name);
+    return ms;
+}
+
 static void read_options(lua_State *L, int idx, options *o)
 {
-    int i;
+    int i, n;
     luaL_checktype(L, idx, LUA_TTABLE);
+    luaL_checkstack(L, 16, "limitry request options");
     o->url = opt_string(L, idx, "url", 1);
     o->ca_file = opt_string(L, idx, "ca_file", 0);
     o->ca_path = opt_string(L, idx, "ca_path", 0);
     o->proxy = opt_string(L, idx, "proxy", 0);
     o->no_proxy = opt_string(L, idx, "no_proxy", 0);
-    o->timeout_ms = (long)opt_number(L, idx, "timeout_ms", 30000);
-    o->connect_timeout_ms = (long)opt_number(L, idx, "connect_timeout_ms", 10000);
-    o->max_body = opt_number(L, idx, "max_body", 8 * 1024 * 1024);
-    lua_getfield(L, idx, "verify");
+    o->timeout_ms = opt_ms(L, idx, "timeout_ms", 30000);
+    o->connect_timeout_ms = opt_ms(L, idx, "connect_timeout_ms", 10000);
+    o->max_body = opt_number(L, idx, "max_body", 8 * 1024 * 1024, 1, LM_MAX_BODY);
+    if (o->max_body != (lua_Number)(long long)o->max_body)
+        luaL_error(L, "request option 'max_body' must be a whole number of bytes");
+    raw_field(L, idx, "verify");
     o->verify = lua_isnil(L, -1) || lua_toboolean(L, -1);
     lua_pop(L, 1);
-    lua_getfield(L, idx, "headers");
-    o->nheaders = 0;
-    if (!lua_isnil(L, -1)) {
-        luaL_checktype(L, -1, LUA_TTABLE);
-        o->nheaders = (int)lua_rawlen(L, -1);
-        for (i = 1; i <= o->nheaders; i++) {
-            lua_rawgeti(L, -1, i);
-            if (lua_type(L, -1) != LUA_TSTRING || strpbrk(lua_tostring(L, -1), "\r\n") != NULL)
-                luaL_error(L, "request header %d must be a string without CR or LF", i);
-            lua_pop(L, 1);
-        }
+    o->headers = raw_field(L, idx, "headers");
+    if (lua_isnil(L, o->headers)) {
+        o->headers = 0;
+        return;
     }
-    lua_pop(L, 1);
+    luaL_checktype(L, o->headers, LUA_TTABLE);
+    n = (int)lua_rawlen(L, o->headers);
+    for (i = 1; i <= n; i++) {
+        size_t len;
+        const char *h;
+        lua_rawgeti(L, o->headers, i);
+        h = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
+        if (h == NULL || strlen(h) != len || strpbrk(h, "\r\n") != NULL)
+            luaL_error(L, "request header %d must be a string without CR, LF or NUL", i);
+        lua_pop(L, 1);
+    }
 }
 
-void lm_request_setup(lua_State *L, lm_request *r, int idx)
+#define SETOPT(opt, val)                                \
+    do {                                                \
+        CURLcode rc_ = curl_easy_setopt(h, opt, val);   \
+        if (rc_ != CURLE_OK) {                          \
+            refused = #opt;                             \
+            code = rc_;                                 \
+            goto fail;                                  \
+        }                                               \
+    } while (0)
+
+void lm_request_setup(lua_State *L, lm_request *r, int idx, const void *tag)
 {
     options o;
     CURL *h = r->easy;
-    int i;
+    int i, n, base = lua_gettop(L);
+    const char *refused = NULL;
+    CURLcode code = CURLE_OK;
 
     idx = idx < 0 ? lua_gettop(L) + idx + 1 : idx;
-    read_options(L, idx, &o);
+    read_options(L, idx, &o); /* leaves the values on the stack until the end */
 
     lm_request_finish(r);
     curl_easy_reset(h); /* keeps live connections and TLS sessions */
@@ -136,52 +191,63 @@ void lm_request_setup(lua_State *L, lm_request *r, int idx)
     r->timeout_ms = o.timeout_ms;
     r->errbuf[0] = '\0';
 
-    lua_getfield(L, idx, "headers");
-    for (i = 1; i <= o.nheaders; i++) {
+    n = o.headers ? (int)lua_rawlen(L, o.headers) : 0;
+    for (i = 1; i <= n; i++) {
         struct curl_slist *grown;
-        lua_rawgeti(L, -1, i);
-        grown = curl_slist_append(r->headers, lua_tostring(L, -1));
+        const char *line;
+        lua_rawgeti(L, o.headers, i);
+        line = lua_tostring(L, -1);
+        grown = line ? curl_slist_append(r->headers, line) : NULL;
         lua_pop(L, 1);
         if (grown == NULL) {
             lm_request_finish(r);
-            luaL_error(L, "out of memory");
+            luaL_error(L, line ? "out of memory" : "request header %d is not a string", i);
         }
         r->headers = grown;
     }
-    lua_pop(L, 1);
 
-    curl_easy_setopt(h, CURLOPT_URL, o.url);
-    curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
-    curl_easy_setopt(h, CURLOPT_HTTPHEADER, r->headers);
-    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
+    SETOPT(CURLOPT_URL, o.url);
+    SETOPT(CURLOPT_HTTPGET, 1L);
+    SETOPT(CURLOPT_HTTPHEADER, r->headers);
+    SETOPT(CURLOPT_NOSIGNAL, 1L);
+    SETOPT(CURLOPT_FOLLOWLOCATION, 0L);
 #if LIBCURL_VERSION_NUM >= 0x075500
-    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+    SETOPT(CURLOPT_PROTOCOLS_STR, "http,https");
 #else
-    curl_easy_setopt(h, CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
+    SETOPT(CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
 #endif
-    curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
-    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, o.timeout_ms);
-    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, o.connect_timeout_ms);
-    curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
-    curl_easy_setopt(h, CURLOPT_ACCEPT_ENCODING, "");
-    curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)o.max_body);
-    curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, o.verify ? 1L : 0L);
-    curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, o.verify ? 2L : 0L);
+    SETOPT(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+    SETOPT(CURLOPT_TIMEOUT_MS, o.timeout_ms);
+    SETOPT(CURLOPT_CONNECTTIMEOUT_MS, o.connect_timeout_ms);
+    SETOPT(CURLOPT_TCP_KEEPALIVE, 1L);
+    SETOPT(CURLOPT_ACCEPT_ENCODING, "");
+    SETOPT(CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)o.max_body);
+    SETOPT(CURLOPT_SSL_VERIFYPEER, o.verify ? 1L : 0L);
+    SETOPT(CURLOPT_SSL_VERIFYHOST, o.verify ? 2L : 0L);
     if (o.ca_file)
-        curl_easy_setopt(h, CURLOPT_CAINFO, o.ca_file);
+        SETOPT(CURLOPT_CAINFO, o.ca_file);
     if (o.ca_path)
-        curl_easy_setopt(h, CURLOPT_CAPATH, o.ca_path);
+        SETOPT(CURLOPT_CAPATH, o.ca_path);
     if (o.proxy)
-        curl_easy_setopt(h, CURLOPT_PROXY, o.proxy); /* "" turns off proxies from the environment */
+        SETOPT(CURLOPT_PROXY, o.proxy); /* "" turns off proxies from the environment */
     if (o.no_proxy)
-        curl_easy_setopt(h, CURLOPT_NOPROXY, o.no_proxy);
-    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, r->errbuf);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, r);
-    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(h, CURLOPT_HEADERDATA, r);
-    curl_easy_setopt(h, CURLOPT_PRIVATE, r);
+        SETOPT(CURLOPT_NOPROXY, o.no_proxy);
+    code = lm_sockets_track(h, tag);
+    if (code != CURLE_OK) {
+        refused = "CURLOPT_OPENSOCKETFUNCTION";
+        goto fail;
+    }
+    SETOPT(CURLOPT_ERRORBUFFER, r->errbuf);
+    SETOPT(CURLOPT_WRITEFUNCTION, on_body);
+    SETOPT(CURLOPT_WRITEDATA, r);
+    SETOPT(CURLOPT_HEADERFUNCTION, on_header);
+    SETOPT(CURLOPT_HEADERDATA, r);
+    SETOPT(CURLOPT_PRIVATE, r);
+    lua_settop(L, base);
+    return;
+fail:
+    lm_request_finish(r);
+    luaL_error(L, "libcurl refused the request option %s (%s)", refused, curl_easy_strerror(code));
 }
 
 /* Pushes a table of the last response's headers, names lower-cased, repeats joined by ", ". */
@@ -220,81 +286,95 @@ static void push_headers(lua_State *L, const lm_buffer *head)
     }
 }
 
+/* libcurl codes that need no more than a fixed kind and text. Anything else is "transfer
+ * failed (libcurl error N)", a network error. */
+static const struct {
+    CURLcode code;
+    const char *kind;
+    const char *text;
+} FAILURES[] = {
+    {CURLE_COULDNT_RESOLVE_HOST, "network", "could not resolve the host name"},
+    {CURLE_COULDNT_RESOLVE_PROXY, "network", "could not resolve the proxy host name"},
+    {CURLE_PEER_FAILED_VERIFICATION, "tls", "TLS certificate verification failed (set ca_file or ca_path to trust its issuer)"},
+    {CURLE_SSL_CACERT_BADFILE, "tls", "cannot read the CA certificates named by ca_file or ca_path"},
+    {CURLE_SSL_CONNECT_ERROR, "tls", "TLS handshake failed"},
+    {CURLE_SSL_CERTPROBLEM, "tls", "TLS handshake failed"},
+    {CURLE_SSL_CIPHER, "tls", "TLS handshake failed"},
+    {CURLE_GOT_NOTHING, "network", "server closed the connection without a response"},
+    {CURLE_PARTIAL_FILE, "network", "connection broken before the response was complete"},
+    {CURLE_RECV_ERROR, "network", "connection broken before the response was complete"},
+    {CURLE_SEND_ERROR, "network", "connection broken before the response was complete"},
+    {CURLE_BAD_CONTENT_ENCODING, "decode", "response body could not be decompressed"},
+    {CURLE_WEIRD_SERVER_REPLY, "protocol", "the server's reply is not valid HTTP"},
+    {CURLE_URL_MALFORMAT, "usage", "the URL is not a valid http:// or https:// URL"},
+};
+
+/* Whether a connection to the server (or proxy) was made: then a refusal is about the reply. */
+static int reached_server(lm_request *r)
+{
+    char *ip = NULL;
+    return curl_easy_getinfo(r->easy, CURLINFO_PRIMARY_IP, &ip) == CURLE_OK && ip != NULL && ip[0] != '\0';
+}
+
 /* Pushes nil, kind, message, curl_code for a failed transfer, in our words, never libcurl's. */
 static void push_failure(lua_State *L, lm_request *r, CURLcode code)
 {
     const char *kind = "network";
-    const char *text;
+    const char *text = NULL;
     char buf[160];
     long os_errno = 0;
     curl_off_t connect_us = 0;
+    size_t i;
 
-    if (r->too_large || code == CURLE_FILESIZE_EXCEEDED) {
+    if (r->head_too_large || (code == CURLE_OUT_OF_MEMORY && !r->out_of_memory && r->head.len > 0)) {
+        /* libcurl itself refuses a header line over its own limit (100 KiB) as "out of memory",
+         * after our header callback saw the status line. */
+        kind = "too_large";
+        snprintf(buf, sizeof buf, "response headers larger than the limit of %d bytes", MAX_HEADER_BYTES);
+        text = buf;
+    } else if (r->too_large || code == CURLE_FILESIZE_EXCEEDED) {
         kind = "too_large";
         snprintf(buf, sizeof buf, "response larger than the limit of %lu bytes", (unsigned long)r->max_body);
         text = buf;
     } else if (r->out_of_memory) {
         kind = "memory";
         text = "out of memory while receiving the response";
-    } else {
-        switch (code) {
-        case CURLE_OPERATION_TIMEDOUT:
-            kind = "timeout";
-            curl_easy_getinfo(r->easy, CURLINFO_CONNECT_TIME_T, &connect_us);
-            if (connect_us == 0) {
-                text = "timed out while connecting";
-            } else {
-                snprintf(buf, sizeof buf, "no complete response within %ld ms", r->timeout_ms);
-                text = buf;
-            }
-            break;
-        case CURLE_COULDNT_RESOLVE_HOST:
-            text = "could not resolve the host name";
-            break;
-        case CURLE_COULDNT_RESOLVE_PROXY:
-            text = "could not resolve the proxy host name";
-            break;
-        case CURLE_COULDNT_CONNECT:
-            curl_easy_getinfo(r->easy, CURLINFO_OS_ERRNO, &os_errno);
-            if (os_errno != 0) {
-                snprintf(buf, sizeof buf, "could not connect: %s", strerror((int)os_errno));
-                text = buf;
-            } else {
-                text = "could not connect";
-            }
-            break;
-        case CURLE_PEER_FAILED_VERIFICATION:
-            kind = "tls";
-            text = "TLS certificate verification failed (set ca_file or ca_path to trust its issuer)";
-            break;
-        case CURLE_SSL_CACERT_BADFILE:
-            kind = "tls";
-            text = "cannot read the CA certificates named by ca_file or ca_path";
-            break;
-        case CURLE_SSL_CONNECT_ERROR:
-        case CURLE_SSL_CERTPROBLEM:
-        case CURLE_SSL_CIPHER:
-            kind = "tls";
-            text = "TLS handshake failed";
-            break;
-        case CURLE_GOT_NOTHING:
-            text = "server closed the connection without a response";
-            break;
-        case CURLE_PARTIAL_FILE:
-        case CURLE_RECV_ERROR:
-        case CURLE_SEND_ERROR:
-            text = "connection broken before the response was complete";
-            break;
-        case CURLE_BAD_CONTENT_ENCODING:
-            kind = "decode";
-            text = "response body could not be decompressed";
-            break;
-        case CURLE_UNSUPPORTED_PROTOCOL:
-        case CURLE_URL_MALFORMAT:
+    } else if (code == CURLE_OPERATION_TIMEDOUT) {
+        kind = "timeout";
+        curl_easy_getinfo(r->easy, CURLINFO_CONNECT_TIME_T, &connect_us);
+        if (connect_us == 0) {
+            text = "timed out while connecting";
+        } else {
+            snprintf(buf, sizeof buf, "no complete response within %ld ms", r->timeout_ms);
+            text = buf;
+        }
+    } else if (code == CURLE_COULDNT_CONNECT) {
+        curl_easy_getinfo(r->easy, CURLINFO_OS_ERRNO, &os_errno);
+        if (os_errno != 0) {
+            snprintf(buf, sizeof buf, "could not connect: %s", strerror((int)os_errno));
+            text = buf;
+        } else {
+            text = "could not connect";
+        }
+    } else if (code == CURLE_UNSUPPORTED_PROTOCOL) {
+        /* The URL was checked before; after connecting, this is HTTP/0.9, garbage or a status
+         * line libcurl cannot read. */
+        if (reached_server(r)) {
+            kind = "protocol";
+            text = "the server's reply is not valid HTTP";
+        } else {
             kind = "usage";
             text = "the URL is not a valid http:// or https:// URL";
-            break;
-        default:
+        }
+    } else {
+        for (i = 0; i < sizeof FAILURES / sizeof FAILURES[0]; i++) {
+            if (FAILURES[i].code == code) {
+                kind = FAILURES[i].kind;
+                text = FAILURES[i].text;
+                break;
+            }
+        }
+        if (text == NULL) {
             snprintf(buf, sizeof buf, "transfer failed (libcurl error %d)", (int)code);
             text = buf;
         }
@@ -305,10 +385,20 @@ static void push_failure(lua_State *L, lm_request *r, CURLcode code)
     lua_pushinteger(L, code);
 }
 
+int lm_request_push_fork_lost(lua_State *L, lm_request *r)
+{
+    lm_request_finish(r);
+    lua_pushnil(L);
+    lua_pushliteral(L, "fork");
+    lua_pushliteral(L, "the request was started before fork and cannot complete in the child process");
+    lua_pushinteger(L, 0);
+    return 4;
+}
+
 int lm_request_push_result(lua_State *L, lm_request *r, CURLcode code)
 {
     long status = 0, connects = 0;
-    if (code != CURLE_OK || r->too_large || r->out_of_memory) {
+    if (code != CURLE_OK || r->too_large || r->head_too_large || r->out_of_memory) {
         push_failure(L, r, code);
         lm_request_finish(r);
         return 4;
@@ -329,16 +419,18 @@ void lm_request_finish(lm_request *r)
         curl_slist_free_all(r->headers);
         r->headers = NULL;
     }
-    if (r->easy) /* the list is gone: libcurl must not keep a pointer to it */
+    if (r->easy && r->pid == getpid()) /* the list is gone: libcurl must not keep a pointer to it */
         curl_easy_setopt(r->easy, CURLOPT_HTTPHEADER, (struct curl_slist *)NULL);
     lm_buffer_reset(&r->body, KEEP_BUFFER_BYTES);
     lm_buffer_reset(&r->head, KEEP_BUFFER_BYTES);
     r->too_large = 0;
+    r->head_too_large = 0;
     r->out_of_memory = 0;
 }
 
 void lm_request_free(lm_request *r)
 {
+    lm_request_abandon(r);
     lm_request_finish(r);
     lm_buffer_free(&r->body);
     lm_buffer_free(&r->head);

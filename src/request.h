@@ -7,13 +7,21 @@
 
 #include "buffer.h"
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "lua.h"
 
 struct lm_multi;
 
+/* Bounds on what C accepts, whoever calls it: 1e9 ms (11.6 days) and 2^53 bytes. */
+#define LM_MAX_TIMEOUT_MS 1e9
+#define LM_MAX_BODY 9007199254740992.0
+
 typedef struct lm_request {
     CURL *easy;
+    pid_t pid;      /* the process that created easy: no other may use or free it */
+    int closed;     /* handle:close() ran */
+    int fork_lost;  /* in flight on a multi handle when the process forked; easy abandoned */
     struct lm_multi *owner; /* the multi handle driving this request, if any */
     struct lm_request *prev, *next; /* the owner's list of attached requests */
     struct curl_slist *headers;
@@ -21,17 +29,27 @@ typedef struct lm_request {
     lm_buffer head;
     size_t max_body;
     int too_large;
+    int head_too_large;
     int out_of_memory;
     long timeout_ms;
     char errbuf[CURL_ERROR_SIZE];
 } lm_request;
 
 
-/* Creates the easy handle if needed; returns 0 or -1 (out of memory). */
+/* Creates the easy handle if needed; returns 0 or -1 (out of memory). An easy handle inherited
+ * from the parent process is abandoned first (see lm_request_abandon) and replaced. */
 int lm_request_init(lm_request *r);
-/* Reads the options table at index idx (raising on a wrong type before anything is allocated),
- * then configures the easy handle. Raises only for argument errors. */
-void lm_request_setup(lua_State *L, lm_request *r, int idx);
+/* Forgets an easy handle created by another process without calling libcurl on it (a cleanup
+ * would write on the parent's connection), closes the inherited sockets and frees the plain
+ * memory r holds. Nothing happens when r's easy handle belongs to this process. */
+void lm_request_abandon(lm_request *r);
+/* Reads the options table at index idx (raw reads: the table's metamethods are not trusted;
+ * raising on a wrong value before anything is allocated), then configures the easy handle.
+ * tag names the connection pool (the easy handle itself or a multi) for the socket registry.
+ * Raises for argument errors and options libcurl refuses. */
+void lm_request_setup(lua_State *L, lm_request *r, int idx, const void *tag);
+/* Pushes nil, "fork", message, 0 for a transfer lost to a fork, then frees per-transfer memory. */
+int lm_request_push_fork_lost(lua_State *L, lm_request *r);
 /* After the transfer ended with code: pushes status, headers, body, connections_opened, or
  * nil, kind, message, curl_code, then frees the per-transfer memory. Should a push raise (out of
  * memory), that memory stays owned by r and is freed by the next setup or by lm_request_free.

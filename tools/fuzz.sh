@@ -20,8 +20,8 @@ build() {
   # shellcheck disable=SC2086
   json) $CC $FLAGS fuzz/json_fuzz.c src/json.c -llua5.4 -lm -o "$OUT/json_fuzz" ;;
   # shellcheck disable=SC2086
-  response) $CC $FLAGS -DLIMITRY_ROOT="\"$ROOT\"" fuzz/response_fuzz.c src/core.c src/request.c src/multi.c \
-    src/json.c src/buffer.c -llua5.4 -lcurl -lm -o "$OUT/response_fuzz" ;;
+  response) $CC $FLAGS -DLIMITRY_ROOT="\"$ROOT\"" fuzz/response_fuzz.c src/*.c -llua5.4 -lcurl -pthread -lm \
+    -o "$OUT/response_fuzz" ;;
   *) echo "unknown harness $1 (json or response)" >&2; exit 2 ;;
   esac
 }

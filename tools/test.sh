@@ -25,7 +25,7 @@ if command -v localedef >/dev/null 2>&1 && mkdir -p "$LIMITRY_TEST_TMP/locale" &
   localedef -i de_DE -f UTF-8 "$LIMITRY_TEST_TMP/locale/de_DE.UTF-8" >/dev/null 2>&1; then
   export LOCPATH="$LIMITRY_TEST_TMP/locale"
 fi
-CLIENT_SPECS="spec/arguments_spec.lua spec/json_spec.lua spec/client_spec.lua spec/tls_spec.lua spec/async_spec.lua spec/game_loop_spec.lua spec/hostile_spec.lua"
+CLIENT_SPECS="spec/arguments_spec.lua spec/json_spec.lua spec/client_spec.lua spec/tls_spec.lua spec/async_spec.lua spec/game_loop_spec.lua spec/hardening_spec.lua spec/fork_spec.lua spec/hostile_spec.lua"
 TOTAL_PASSED=0
 TOTAL_FAILED=0
 LOG="$LIMITRY_TEST_TMP/last.log"

@@ -33,14 +33,22 @@ local function client_state(c)
   return s
 end
 
+-- Starts one attempt. The request is registered only once multi:add has succeeded, so a raise
+-- there (an option libcurl refuses, out of memory) leaves nothing behind that wait() would wait
+-- for. Returns true, or false and the error.
 local function launch(c, req)
   local s = c._async
   local h = table.remove(s.free) or core.new()
+  local ok, why = pcall(s.multi.add, s.multi, h, options_of[req])
+  if not ok then
+    s.free[#s.free + 1] = h
+    return false, why
+  end
   req.handle = h
   req.attempts = req.attempts + 1
   s.by_id[h:id()] = h
   s.owner[h] = req
-  s.multi:add(h, options_of[req])
+  return true
 end
 
 local function release(s, h)
@@ -93,7 +101,15 @@ local function start_due(c)
     if req.due <= now then
       table.remove(s.waiting, i)
       req.due = nil
-      if req.state == "running" then launch(c, req) end
+      if req.state == "running" then
+        local ok, why = launch(c, req)
+        if not ok then
+          local err = errors.finish(errors.new { name = "LimitryError", message = "could not start the retry: " .. tostring(why) },
+            req.attempts, c._host)
+          complete(c, req, nil, err.msg, err)
+          if c._async ~= s then return end
+        end
+      end
     else
       i = i + 1
     end
@@ -113,7 +129,7 @@ local function in_flight(s) return next(s.owner) ~= nil end
 -- Drives every transfer of this client. Returns the number of requests not yet done.
 function M.poll(c, timeout)
   timeout = timeout or 0
-  if type(timeout) ~= "number" or timeout < 0 then error("client:poll: timeout must be a number of seconds >= 0", 2) end
+  if type(timeout) ~= "number" or not (timeout >= 0) then error("client:poll: timeout must be a number of seconds >= 0", 2) end
   local s = c._async
   if not s then return 0 end
   local deadline = core.now() + timeout
@@ -131,7 +147,7 @@ function M.poll(c, timeout)
     if in_flight(s) then
       local curl_ms = s.multi:timeout()
       if curl_ms >= 0 then wait = math.min(wait, curl_ms / 1000) end
-      s.multi:wait(math.floor(wait * 1000))
+      s.multi:wait(math.floor(math.min(wait, 1) * 1000)) -- at most 1 s per turn: any timeout stays an integer
     else
       core.sleep(wait)
     end
@@ -164,8 +180,9 @@ function M.start(c, shape, path, callback)
   local s = client_state(c)
   local req = setmetatable({ client = c, shape = shape, state = "running", attempts = 0, callback = callback }, Request)
   options_of[req] = c:_request_options(path)
+  local ok, why = launch(c, req)
+  if not ok then error(why, 3) end
   s.pending = s.pending + 1
-  launch(c, req)
   return req
 end
 

@@ -45,12 +45,31 @@ local function redact(s, secret)
   return table.concat(out)
 end
 
-local function redact_deep(v, secret, depth)
+-- A copy of v with the secret replaced in every string, keys included, at any depth: iterative,
+-- so a body nested as deep as the decoder allows (or deeper) is scrubbed all the way down.
+local function redact_deep(v, secret)
   if type(v) == "string" then return redact(v, secret) end
-  if type(v) ~= "table" or depth > 20 then return v end
-  local copy = {}
-  for k, x in pairs(v) do copy[redact_deep(k, secret, depth + 1)] = redact_deep(x, secret, depth + 1) end
-  return copy
+  if type(v) ~= "table" then return v end
+  local copies = {}
+  local todo = {}
+  local function copy_of(t)
+    if type(t) == "string" then return redact(t, secret) end
+    if type(t) ~= "table" then return t end
+    local c = copies[t]
+    if not c then
+      c = {}
+      copies[t] = c
+      todo[#todo + 1] = t
+    end
+    return c
+  end
+  local root = copy_of(v)
+  while #todo > 0 do
+    local t = table.remove(todo)
+    local c = copies[t]
+    for k, x in pairs(t) do c[copy_of(k)] = copy_of(x) end
+  end
+  return root
 end
 
 -- fields: name (required), message, status, response, retry_after, headers, curl_code...
@@ -61,7 +80,7 @@ local OWN_FIELDS = { name = true, kind = true, status = true, curl_code = true }
 
 function M.new(fields, secret)
   local e = setmetatable({}, Error)
-  for k, v in pairs(fields) do e[k] = OWN_FIELDS[k] and v or redact_deep(v, secret, 0) end
+  for k, v in pairs(fields) do e[k] = OWN_FIELDS[k] and v or redact_deep(v, secret) end
   e.message = e.message or e.name
   return e
 end

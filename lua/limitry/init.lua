@@ -52,6 +52,9 @@ local unpack = table.unpack or unpack
 
 local function raise(msg) error("limitry.new: " .. msg, 0) end
 
+local MAX_SECONDS = 1e6               -- timeouts and retry delays (11.6 days)
+local MAX_RESPONSE_SIZE = 2 ^ 53      -- the largest byte count every Lua holds exactly
+
 local has_control = protocol.has_control
 
 local function check_options(opts)
@@ -65,11 +68,20 @@ local function check_options(opts)
     end
     if type(v) ~= want then raise("option '" .. k .. "' must be a " .. want .. " (got " .. type(v) .. ")") end
   end
-  for _, k in ipairs { "timeout", "connect_timeout", "max_response_size" } do
-    if opts[k] and not (opts[k] > 0 and opts[k] < math.huge) then raise(k .. " must be a positive number") end
+  -- Bounded so that every value converts to the C core's integers without overflow.
+  for _, k in ipairs { "timeout", "connect_timeout" } do
+    if opts[k] and not (opts[k] > 0 and opts[k] <= MAX_SECONDS) then
+      raise(k .. " must be a positive number of seconds, at most 1e6")
+    end
+  end
+  local size = opts.max_response_size
+  if size and not (size >= 1 and size <= MAX_RESPONSE_SIZE and size % 1 == 0) then
+    raise("max_response_size must be a positive whole number of bytes, at most 2^53")
   end
   for _, k in ipairs { "backoff", "max_backoff", "max_retry_after" } do
-    if opts[k] and not (opts[k] >= 0 and opts[k] < math.huge) then raise(k .. " must be a non-negative number") end
+    if opts[k] and not (opts[k] >= 0 and opts[k] <= MAX_SECONDS) then
+      raise(k .. " must be a non-negative number of seconds, at most 1e6")
+    end
   end
   if opts.openresty and opts.openresty ~= "auto" and opts.openresty ~= "worker_thread" and opts.openresty ~= "blocking" then
     raise("openresty must be one of 'auto', 'worker_thread', 'blocking'")
@@ -142,14 +154,18 @@ function limitry.new(arg)
     raise("base_url must be an http:// or https:// URL without query or fragment, such as " .. limitry.DEFAULT_BASE_URL)
   end
   base_url = base_url:gsub("/+$", "")
+  -- user:password@ in the URL is sent (libcurl turns it into Basic auth) but never shown: the
+  -- client's base_url, tostring(client) and error messages carry the URL without it.
+  local scheme, authority, rest = base_url:match("^(%a+://)([^/]+)(.*)$")
+  local shown = scheme .. authority:gsub("^.*@", "") .. rest
 
-  local c = setmetatable({ base_url = base_url }, Client)
-  c._host = base_url:match("^%a+://([^/]+)")
+  local c = setmetatable({ base_url = shown }, Client)
+  c._host = shown:match("^%a+://([^/]+)")
   for k, v in pairs(DEFAULTS) do c[k] = v end
   for k, v in pairs(opts) do
     if k ~= "api_key" and k ~= "headers" and k ~= "base_url" then c[k] = v end
   end
-  secrets[c] = { key = key, headers = build_headers(key, opts.headers), extra_headers = opts.headers }
+  secrets[c] = { key = key, url = base_url, headers = build_headers(key, opts.headers), extra_headers = opts.headers }
   c._usage = setmetatable({ client = c }, Usage)
   return c
 end
@@ -157,10 +173,11 @@ end
 -- The options table handed to the C core for one attempt.
 function Client:_request_options(path)
   return {
-    url = self.base_url .. path,
+    url = secrets[self].url .. path,
     headers = secrets[self].headers,
-    timeout_ms = math.floor(self.timeout * 1000 + 0.5),
-    connect_timeout_ms = math.floor(self.connect_timeout * 1000 + 0.5),
+    -- Rounded up: a positive timeout must never become 0 ms, libcurl's "no timeout".
+    timeout_ms = math.max(1, math.ceil(self.timeout * 1000)),
+    connect_timeout_ms = math.max(1, math.ceil(self.connect_timeout * 1000)),
     max_body = self.max_response_size,
     verify = self.ssl_verify,
     ca_file = self.ca_file,
@@ -179,7 +196,7 @@ end
 
 -- The options that rebuild this client elsewhere (an nginx worker thread's Lua VM).
 function Client:_config()
-  local cfg = { api_key = secrets[self].key, headers = secrets[self].extra_headers, base_url = self.base_url }
+  local cfg = { api_key = secrets[self].key, headers = secrets[self].extra_headers, base_url = secrets[self].url }
   for k in pairs(DEFAULTS) do cfg[k] = self[k] end
   cfg.openresty = "blocking"
   for _, k in ipairs { "ca_file", "ca_path", "proxy", "no_proxy" } do cfg[k] = self[k] end

@@ -25,10 +25,21 @@ M.has_control = has_control
 
 local function quote_list(list) return "'" .. table.concat(list, "', '") .. "'" end
 
+-- Query values longer than this raise: no usage filter or date comes near it, and libcurl
+-- refuses URLs of 8 MB.
+M.MAX_PARAM_BYTES = 8192
+local MAX_UNIX_TIME = 253402300799 -- 9999-12-31T23:59:59Z, the last time ISO 8601 writes in 4 digits
+
+local function check_length(fn, name, v)
+  if #v > M.MAX_PARAM_BYTES then
+    raise(fn, name .. " must be at most " .. M.MAX_PARAM_BYTES .. " bytes (got " .. #v .. ")")
+  end
+end
+
 local function check_date(fn, name, v)
   if type(v) == "number" then
-    if v ~= v or v == math.huge or v == -math.huge or v < 0 then
-      raise(fn, name .. " must be a finite, non-negative unix time in seconds")
+    if not (v >= 0 and v <= MAX_UNIX_TIME) then
+      raise(fn, name .. " must be a finite, non-negative unix time in seconds, at most " .. MAX_UNIX_TIME .. " (9999-12-31)")
     end
     return os.date("!%Y-%m-%dT%H:%M:%SZ", math.floor(v))
   end
@@ -38,6 +49,7 @@ local function check_date(fn, name, v)
   if not v:find("^%d%d%d%d%-%d%d%-%d%d") or has_control(v) then
     raise(fn, name .. " must be an ISO 8601 date-time such as '2024-01-01T00:00:00Z'")
   end
+  check_length(fn, name, v)
   return v
 end
 
@@ -47,6 +59,7 @@ local function check_filter(fn, name, v)
     raise(fn, name .. " must be a non-empty string (got " .. (v == "" and "an empty string" or type(v)) .. ")")
   end
   if has_control(v) then raise(fn, name .. " must not contain control characters") end
+  check_length(fn, name, v)
   return v
 end
 
@@ -201,7 +214,8 @@ function M.interpret(shape, secret, status, headers, body, curl_code)
 end
 
 local KIND_NAME = { timeout = "TimeoutError", network = "NetworkError", tls = "NetworkError",
-  decode = "DecodeError", too_large = "DecodeError", memory = "NetworkError", usage = "NetworkError" }
+  decode = "DecodeError", too_large = "DecodeError", memory = "NetworkError", usage = "NetworkError",
+  protocol = "NetworkError", fork = "NetworkError" }
 
 function M.transport_error(kind, text, curl_code, secret)
   return errors.new({ name = KIND_NAME[kind] or "NetworkError", kind = kind, message = text,
@@ -211,8 +225,9 @@ end
 -- nil when err must not be retried after `attempt` tries, else the seconds to wait first.
 function M.retry_delay(err, attempt, policy)
   if attempt > policy.max_retries then return nil end
-  local retryable = err.kind == "network" or err.kind == "timeout"
-    or err.status == 429 or (err.status and err.status >= 500)
+  -- A 408 usually answers a connection the server dropped as idle: worth one more try.
+  local retryable = err.kind == "network" or err.kind == "timeout" or err.kind == "protocol"
+    or err.status == 429 or (err.status and err.status >= 500) or (err.status == 408 and attempt == 1)
   if not retryable then return nil end
   if err.status == 429 and err.retry_after then
     if err.retry_after > policy.max_retry_after then return nil end

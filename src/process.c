@@ -1,0 +1,156 @@
+#include <poll.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "process.h"
+
+typedef struct {
+    curl_socket_t fd;
+    pid_t pid;
+    const void *tag;
+    int dead; /* replaced by a socket at EOF (see lm_sockets_drop_stale) */
+} entry;
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static entry *entries;
+static size_t count, cap;
+
+static pthread_once_t once = PTHREAD_ONCE_INIT;
+static int init_failed;
+
+/* A fork from a thread while another held the lock leaves it locked forever in the child. */
+static void child_after_fork(void)
+{
+    pthread_mutex_init(&lock, NULL);
+}
+
+static void global_init(void)
+{
+    const char *skip = getenv("LIMITRY_NO_CURL_INIT");
+    if (skip == NULL || skip[0] == '\0')
+        init_failed = curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK;
+    pthread_atfork(NULL, NULL, child_after_fork);
+}
+
+int lm_global_init(void)
+{
+    pthread_once(&once, global_init);
+    return init_failed ? -1 : 0;
+}
+
+/* libcurl callbacks: C only. */
+static curl_socket_t on_open(void *tag, curlsocktype purpose, struct curl_sockaddr *a)
+{
+    curl_socket_t fd;
+    (void)purpose;
+    fd = socket(a->family, a->socktype, a->protocol);
+    if (fd == CURL_SOCKET_BAD)
+        return fd;
+    pthread_mutex_lock(&lock);
+    if (count == cap) {
+        size_t grown = cap ? cap * 2 : 16;
+        entry *e = (entry *)realloc(entries, grown * sizeof(entry));
+        if (e == NULL) {
+            pthread_mutex_unlock(&lock);
+            close(fd);
+            return CURL_SOCKET_BAD;
+        }
+        entries = e;
+        cap = grown;
+    }
+    entries[count].fd = fd;
+    entries[count].pid = getpid();
+    entries[count].tag = tag;
+    entries[count].dead = 0;
+    count++;
+    pthread_mutex_unlock(&lock);
+    return fd;
+}
+
+static int on_close(void *tag, curl_socket_t fd)
+{
+    size_t i;
+    pid_t me = getpid();
+    (void)tag;
+    pthread_mutex_lock(&lock);
+    for (i = 0; i < count; i++) {
+        if (entries[i].fd == fd && entries[i].pid == me) {
+            entries[i] = entries[--count];
+            break;
+        }
+    }
+    pthread_mutex_unlock(&lock);
+    return close(fd);
+}
+
+CURLcode lm_sockets_track(CURL *h, const void *tag)
+{
+    CURLcode rc = curl_easy_setopt(h, CURLOPT_OPENSOCKETFUNCTION, on_open);
+    if (rc == CURLE_OK)
+        rc = curl_easy_setopt(h, CURLOPT_OPENSOCKETDATA, (void *)tag);
+    if (rc == CURLE_OK)
+        rc = curl_easy_setopt(h, CURLOPT_CLOSESOCKETFUNCTION, on_close);
+    return rc;
+}
+
+void lm_sockets_drop_inherited(void)
+{
+    size_t i = 0;
+    pid_t me = getpid();
+    pthread_mutex_lock(&lock);
+    while (i < count) {
+        if (entries[i].pid != me) {
+            close(entries[i].fd);
+            entries[i] = entries[--count];
+        } else {
+            i++;
+        }
+    }
+    pthread_mutex_unlock(&lock);
+}
+
+/* Puts, under the same descriptor number, one end of a socket pair whose other end is closed:
+ * the TCP connection is closed now, and libcurl, which still holds the number, finds a
+ * connection at EOF, so its own liveness check discards it instead of reading what waited. */
+static int make_dead(curl_socket_t fd)
+{
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0)
+        return -1;
+    close(sv[1]);
+    if (dup2(sv[0], fd) < 0) {
+        close(sv[0]);
+        return -1;
+    }
+    close(sv[0]);
+    return 0;
+}
+
+int lm_sockets_drop_stale(const void *tag, const curl_socket_t *busy, int nbusy)
+{
+    size_t i;
+    int j, dropped = 0;
+    pid_t me = getpid();
+    pthread_mutex_lock(&lock);
+    for (i = 0; i < count; i++) {
+        struct pollfd p;
+        if (entries[i].tag != tag || entries[i].pid != me || entries[i].dead)
+            continue;
+        for (j = 0; j < nbusy; j++)
+            if (busy[j] == entries[i].fd)
+                break;
+        if (j < nbusy)
+            continue;
+        p.fd = entries[i].fd;
+        p.events = POLLIN;
+        p.revents = 0;
+        if (poll(&p, 1, 0) > 0 && (p.revents & (POLLIN | POLLHUP | POLLERR)) && make_dead(p.fd) == 0) {
+            entries[i].dead = 1;
+            dropped++;
+        }
+    }
+    pthread_mutex_unlock(&lock);
+    return dropped;
+}

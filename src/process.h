@@ -1,0 +1,24 @@
+/* Process-wide state: libcurl's global init (once), and the sockets libcurl opens through us,
+ * recorded with the pid that opened them so that a forked child can tell inherited connections
+ * (never to be used or closed by libcurl there) from its own. */
+#ifndef LIMITRY_PROCESS_H
+#define LIMITRY_PROCESS_H
+
+#include <curl/curl.h>
+#include <sys/types.h>
+
+/* curl_global_init once per process, whatever the number of Lua states or threads; 0 or -1. */
+int lm_global_init(void);
+/* Makes the sockets of h's next connections known to the registry, under tag (the connection
+ * pool they belong to: the easy handle's own, or a multi handle's). */
+CURLcode lm_sockets_track(CURL *h, const void *tag);
+/* In a forked child: closes (plain close(2): no FIN, no TLS close_notify, since the parent
+ * still holds them) every socket opened by another process, and forgets them. */
+void lm_sockets_drop_inherited(void);
+/* Idle sockets of pool tag with bytes or EOF waiting (an answer sent before any request, a 408,
+ * a close) are closed and left at EOF for libcurl, so no request goes out on them and nothing
+ * that waited there is read as an answer. The sockets in busy (transfers running) are skipped.
+ * Returns how many were dropped. */
+int lm_sockets_drop_stale(const void *tag, const curl_socket_t *busy, int nbusy);
+
+#endif
