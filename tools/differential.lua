@@ -10,7 +10,7 @@
 local core = require "limitry.core"
 local cjson = require "cjson"
 
-local N = tonumber(arg[1]) or 3000
+local N = tonumber(arg[1]) or 10000
 local docs, names = {}, {}
 
 local function add(name, text) docs[#docs + 1] = text names[#names + 1] = name end
@@ -182,7 +182,7 @@ local function differ(got, ref, path, cjson_mode)
   return path .. ": " .. show(got) .. ", expected " .. show(ref)
 end
 
-local failures, counts = {}, { ok = 0, err = 0, surrogate = 0, deep = 0, cjson_compared = 0, cjson_refused = 0 }
+local failures, counts = {}, { ok = 0, err = 0, surrogate = 0, deep = 0, dupnull = 0, cjson_compared = 0, cjson_refused = 0 }
 local function fail(i, why)
   failures[#failures + 1] = names[i] .. " " .. string.format("%q", docs[i]:sub(1, 120)) .. ": " .. why
 end
@@ -195,6 +195,8 @@ for i, doc in ipairs(docs) do
     if got ~= nil then fail(i, "accepted; Python refuses it") end
   elseif kind == "surrogate" then
     if got ~= nil or not msg:find("unpaired surrogate", 1, true) then fail(i, "lone surrogate: " .. tostring(msg)) end
+  elseif kind == "dupnull" then
+    if got == nil then fail(i, "refused (" .. msg .. "); Python accepts it") end
   elseif kind == "deep" then
     if got ~= nil or not msg:find("nesting too deep", 1, true) then fail(i, "past 200 levels: " .. tostring(msg)) end
   else
@@ -218,6 +220,7 @@ end
 
 for k = 1, math.min(#failures, 25) do print("MISMATCH " .. failures[k]) end
 print(("%d documents: %d accepted by Python (%d also compared with lua-cjson, %d refused by it), %d refused, "
-  .. "%d lone surrogates, %d past the nesting limit; %d mismatches")
-  :format(#docs, counts.ok, counts.cjson_compared, counts.cjson_refused, counts.err, counts.surrogate, counts.deep, #failures))
+  .. "%d lone surrogates, %d past the nesting limit, %d with a repeated name set to null (values not compared); %d mismatches")
+  :format(#docs, counts.ok, counts.cjson_compared, counts.cjson_refused, counts.err, counts.surrogate, counts.deep,
+    counts.dupnull, #failures))
 os.exit(#failures == 0 and 0 or 1)

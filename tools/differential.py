@@ -5,6 +5,7 @@
   err                   Python's json refused it
   surrogate             accepted only thanks to a lone surrogate escape (the Lua decoder refuses those)
   deep                  accepted but nested deeper than 200 (the Lua decoder's documented limit)
+  dupnull               a repeated member name whose last value is null (see DuplicateNull)
 Strings are decoded as UTF-8 with surrogateescape, so invalid UTF-8 bytes inside strings pass
 through as bytes the way the Lua decoder keeps them; NaN and Infinity are refused."""
 import json
@@ -19,6 +20,21 @@ MAX_DEPTH = 200
 
 class Skip(Exception):
     """Python accepted a document the Lua decoder refuses by design; the reason is the line."""
+
+
+class DuplicateNull(dict):
+    """An object where a repeated name's last value is null: Python keeps "null wins", the Lua
+    decoder keeps the earlier value (duplicate names are implementation-defined, RFC 8259 4)."""
+
+
+def pairs_hook(pairs):
+    seen = {}
+    dup_null = False
+    for k, x in pairs:
+        if k in seen and x is None:
+            dup_null = True
+        seen[k] = x
+    return DuplicateNull(seen) if dup_null else seen
 
 
 def refuse_constant(name):
@@ -54,14 +70,17 @@ def expr(v, depth, out):
         for x in v:
             expr(x, depth + 1, out)
         out.append("A:%d" % len(v))
+    elif isinstance(v, DuplicateNull):
+        raise Skip("dupnull")
     elif isinstance(v, dict):
         if depth + 1 > MAX_DEPTH:
             raise Skip("deep")
         n = 0
         for k, x in v.items():
+            key = lua_string(k)  # even for a null member: a lone surrogate in its name is refused
             if x is None:
                 continue  # the Lua decoder leaves null members out
-            out.append(lua_string(k))
+            out.append(key)
             expr(x, depth + 1, out)
             n += 1
         out.append("O:%d" % n)
@@ -86,7 +105,8 @@ def main():
         doc = data[nl + 1:nl + 1 + n]
         pos = nl + 1 + n
         try:
-            value = json.loads(doc.decode("utf-8", "surrogateescape"), parse_constant=refuse_constant)
+            value = json.loads(doc.decode("utf-8", "surrogateescape"), parse_constant=refuse_constant,
+                               object_pairs_hook=pairs_hook)
         except (ValueError, RecursionError):
             out.append("err")
             continue
