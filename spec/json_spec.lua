@@ -89,7 +89,8 @@ describe("core.decode", function()
     local old = os.setlocale(nil, "numeric")
     for _, name in ipairs { "de_DE.UTF-8", "de_DE.utf8", "fr_FR.UTF-8", "fr_FR.utf8", "nl_NL.UTF-8", "de_DE" } do
       if os.setlocale(name, "numeric") then
-        local comma = string.format("%.1f", 2.5) == "2,5"
+        -- LuaJIT formats numbers itself, whatever the locale; these locales all use a comma.
+        local comma = jit ~= nil or string.format("%.1f", 2.5) == "2,5"
         os.setlocale(old, "numeric")
         if comma then return name end
       end
