@@ -66,8 +66,13 @@ check() { # name, command: one pass or one fail
 # nothing is preloaded and the nginx servers the specs start are ordinary processes.
 run_asan() {
   if sh tools/asan.sh >"$LOG" 2>&1; then
-    ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1} LSAN_OPTIONS="suppressions=$ROOT/tools/lsan.supp:print_suppressions=0" \
-      PATH="$ROOT/build/asan/bin:$PATH" run_busted 5.4 asan "client specs (ASan+UBSan)" $CLIENT_SPECS
+    # Set and restored by hand: whether assignments before a function call outlive it varies by shell.
+    saved_path=$PATH
+    export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1}" LSAN_OPTIONS="suppressions=$ROOT/tools/lsan.supp:print_suppressions=0"
+    PATH="$ROOT/build/asan/bin:$PATH"
+    run_busted 5.4 asan "client specs (ASan+UBSan)" $CLIENT_SPECS
+    PATH=$saved_path
+    unset LSAN_OPTIONS
   else
     tail -n 20 "$LOG"; count "client specs (ASan+UBSan)" 0 1
   fi
