@@ -60,7 +60,7 @@ describe("fork safety (" .. fork.provider .. ")", function()
 
     it("the child opens its own connection; the parent keeps reusing its own", function()
       local id = support.test_id("fork")
-      local c = limitry.new { api_key = server.api_key, base_url = server.base_url, max_retries = 0,
+      local c = limitry.new { api_key = server.api_key, base_url = server.base_url, max_retries = 0, timeout = 5,
         headers = { ["X-Limitry-Test-Id"] = id } }
       assert.equal(3, summary(c, "parent"))
       local res, code = fork.run(function()
@@ -84,7 +84,7 @@ describe("fork safety (" .. fork.provider .. ")", function()
 
     it("async: requests in flight at fork fail in the child and complete in the parent", function()
       local id = support.test_id("fork-async")
-      local c = limitry.new { api_key = server.api_key, base_url = server.base_url, max_retries = 2, backoff = 0.01,
+      local c = limitry.new { api_key = server.api_key, base_url = server.base_url, max_retries = 2, backoff = 0.01, timeout = 5,
         headers = { ["X-Limitry-Test-Id"] = id, ["X-Limitry-Fault"] = "delay=400" } }
       local warm = c:usage():start_summary(JUNE[1], JUNE[2], { customer_id = "parent" })
       local s = warm:wait()
@@ -145,7 +145,7 @@ describe("fork safety (" .. fork.provider .. ")", function()
 
     it("the parent's TLS connection keeps working after the child used and closed its client", function()
       local id = support.test_id("fork-tls")
-      local c = limitry.new { api_key = server.api_key, base_url = server.base_url, ca_file = pki .. "/ca.pem",
+      local c = limitry.new { api_key = server.api_key, base_url = server.base_url, ca_file = pki .. "/ca.pem", timeout = 5,
         max_retries = 0, headers = { ["X-Limitry-Test-Id"] = id } }
       assert(c:usage():get_summary(JUNE[1], JUNE[2]))
       local res, code = fork.run(function()
@@ -167,7 +167,7 @@ describe("fork safety (" .. fork.provider .. ")", function()
 
     it("a child that only drops its inherited client leaves the parent's TLS connection alone", function()
       local id = support.test_id("fork-gc")
-      local c = limitry.new { api_key = server.api_key, base_url = server.base_url, ca_file = pki .. "/ca.pem",
+      local c = limitry.new { api_key = server.api_key, base_url = server.base_url, ca_file = pki .. "/ca.pem", timeout = 5,
         max_retries = 0, headers = { ["X-Limitry-Test-Id"] = id } }
       assert.equal(0, summary(c, "parent"))
       local _, code = fork.run(function()

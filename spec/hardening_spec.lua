@@ -36,7 +36,7 @@ describe("hardening", function()
   teardown(function() support.stop(server) end)
 
   local function client(extra)
-    local o = { api_key = server.api_key, base_url = server.base_url, backoff = 0.01, max_backoff = 0.02 }
+    local o = { api_key = server.api_key, base_url = server.base_url, backoff = 0.01, max_backoff = 0.02, timeout = 5 }
     for k, v in pairs(extra or {}) do o[k] = v end
     return limitry.new(o)
   end
@@ -101,7 +101,7 @@ describe("hardening", function()
 
     local function check(mode, call)
       rs = raw.start(mode)
-      local c = limitry.new { api_key = KEY_CHECK, base_url = rs.base_url, max_retries = 0 }
+      local c = limitry.new { api_key = KEY_CHECK, base_url = rs.base_url, max_retries = 0, timeout = 5 }
       local first = assert(call(c))
       assert.equal(1, first.totalEvents)
       raw.push(rs)
@@ -122,6 +122,29 @@ describe("hardening", function()
     it("a 408 sent on the idle connection (blocking)", function() check("stale_408", blocking) end)
     it("a complete answer pushed unasked (async)", function() check("stale_bytes", async) end)
     it("a 408 sent on the idle connection (async)", function() check("stale_408", async) end)
+
+    it("connections of transfers in flight are never taken for stale ones", function()
+      local id = support.test_id("busy")
+      local c = client { max_retries = 0, headers = { ["X-Limitry-Fault"] = "delay=20", ["X-Limitry-Test-Id"] = id } }
+      local reqs = {}
+      for round = 1, 3 do
+        for _ = 1, 8 do reqs[#reqs + 1] = c:usage():start_summary(S, E) end
+        for _ = 1, 100 do -- until the server has every request of this round (bounded)
+          c:poll(0.005)
+          if support.recorded(server, id).count >= 8 * round then break end
+        end
+        -- Answers arrive and wait unread in the sockets of transfers still in flight; the next
+        -- round's starts look for stale idle connections and must leave these alone.
+        core.sleep(0.1)
+      end
+      for i, req in ipairs(reqs) do
+        local res, msg = req:wait()
+        assert.is_nil(msg, "request " .. i)
+        assert.equal(0, res.totalEvents)
+      end
+      assert.equal(24, support.recorded(server, id).count)
+      c:close()
+    end)
 
     it("a 408 answer is retried once", function()
       local id = support.test_id("408")
@@ -226,7 +249,7 @@ describe("hardening", function()
 
     local function reply_error(reply, max_retries)
       rs = raw.start("canned", reply)
-      local c = limitry.new { api_key = KEY_CHECK, base_url = rs.base_url, max_retries = max_retries or 1, backoff = 0.01 }
+      local c = limitry.new { api_key = KEY_CHECK, base_url = rs.base_url, max_retries = max_retries or 1, backoff = 0.01, timeout = 5 }
       local res, msg, err = c:usage():get_summary(S, E)
       assert.is_nil(res)
       return msg, err
@@ -349,8 +372,12 @@ describe("hardening", function()
       c:close()
     end)
 
+    -- Sockets this process holds (the pipes and files of the helpers themselves do not count).
     local function open_fds()
-      local p = io.popen("ls /proc/" .. (io.open("/proc/self/stat"):read("*l"):match("^(%d+)")) .. "/fd 2>/dev/null | wc -l")
+      local f = assert(io.open("/proc/self/stat"))
+      local pid = f:read("*l"):match("^(%d+)")
+      f:close()
+      local p = io.popen("ls -l /proc/" .. pid .. "/fd 2>/dev/null | grep -c 'socket:'")
       local n = tonumber(p:read("*a"))
       p:close()
       return n

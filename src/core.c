@@ -53,7 +53,7 @@ static int handle_request(lua_State *L)
         return luaL_error(L, "curl_easy_init failed");
     lm_request_setup(L, r, 2, r);
     /* Never take an answer that was on the wire before the request was sent. */
-    lm_sockets_drop_stale(r, NULL, 0);
+    lm_sockets_drop_stale(r, NULL, 0, -1);
     code = curl_easy_perform(r->easy);
     return lm_request_push_result(L, r, code);
 }

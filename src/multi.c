@@ -93,20 +93,27 @@ static int multi_new(lua_State *L)
     return 1;
 }
 
-/* Drops the idle connections of m's pool that have bytes waiting (see lm_sockets_drop_stale). */
+/* Drops the idle connections of m's pool that have bytes waiting (see lm_sockets_drop_stale).
+ * The sockets of transfers in flight are those curl_multi_fdset reports; one it cannot report
+ * (a descriptor >= FD_SETSIZE) is treated as busy while any transfer runs. */
 static void drop_stale(lm_multi *m)
 {
-    curl_socket_t busy[64];
-    int n = 0;
-    lm_request *r;
-    for (r = m->attached; r != NULL; r = r->next) {
-        curl_socket_t fd = CURL_SOCKET_BAD;
-        if (n == (int)(sizeof busy / sizeof busy[0]))
-            return; /* too busy to tell which are idle: the 408 retry remains */
-        if (curl_easy_getinfo(r->easy, CURLINFO_ACTIVESOCKET, &fd) == CURLE_OK && fd != CURL_SOCKET_BAD)
-            busy[n++] = fd;
+    curl_socket_t busy[FD_SETSIZE];
+    fd_set r, w, e;
+    int maxfd = -1, fd, n = 0;
+    if (m->attached == NULL) {
+        lm_sockets_drop_stale(m, NULL, 0, -1);
+        return;
     }
-    lm_sockets_drop_stale(m, busy, n);
+    FD_ZERO(&r);
+    FD_ZERO(&w);
+    FD_ZERO(&e);
+    if (curl_multi_fdset(m->multi, &r, &w, &e, &maxfd) != CURLM_OK)
+        return;
+    for (fd = 0; fd <= maxfd && fd < FD_SETSIZE; fd++)
+        if (FD_ISSET(fd, &r) || FD_ISSET(fd, &w) || FD_ISSET(fd, &e))
+            busy[n++] = fd;
+    lm_sockets_drop_stale(m, busy, n, FD_SETSIZE);
 }
 
 static int multi_add(lua_State *L)

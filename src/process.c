@@ -17,6 +17,16 @@ static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static entry *entries;
 static size_t count, cap;
 
+/* Lua unloads the module with the last state that loaded it: the list must not outlive its use. */
+static void release_if_empty(void)
+{
+    if (count == 0) {
+        free(entries);
+        entries = NULL;
+        cap = 0;
+    }
+}
+
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 static int init_failed;
 
@@ -81,6 +91,7 @@ static int on_close(void *tag, curl_socket_t fd)
             break;
         }
     }
+    release_if_empty();
     pthread_mutex_unlock(&lock);
     return close(fd);
 }
@@ -108,6 +119,7 @@ void lm_sockets_drop_inherited(void)
             i++;
         }
     }
+    release_if_empty();
     pthread_mutex_unlock(&lock);
 }
 
@@ -128,7 +140,7 @@ static int make_dead(curl_socket_t fd)
     return 0;
 }
 
-int lm_sockets_drop_stale(const void *tag, const curl_socket_t *busy, int nbusy)
+int lm_sockets_drop_stale(const void *tag, const curl_socket_t *busy, int nbusy, curl_socket_t limit)
 {
     size_t i;
     int j, dropped = 0;
@@ -137,6 +149,8 @@ int lm_sockets_drop_stale(const void *tag, const curl_socket_t *busy, int nbusy)
     for (i = 0; i < count; i++) {
         struct pollfd p;
         if (entries[i].tag != tag || entries[i].pid != me || entries[i].dead)
+            continue;
+        if (limit >= 0 && entries[i].fd >= limit)
             continue;
         for (j = 0; j < nbusy; j++)
             if (busy[j] == entries[i].fd)

@@ -9,6 +9,7 @@
 #   tools/test.sh asan       the client specs with ASan + UBSan (sanitized host, servers unsanitized)
 #   tools/test.sh fuzz       the libFuzzer harnesses, FUZZ_SECONDS each (default 30)
 #   tools/test.sh differential  the JSON decoder against lua-cjson and Python's json
+#   tools/test.sh tsan       8 Lua states in 8 threads under ThreadSanitizer (tools/tsan.sh)
 # Servers are started by the specs themselves (spec/support/server.lua) on free loopback ports.
 set -u
 cd "$(dirname "$0")/.."
@@ -117,6 +118,9 @@ differential)
   sh tools/build.sh 5.4 || exit 1
   run_differential
   ;;
+tsan)
+  check "TSan: 8 Lua states in 8 threads" sh tools/tsan.sh
+  ;;
 all)
   if ! sh tools/build.sh 5.4 5.3 5.1 luajit; then
     echo "0 passed, 1 failed"
@@ -132,6 +136,7 @@ all)
   run_asan
   run_fuzz
   run_differential
+  check "TSan: 8 Lua states in 8 threads" sh tools/tsan.sh
   check "valgrind (zero errors, leaks)" sh tools/valgrind.sh
   grep -E "ERROR SUMMARY|definitely lost" "$LOG" | head -n 4
   check "luarocks make installs the rock" sh tools/rock-check.sh

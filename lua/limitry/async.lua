@@ -129,7 +129,7 @@ local function in_flight(s) return next(s.owner) ~= nil end
 -- Drives every transfer of this client. Returns the number of requests not yet done.
 function M.poll(c, timeout)
   timeout = timeout or 0
-  if type(timeout) ~= "number" or not (timeout >= 0) then error("client:poll: timeout must be a number of seconds >= 0", 2) end
+  if type(timeout) ~= "number" or timeout ~= timeout or timeout < 0 then error("client:poll: timeout must be a number of seconds >= 0", 2) end
   local s = c._async
   if not s then return 0 end
   local deadline = core.now() + timeout
