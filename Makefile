@@ -8,7 +8,7 @@
 CURL_INCDIR ?= /usr/include/x86_64-linux-gnu
 LUA ?= 5.4
 
-.PHONY: demo demo-enforce test test-quick build ubsan valgrind rock clean
+.PHONY: demo demo-enforce test test-quick build ubsan asan fuzz differential valgrind rock clean
 
 demo:
 	@sh tools/demo.sh
@@ -29,6 +29,19 @@ build:
 # The client specs on Lua 5.4 with UndefinedBehaviorSanitizer (valgrind covers memory errors).
 ubsan:
 	@sh tools/test.sh ubsan
+
+# The client specs on Lua 5.4 with ASan + UBSan (a sanitized lua5.4 host; the servers run unsanitized).
+asan:
+	@sh tools/test.sh asan
+
+# libFuzzer on the JSON decoder and the response path, FUZZ_SECONDS each: make fuzz FUZZ_SECONDS=600
+FUZZ_SECONDS ?= 30
+fuzz:
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) sh tools/test.sh fuzz
+
+# The JSON decoder against lua-cjson and Python's json.
+differential:
+	@sh tools/test.sh differential
 
 valgrind:
 	@sh tools/test.sh valgrind

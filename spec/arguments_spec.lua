@@ -59,10 +59,28 @@ describe("limitry.new", function()
     raises("set the key with api_key", limitry.new, { api_key = "k1", headers = { Authorization = "Bearer x" } })
   end)
 
+  -- os.getenv cannot be set from Lua: run a child Lua (the same version, the same LUA_PATH and
+  -- LUA_CPATH) with the variables in its environment and read what it printed.
+  local function child(env, script)
+    local lua = jit and "luajit" or ("lua" .. _VERSION:sub(5))
+    local p = assert(io.popen(env .. " " .. lua .. " -e '" .. script .. "' 2>&1"))
+    local out = p:read("*a")
+    p:close()
+    return out
+  end
+  local SHOW = [[local ok, c = pcall(require("limitry").new, %s) io.write(ok and ("ok " .. c.base_url) or c)]]
+
   it("reads LIMITRY_API_KEY and LIMITRY_BASE_URL only when no option is given", function()
-    -- os.getenv cannot be set from Lua; this checks the explicit option wins over any environment.
-    local c = limitry.new { api_key = "lm_explicit", base_url = BASE }
-    assert.equal(BASE, c.base_url)
+    local env = "LIMITRY_API_KEY=lm_from_env LIMITRY_BASE_URL=http://env.invalid:1/v1"
+    assert.equal("ok http://env.invalid:1/v1", child(env, SHOW:format("{}")))
+    assert.equal("ok " .. BASE, child(env, SHOW:format("{ base_url = \"" .. BASE .. "\" }")))
+    -- Without the variables the same call has no key.
+    assert.matches("api_key is required", child("env -u LIMITRY_API_KEY -u LIMITRY_BASE_URL", SHOW:format("{}")))
+    -- The key is never shown, so prove which one is used through the check on its characters:
+    -- a malformed key in the environment is refused, and ignored when api_key is given.
+    local bad = "LIMITRY_API_KEY=\"lm bad\""
+    assert.matches("api_key must not contain spaces", child(bad, SHOW:format("{}")))
+    assert.equal("ok https://api.limitry.com/v1", child("env -u LIMITRY_BASE_URL " .. bad, SHOW:format("{ api_key = \"lm_ok\" }")))
   end)
 end)
 

@@ -10,7 +10,7 @@ SOURCES="src/core.c src/request.c src/multi.c src/process.c src/json.c src/buffe
 for v in "$@"; do
   case "$v" in
     luajit) inc=/usr/include/luajit-2.1 ;;
-    ubsan) inc=/usr/include/lua5.4 ;;
+    ubsan | asan) inc=/usr/include/lua5.4 ;;
     *) inc=/usr/include/lua$v ;;
   esac
   out=build/$v/limitry/core.so

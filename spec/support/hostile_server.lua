@@ -1,0 +1,239 @@
+-- A raw-socket HTTP server that misbehaves on purpose, for spec/hostile_spec.lua.
+--   lua hostile_server.lua PORTFILE [LIFETIME_SECONDS]
+-- Listens on 127.0.0.1 on a free port (written to PORTFILE once it accepts), serves connections
+-- concurrently from coroutines, and exits by itself after LIFETIME_SECONDS (default 300) or on
+-- GET /_quit. The first path segment picks the behaviour: GET /<case>/v1/usage?... (see CASES).
+-- GET /_hits/<case> and /_pushed/<case> answer how many requests a case served and how many
+-- unsolicited replies it pushed onto idle connections, so the spec waits on facts, not sleeps.
+local socket = require "socket"
+local unpack = table.unpack or unpack
+
+local portfile, lifetime = arg[1], tonumber(arg[2] or 300)
+local deadline = socket.gettime() + lifetime
+
+local SUMMARY = '{"totalEvents":%d,"totalTokens":0,"totalInputTokens":0,"totalOutputTokens":0,"totalCostCents":0}'
+local hits, pushed = {}, {}
+
+-- Scheduler: each connection is a coroutine that yields { read = sock } / { write = sock } /
+-- { wake = time } and is resumed when that is ready.
+local tasks = {}
+local function spawn(fn, ...)
+  local co = coroutine.create(fn)
+  tasks[#tasks + 1] = { co = co, args = { ... }, wait = {} }
+end
+
+local function sleep(s) coroutine.yield { wake = socket.gettime() + s } end
+
+local Conn = {}
+Conn.__index = Conn
+
+function Conn:line()
+  local partial = ""
+  while true do
+    local l, err, part = self.sock:receive("*l", partial)
+    if l then return l end
+    if err ~= "timeout" then return nil end
+    partial = part
+    coroutine.yield { read = self.sock }
+  end
+end
+
+-- Sends all of s; false once the peer is gone.
+function Conn:send(s)
+  local i = 1
+  while i <= #s do
+    local last, err, partial = self.sock:send(s, i)
+    if last then return true end
+    if err ~= "timeout" then return false end
+    i = partial + 1
+    coroutine.yield { write = self.sock }
+  end
+  return true
+end
+
+local function http(status, body, extra)
+  return "HTTP/1.1 " .. status .. "\r\nContent-Type: application/json\r\n" .. (extra or "")
+    .. "Content-Length: " .. #body .. "\r\n\r\n" .. body
+end
+local function ok(n) return http("200 OK", SUMMARY:format(n)) end
+
+-- A compression bomb: 64 MiB of zeros, gzip-compressed once at start-up (about 64 KiB) and
+-- rewrapped as a zlib stream for Content-Encoding: deflate (the adler32 of n zeros is n % 65521 << 16 | 1).
+local BOMB_SIZE = 64 * 1024 * 1024
+local function make_bombs()
+  local p = assert(io.popen("head -c " .. BOMB_SIZE .. " /dev/zero | gzip -c -n -1"))
+  local gz = p:read("*a")
+  p:close()
+  assert(#gz > 18 and gz:byte(1) == 0x1f and gz:byte(2) == 0x8b and gz:byte(4) == 0, "gzip output")
+  local raw = gz:sub(11, -9)
+  local b = BOMB_SIZE % 65521
+  local adler = string.char(math.floor(b / 256), b % 256, 0, 1)
+  return gz, "\120\156" .. raw .. adler
+end
+local GZIP_BOMB, DEFLATE_BOMB = make_bombs()
+
+-- Each case gets the connection and its request number (per case, from 1); returns true to keep
+-- the connection open for more requests, false to close it.
+local CASES = {}
+
+CASES.ok = function(c, n) return c:send(ok(n)) end
+
+-- A few bytes every 100 ms: the body, or the headers themselves, never end.
+CASES.drip = function(c)
+  c:send("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n[")
+  local stop = socket.gettime() + 30
+  while socket.gettime() < stop and c:send(" ") do sleep(0.1) end
+  return false
+end
+CASES["drip-headers"] = function(c)
+  c:send("HTTP/1.1 200 OK\r\nX-Slow: ")
+  local stop = socket.gettime() + 30
+  while socket.gettime() < stop and c:send("a") do sleep(0.1) end
+  return false
+end
+
+-- Header lines without end (up to 8 MiB), or one header line of 1 MiB.
+CASES["endless-headers"] = function(c)
+  if not c:send("HTTP/1.1 200 OK\r\n") then return false end
+  local pad = string.rep("h", 100)
+  for i = 1, 80000 do
+    if not c:send(("X-Pad-%d: %s\r\n"):format(i, pad)) then break end
+  end
+  return false
+end
+CASES["long-header"] = function(c, n)
+  c:send("HTTP/1.1 200 OK\r\nX-Long: " .. string.rep("a", 1024 * 1024) .. "\r\n" .. ok(n):match("\r\n(.*)$"))
+  return false
+end
+
+CASES["gzip-bomb"] = function(c)
+  return c:send(http("200 OK", GZIP_BOMB, "Content-Encoding: gzip\r\n"))
+end
+CASES["deflate-bomb"] = function(c)
+  return c:send(http("200 OK", DEFLATE_BOMB, "Content-Encoding: deflate\r\n"))
+end
+
+-- Content-Length larger than the body (then the connection closes), or smaller than it (the
+-- rest stays on the wire; only the first request of the case lies).
+CASES["cl-longer"] = function(c, n)
+  local body = SUMMARY:format(n)
+  c:send("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " .. (#body + 1000) .. "\r\n\r\n" .. body)
+  return false
+end
+CASES["cl-shorter"] = function(c, n)
+  if n > 1 then return c:send(ok(n)) end
+  local body = SUMMARY:format(n)
+  return c:send("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 10\r\n\r\n" .. body)
+end
+
+-- Statuses outside what HTTP allows, and a storm of interim 1xx answers before (or instead of) one.
+for _, s in ipairs { "000", "2000", "600", "99" } do
+  CASES["status-" .. s] = function(c) c:send(http(s .. " Odd", '{"error":"odd status"}')) return false end
+end
+CASES["1xx-storm"] = function(c, n)
+  if not c:send(string.rep("HTTP/1.1 100 Continue\r\n\r\n", 1000)) then return false end
+  return c:send(ok(n))
+end
+CASES["1xx-endless"] = function(c)
+  local stop = socket.gettime() + 30
+  while socket.gettime() < stop and c:send(string.rep("HTTP/1.1 102 Processing\r\n\r\n", 100)) do sleep(0.01) end
+  return false
+end
+
+CASES.redirect = function(c)
+  return c:send(http("302 Found", '{"error":"moved"}', "Location: /redirected/v1/usage\r\n"))
+end
+CASES.redirected = CASES.ok
+
+-- Replies that are not HTTP/1.x at all.
+CASES.garbage = function(c) c:send("\0\1\2\3 this is not HTTP \255\254\r\n\r\n") return false end
+CASES.http09 = function(c, n) c:send(SUMMARY:format(n)) return false end
+
+-- After the first answer, the server speaks on the idle keep-alive connection: a 408 (then
+-- closing it, as nginx and load balancers do, or keeping it open), or a whole stray answer.
+local function push_after_first(case, bytes, keep)
+  CASES[case] = function(c, n)
+    if not c:send(ok(n)) then return false end
+    if n > 1 then return true end
+    sleep(0.05)
+    local sent = c:send(bytes)
+    pushed[case] = (pushed[case] or 0) + 1
+    return sent and keep
+  end
+end
+push_after_first("idle408", "HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n", false)
+push_after_first("idle408-open", "HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\n\r\n", true)
+push_after_first("stray", ok(666), true)
+
+local running = true
+
+local function serve(sock)
+  sock:settimeout(0)
+  local c = setmetatable({ sock = sock }, Conn)
+  while running do
+    local line = c:line()
+    if not line then break end
+    local target = line:match("^%u+ (%S+) HTTP/1%.%d$")
+    repeat
+      local h = c:line()
+      if not h then target = nil break end
+    until h == ""
+    if not target then break end
+    local case, rest = target:match("^/([^/?]+)(.*)$")
+    local keep
+    if case == "_quit" then
+      running = false
+      c:send(http("200 OK", "{}"))
+      keep = false
+    elseif case == "_hits" or case == "_pushed" then
+      local count = (case == "_hits" and hits or pushed)[rest:sub(2)] or 0
+      keep = c:send(http("200 OK", tostring(count)))
+    elseif case and CASES[case] then
+      hits[case] = (hits[case] or 0) + 1
+      keep = CASES[case](c, hits[case])
+    else
+      keep = c:send(http("404 Not Found", '{"error":"no such case"}'))
+    end
+    if not keep then break end
+  end
+  sock:close()
+end
+
+local server = assert(socket.bind("127.0.0.1", 0))
+server:settimeout(0)
+do
+  local _, port = server:getsockname()
+  local tmp = portfile .. ".tmp"
+  local f = assert(io.open(tmp, "w"))
+  f:write(port)
+  f:close()
+  assert(os.rename(tmp, portfile))
+end
+
+while running and socket.gettime() < deadline do
+  local now = socket.gettime()
+  local reads, writes, wake = { server }, {}, now + 0.5
+  for _, t in ipairs(tasks) do
+    if t.wait.read then reads[#reads + 1] = t.wait.read
+    elseif t.wait.write then writes[#writes + 1] = t.wait.write
+    elseif t.wait.wake and t.wait.wake < wake then wake = t.wait.wake end
+  end
+  local r, w = socket.select(reads, writes, math.max(0, wake - now))
+  local client = r[server] and server:accept()
+  if client then spawn(serve, client) end
+  now = socket.gettime()
+  local alive = {}
+  for _, t in ipairs(tasks) do
+    local ready = t.args ~= nil or (t.wait.read and r[t.wait.read]) or (t.wait.write and w[t.wait.write])
+      or (t.wait.wake and t.wait.wake <= now)
+    if ready then
+      local okr, what = coroutine.resume(t.co, unpack(t.args or {}))
+      t.args = nil
+      if not okr then io.stderr:write("hostile server: ", tostring(what), "\n") end
+      t.wait = type(what) == "table" and what or {}
+    end
+    if coroutine.status(t.co) ~= "dead" then alive[#alive + 1] = t end
+  end
+  tasks = alive
+end
+server:close()
