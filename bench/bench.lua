@@ -91,11 +91,11 @@ end
 local function wrk(connections, url)
   local hs = {}
   for _, h in ipairs(HEADERS) do hs[#hs + 1] = "-H " .. shq(h) end
-  local out = capture(("timeout -k 5 %d wrk -t1 -c%d -d%ds %s %s"):format(P.wrk_s + 30, connections, P.wrk_s,
+  local out, err = capture(("timeout -k 5 %d wrk -t1 -c%d -d%ds %s %s"):format(P.wrk_s + 30, connections, P.wrk_s,
     table.concat(hs, " "), shq(url)))
   local r = out and tonumber(out:match("Requests/sec:%s+([%d.]+)"))
   if not r or (out:match("Non%-2xx")) then
-    failures[#failures + 1] = "wrk -c" .. connections .. ": " .. tostring(out)
+    failures[#failures + 1] = "wrk -c" .. connections .. ": " .. tostring(out or err)
     return nil
   end
   return r
