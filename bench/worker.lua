@@ -41,7 +41,7 @@ end
 
 local function limitry_client(url, ca_file)
   local limitry = require "limitry"
-  return limitry.new { api_key = KEY, base_url = url, ca_file = ca_file, max_retries = 0 }
+  return limitry.new { api_key = KEY, base_url = url, ca_file = ca_file }
 end
 
 local function read_file(path)
