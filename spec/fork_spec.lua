@@ -25,23 +25,6 @@ local function summary(c, who)
   return s and s.totalEvents, msg
 end
 
-local function sh(cmd)
-  local ok = os.execute(cmd .. " >/dev/null 2>&1")
-  assert(ok == true or ok == 0, "failed: " .. cmd)
-end
-
-local function make_pki(dir)
-  sh(("openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj '/CN=limitry test CA' "
-    .. "-keyout %s/ca.key -out %s/ca.pem"):format(dir, dir))
-  sh(("openssl req -newkey rsa:2048 -nodes -subj '/CN=127.0.0.1' -keyout %s/server.key -out %s/server.csr")
-    :format(dir, dir))
-  local ext = assert(io.open(dir .. "/ext.cnf", "w"))
-  ext:write("subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n")
-  ext:close()
-  sh(("openssl x509 -req -in %s/server.csr -CA %s/ca.pem -CAkey %s/ca.key -CAcreateserial -days 2 "
-    .. "-extfile %s/ext.cnf -out %s/server.pem"):format(dir, dir, dir, dir, dir))
-end
-
 -- The connection serial the server saw for each recorded request, in order.
 local function connections(rec)
   local list = {}
@@ -127,7 +110,7 @@ describe("fork safety (" .. fork.provider .. ")", function()
     local server, pki
     setup(function()
       pki = support.tmpdir("pki")
-      make_pki(pki)
+      support.make_pki(pki)
       server = support.start { tls_cert = pki .. "/server.pem", tls_key = pki .. "/server.key" }
       local c = limitry.new { api_key = server.api_key, base_url = server.base_url, ca_file = pki .. "/ca.pem" }
       assert(c:usage():get_summary(JUNE[1], JUNE[2]))

@@ -207,22 +207,6 @@ local function gateway_conf(main_extra, values, port, reuseport, ca_file)
   return local_server.nginx_conf(main_extra, http)
 end
 
-local function sh(cmd)
-  local ok = os.execute(cmd .. " >/dev/null 2>&1")
-  assert(ok == true or ok == 0, "failed: " .. cmd)
-end
-
--- A throwaway CA and a certificate for 127.0.0.1 signed by it.
-local function make_pki(dir)
-  sh(("openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj '/CN=limitry test CA' -keyout %s/ca.key -out %s/ca.pem"):format(dir, dir))
-  sh(("openssl req -newkey rsa:2048 -nodes -subj '/CN=127.0.0.1' -keyout %s/server.key -out %s/server.csr"):format(dir, dir))
-  local ext = assert(io.open(dir .. "/ext.cnf", "w"))
-  ext:write("subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n")
-  ext:close()
-  sh(("openssl x509 -req -in %s/server.csr -CA %s/ca.pem -CAkey %s/ca.key -CAcreateserial -days 2 -extfile %s/ext.cnf -out %s/server.pem")
-    :format(dir, dir, dir, dir, dir))
-end
-
 local function decode(answer)
   assert(answer and answer.status == 200, "gateway answered " .. tostring(answer and (answer.status or answer.error)))
   return assert(core.decode(answer.body), "not JSON: " .. tostring(answer.body))
@@ -256,7 +240,7 @@ describe("in nginx (OpenResty)", function()
   setup(function()
     server = support.start()
     pki = support.tmpdir("pki")
-    make_pki(pki)
+    support.make_pki(pki)
     tls_server = support.start { tls_cert = pki .. "/server.pem", tls_key = pki .. "/server.key" }
     port = local_server.free_port()
     dir = support.tmpdir("gateway")

@@ -2,30 +2,12 @@
 local limitry = require "limitry"
 local support = require "spec.support.server"
 
-local function sh(cmd)
-  local ok = os.execute(cmd .. " >/dev/null 2>&1")
-  assert(ok == true or ok == 0, "failed: " .. cmd)
-end
-
--- A throwaway CA and a server certificate for 127.0.0.1 signed by it.
-local function make_pki(dir)
-  sh(("openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj '/CN=limitry test CA' "
-    .. "-keyout %s/ca.key -out %s/ca.pem"):format(dir, dir))
-  sh(("openssl req -newkey rsa:2048 -nodes -subj '/CN=127.0.0.1' -keyout %s/server.key -out %s/server.csr")
-    :format(dir, dir))
-  local ext = assert(io.open(dir .. "/ext.cnf", "w"))
-  ext:write("subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n")
-  ext:close()
-  sh(("openssl x509 -req -in %s/server.csr -CA %s/ca.pem -CAkey %s/ca.key -CAcreateserial -days 2 "
-    .. "-extfile %s/ext.cnf -out %s/server.pem"):format(dir, dir, dir, dir, dir))
-end
-
 describe("HTTPS", function()
   local server, pki
 
   setup(function()
     pki = support.tmpdir("pki")
-    make_pki(pki)
+    support.make_pki(pki)
     server = support.start { tls_cert = pki .. "/server.pem", tls_key = pki .. "/server.key" }
   end)
   teardown(function() support.stop(server) end)
@@ -48,7 +30,7 @@ describe("HTTPS", function()
     local id_path = "/_test/requests?id=" .. id
     -- curl's exit status, not a pcall around io.popen (which succeeds whatever curl does).
     local out_file = pki .. "/recorded-" .. id .. ".json"
-    sh("curl -sSf --max-time 10 --cacert " .. pki .. "/ca.pem -o " .. out_file .. " '" .. server.root .. id_path .. "'")
+    support.sh("curl -sSf --max-time 10 --cacert " .. pki .. "/ca.pem -o " .. out_file .. " '" .. server.root .. id_path .. "'")
     local f = assert(io.open(out_file))
     local out = f:read("*a")
     f:close()
@@ -59,11 +41,11 @@ describe("HTTPS", function()
 
   it("works when ca_path names a hashed certificate folder", function()
     local dir = pki .. "/capath"
-    sh("mkdir -p " .. dir)
+    support.sh("mkdir -p " .. dir)
     local p = io.popen("openssl x509 -hash -noout -in " .. pki .. "/ca.pem")
     local hash = p:read("*l")
     p:close()
-    sh("cp " .. pki .. "/ca.pem " .. dir .. "/" .. hash .. ".0")
+    support.sh("cp " .. pki .. "/ca.pem " .. dir .. "/" .. hash .. ".0")
     -- The system bundle stays in use beside ca_path; it does not hold this CA (see the next test).
     local c = limitry.new { api_key = server.api_key, base_url = server.base_url, ca_path = dir, max_retries = 0 }
     local s, msg = c:usage():get_summary(P[1], P[2])

@@ -78,5 +78,25 @@ function M.closed_port()
   return tonumber(port)
 end
 
+function M.sh(cmd)
+  local ok = os.execute(cmd .. " >/dev/null 2>&1")
+  assert(ok == true or ok == 0, "failed: " .. cmd)
+end
+
+-- A throwaway CA (dir/ca.pem) and a certificate for 127.0.0.1 signed by it (dir/server.pem and
+-- dir/server.key), made with openssl at test time. Returns dir.
+function M.make_pki(dir)
+  M.sh(("openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj '/CN=limitry test CA' "
+    .. "-keyout %s/ca.key -out %s/ca.pem"):format(dir, dir))
+  M.sh(("openssl req -newkey rsa:2048 -nodes -subj '/CN=127.0.0.1' -keyout %s/server.key -out %s/server.csr")
+    :format(dir, dir))
+  local ext = assert(io.open(dir .. "/ext.cnf", "w"))
+  ext:write("subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n")
+  ext:close()
+  M.sh(("openssl x509 -req -in %s/server.csr -CA %s/ca.pem -CAkey %s/ca.key -CAcreateserial -days 2 "
+    .. "-extfile %s/ext.cnf -out %s/server.pem"):format(dir, dir, dir, dir, dir))
+  return dir
+end
+
 M.now = socket.gettime
 return M
