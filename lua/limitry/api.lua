@@ -11,7 +11,6 @@ local protocol = require "limitry.protocol"
 local M = {}
 
 local has_control = protocol.has_control
-local MAX_UNIX_TIME = 253402300799 -- 9999-12-31T23:59:59Z
 local MAX_COUNT = 2 ^ 53
 
 local function raise(where, msg) error(where .. ": " .. msg, 0) end
@@ -28,14 +27,7 @@ local function describe(v)
   return type(v)
 end
 
-local function check_string(where, name, v)
-  if type(v) ~= "string" or v == "" then
-    raise(where, name .. " must be a non-empty string (got " .. (v == "" and "an empty string" or type(v)) .. ")")
-  end
-  if has_control(v) then raise(where, name .. " must not contain control characters") end
-  if #v > protocol.MAX_PARAM_BYTES then raise(where, name .. " must be at most " .. protocol.MAX_PARAM_BYTES .. " bytes") end
-  return v
-end
+local check_string = protocol.check_string
 
 local function finite(v) return type(v) == "number" and v == v and v > -math.huge and v < math.huge end
 
@@ -51,21 +43,7 @@ local function check_count(where, name, v)
   return math.tointeger and math.tointeger(v) or v -- 60.0 goes out as 60
 end
 
-local function check_date(where, name, v)
-  if type(v) == "number" then
-    if not (v >= 0 and v <= MAX_UNIX_TIME) then
-      raise(where, name .. " must be unix seconds from 0 to " .. MAX_UNIX_TIME .. " or an ISO 8601 string")
-    end
-    local whole = math.floor(v)
-    local text = os.date("!%Y-%m-%dT%H:%M:%S", whole)
-    if v ~= whole then text = text .. string.format("%.3f", v - whole):sub(2) end
-    return text .. "Z"
-  end
-  if type(v) ~= "string" or not v:find("^%d%d%d%d%-%d%d%-%d%d") or has_control(v) or #v > 64 then
-    raise(where, name .. " must be an ISO 8601 date-time such as '2024-01-01T00:00:00Z' or unix seconds (got " .. describe(v) .. ")")
-  end
-  return v
-end
+local function check_date(where, name, v) return protocol.check_date(where, name, v, true) end
 
 -- A map sent unchanged (properties, a dimension map, dimension_filters): string keys; string,
 -- finite number or boolean values (`strings_only`: strings only).

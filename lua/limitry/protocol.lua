@@ -18,7 +18,8 @@ M.CALLS = {
 }
 local FILTERS = { { "customer_id", "customerId" }, { "event_type", "eventType" }, { "model", "model" } }
 
-local function raise(fn, msg) error("usage:" .. fn .. ": " .. msg, 0) end
+-- `where` names the call: "usage:get_summary", "events:record", ...
+local function raise(where, msg) error(where .. ": " .. msg, 0) end
 
 local function has_control(s) return s:find("[%z\1-\31\127]") ~= nil end
 M.has_control = has_control
@@ -30,37 +31,48 @@ local function quote_list(list) return "'" .. table.concat(list, "', '") .. "'" 
 M.MAX_PARAM_BYTES = 8192
 local MAX_UNIX_TIME = 253402300799 -- 9999-12-31T23:59:59Z, the last time ISO 8601 writes in 4 digits
 
-local function check_length(fn, name, v)
+local function check_length(where, name, v)
   if #v > M.MAX_PARAM_BYTES then
-    raise(fn, name .. " must be at most " .. M.MAX_PARAM_BYTES .. " bytes (got " .. #v .. ")")
+    raise(where, name .. " must be at most " .. M.MAX_PARAM_BYTES .. " bytes (got " .. #v .. ")")
   end
 end
 
-local function check_date(fn, name, v)
+-- An ISO 8601 string (sent unchanged) or unix seconds (sent as YYYY-MM-DDTHH:MM:SSZ, with
+-- milliseconds when `keep_fraction` and there is a fraction).
+local function check_date(where, name, v, keep_fraction)
   if type(v) == "number" then
     if not (v >= 0 and v <= MAX_UNIX_TIME) then
-      raise(fn, name .. " must be a finite, non-negative unix time in seconds, at most " .. MAX_UNIX_TIME .. " (9999-12-31)")
+      raise(where, name .. " must be a finite, non-negative unix time in seconds, at most " .. MAX_UNIX_TIME .. " (9999-12-31)")
     end
-    return os.date("!%Y-%m-%dT%H:%M:%SZ", math.floor(v))
+    local whole = math.floor(v)
+    local fraction = keep_fraction and v ~= whole and string.format("%.3f", v - whole):sub(2) or ""
+    return os.date("!%Y-%m-%dT%H:%M:%S", whole) .. fraction .. "Z"
   end
   if type(v) ~= "string" then
-    raise(fn, name .. " is required: an ISO 8601 string such as '2024-01-01T00:00:00Z' or unix seconds (got " .. type(v) .. ")")
+    raise(where, name .. " is required: an ISO 8601 string such as '2024-01-01T00:00:00Z' or unix seconds (got " .. type(v) .. ")")
   end
   if not v:find("^%d%d%d%d%-%d%d%-%d%d") or has_control(v) then
-    raise(fn, name .. " must be an ISO 8601 date-time such as '2024-01-01T00:00:00Z'")
+    raise(where, name .. " must be an ISO 8601 date-time such as '2024-01-01T00:00:00Z'")
   end
-  check_length(fn, name, v)
+  check_length(where, name, v)
   return v
 end
+M.check_date = check_date
 
-local function check_filter(fn, name, v)
-  if v == nil then return nil end
+-- A non-empty string without control characters, at most MAX_PARAM_BYTES long.
+local function check_string(where, name, v)
   if type(v) ~= "string" or v == "" then
-    raise(fn, name .. " must be a non-empty string (got " .. (v == "" and "an empty string" or type(v)) .. ")")
+    raise(where, name .. " must be a non-empty string (got " .. (v == "" and "an empty string" or type(v)) .. ")")
   end
-  if has_control(v) then raise(fn, name .. " must not contain control characters") end
-  check_length(fn, name, v)
+  if has_control(v) then raise(where, name .. " must not contain control characters") end
+  check_length(where, name, v)
   return v
+end
+M.check_string = check_string
+
+local function check_filter(where, name, v)
+  if v == nil then return nil end
+  return check_string(where, name, v)
 end
 
 local function percent_encode(s)
@@ -72,6 +84,7 @@ M.percent_encode = percent_encode
 -- the query string. Raises on any argument error, before anything is sent.
 function M.build_query(fn, ...)
   local call = M.CALLS[fn]
+  local where = "usage:" .. fn
   local params
   local n = select("#", ...)
   local first = ...
@@ -88,13 +101,13 @@ function M.build_query(fn, ...)
     params.start_date, params.end_date = args[i], args[i + 1]
     local opts = args[i + 2]
     if opts ~= nil then
-      if type(opts) ~= "table" then raise(fn, "the options after end_date must be a table (customer_id, event_type, model)") end
+      if type(opts) ~= "table" then raise(where, "the options after end_date must be a table (customer_id, event_type, model)") end
       for k, v in pairs(opts) do
-        if params[k] ~= nil then raise(fn, "option '" .. tostring(k) .. "' is also given as a positional argument") end
+        if params[k] ~= nil then raise(where, "option '" .. tostring(k) .. "' is also given as a positional argument") end
         params[k] = v
       end
     end
-    if n > i + 2 then raise(fn, "too many arguments (expected " .. (call.lead and call.lead .. ", " or "") .. "start_date, end_date [, options])") end
+    if n > i + 2 then raise(where, "too many arguments (expected " .. (call.lead and call.lead .. ", " or "") .. "start_date, end_date [, options])") end
   end
 
   local allowed = { start_date = true, end_date = true, customer_id = true, event_type = true, model = true }
@@ -104,7 +117,7 @@ function M.build_query(fn, ...)
       local names = {}
       for a in pairs(allowed) do names[#names + 1] = a end
       table.sort(names)
-      raise(fn, "unknown parameter '" .. tostring(k) .. "' (allowed: " .. table.concat(names, ", ") .. ")")
+      raise(where, "unknown parameter '" .. tostring(k) .. "' (allowed: " .. table.concat(names, ", ") .. ")")
     end
   end
 
@@ -114,15 +127,15 @@ function M.build_query(fn, ...)
     local ok = false
     for _, a in ipairs(call.allowed) do if v == a then ok = true end end
     if not ok then
-      raise(fn, call.lead .. " must be one of " .. quote_list(call.allowed) ..
+      raise(where, call.lead .. " must be one of " .. quote_list(call.allowed) ..
         (v == nil and " (missing)" or " (got " .. (type(v) == "string" and "'" .. v .. "'" or type(v)) .. ")"))
     end
     q[#q + 1] = call.wire .. "=" .. v
   end
-  q[#q + 1] = "startDate=" .. percent_encode(check_date(fn, "start_date", params.start_date))
-  q[#q + 1] = "endDate=" .. percent_encode(check_date(fn, "end_date", params.end_date))
+  q[#q + 1] = "startDate=" .. percent_encode(check_date(where, "start_date", params.start_date))
+  q[#q + 1] = "endDate=" .. percent_encode(check_date(where, "end_date", params.end_date))
   for _, f in ipairs(FILTERS) do
-    local v = check_filter(fn, f[1], params[f[1]])
+    local v = check_filter(where, f[1], params[f[1]])
     if v then q[#q + 1] = f[2] .. "=" .. percent_encode(v) end
   end
   return call.path .. "?" .. table.concat(q, "&")
