@@ -82,6 +82,11 @@ describe("limitry.new", function()
     assert.matches("api_key must not contain spaces", child(bad, SHOW:format("{}")))
     assert.equal("ok https://api.limitry.com/v1", child("env -u LIMITRY_BASE_URL " .. bad, SHOW:format("{ api_key = \"lm_ok\" }")))
   end)
+
+  it("takes an empty variable for an unset one", function()
+    assert.equal("ok https://api.limitry.com/v1", child("LIMITRY_BASE_URL= LIMITRY_API_KEY=lm_k", SHOW:format("{}")))
+    assert.matches("api_key is required", child("LIMITRY_API_KEY= LIMITRY_BASE_URL=", SHOW:format("{}")))
+  end)
 end)
 
 describe("usage calls", function()

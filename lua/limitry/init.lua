@@ -164,7 +164,9 @@ function limitry.new(arg)
   if has_control(key) or key:find("%s") then
     raise("api_key must not contain spaces or control characters (CR, LF, ...)")
   end
-  local base_url = opts.base_url or os.getenv("LIMITRY_BASE_URL") or limitry.DEFAULT_BASE_URL
+  local env_url = os.getenv("LIMITRY_BASE_URL")
+  if env_url == "" then env_url = nil end -- `LIMITRY_BASE_URL=` in a shell means "not set"
+  local base_url = opts.base_url or env_url or limitry.DEFAULT_BASE_URL
   if not base_url:find("^[hH][tT][tT][pP][sS]?://[^/%s]+") or has_control(base_url) or base_url:find("[%s?#]") then
     raise("base_url must be an http:// or https:// URL without query or fragment, such as " .. limitry.DEFAULT_BASE_URL)
   end
