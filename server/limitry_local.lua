@@ -218,6 +218,17 @@ function M.start(opts)
     pid = pid, dir = opts.dir, port = port }
 end
 
+-- nginx lives in /usr/sbin on Debian, which a user's PATH often lacks: $NGINX, then PATH, then there.
+function M.nginx_binary()
+  local named = os.getenv("NGINX")
+  if named and named ~= "" then return named end
+  if run_ok("command -v nginx >/dev/null 2>&1") then return "nginx" end
+  for _, path in ipairs { "/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/openresty/nginx/sbin/nginx" } do
+    if run_ok("test -x " .. path) then return path end
+  end
+  die("nginx is not installed (Debian: apt-get install nginx libnginx-mod-http-lua), or set NGINX to its path")
+end
+
 -- Writes dir/nginx.conf, starts nginx with dir as its prefix and waits until it serves: "healthz"
 -- (GET /healthz answers 200) or "tcp" (the port accepts). Returns the master's pid.
 function M.run_nginx(dir, conf, port, ready)
@@ -228,7 +239,8 @@ function M.run_nginx(dir, conf, port, ready)
   os.remove(dir .. "/logs/nginx.pid")
   -- nginx's LuaJIT reads LUA_PATH/LUA_CPATH (and runs LUA_INIT) at start: set for another Lua,
   -- as `luarocks --lua-version 5.4 path` sets them, they load 5.4's cjson.so into LuaJIT.
-  local cmd = string.format("env -u LUA_PATH -u LUA_CPATH -u LUA_INIT nginx -q -p '%s/' -c nginx.conf -e logs/error.log", dir)
+  local cmd = string.format("env -u LUA_PATH -u LUA_CPATH -u LUA_INIT %s -q -p '%s/' -c nginx.conf -e logs/error.log",
+    M.nginx_binary(), dir)
   if not run_ok(cmd) then die("nginx failed to start; see " .. dir .. "/logs/error.log") end
   local pid = read_pid(dir)
   if not wait_ready(port, pid, ready == "tcp") then

@@ -71,7 +71,8 @@ assert(run("git ls-files -z --cached --others --exclude-standard | xargs -0 -r s
 -- `luarocks make` as written installs into a private tree, not the machine's.
 write(tmp .. "/luarocks-config.lua", string.format("rocks_trees = { { name = 'readme-check', root = %q } }\n",
   tmp .. "/rocktree"))
-local ENV = "env -i HOME=" .. sh_quote(home) .. " PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+-- A non-root user's PATH (no sbin folders), as the README's readers have.
+local ENV = "env -i HOME=" .. sh_quote(home) .. " PATH=/usr/local/bin:/usr/bin:/bin"
   .. " LANG=C.UTF-8 LUAROCKS_CONFIG=" .. sh_quote(tmp .. "/luarocks-config.lua")
 
 local server_dir = tmp .. "/lua-server"
