@@ -160,6 +160,14 @@ describe("the rest of the API", function()
         { function() c:quotas():update("q1", {}) end, "quotas:update: nothing to update" },
         { function() c:customers():get_usage("c1", WIDE[1]) end, "customers:get_usage: end_date is required" },
         { function() c:track { customer_id = "c" } end, "client:track: event_type is required" },
+        { function() c:track {} end, "client:track: customer_id is required" }, -- the first in name order, on every Lua
+        { function() ev:record { customer_id = "c", event_type = "e", input_tokens = 2 ^ 53 } end,
+          "input_tokens must be a whole number from 0 to 2%^53 %- 1 %(got 9%.007" },
+        { function() ev:record { customer_id = "c", event_type = "e", latency_ms = -5 } end, "latency_ms must be a finite number >= 0 %(got %-5%)" },
+        { function() c:quotas():check { customer_id = 7 } end, "quotas:check: dimensions.customer_id must be a string %(got 7%)" },
+        { function() c.events() end, "call it as client:events%(...%) with a colon" },
+        { function() c.usage() end, "call it as client:usage%(...%) with a colon" },
+        { function() c.poll() end, "call it as client:poll%(...%) with a colon" },
       }
       local big = {}
       for i = 1, 1001 do big[i] = { customer_id = "c", event_type = "e" } end
@@ -170,6 +178,10 @@ describe("the rest of the API", function()
         assert.matches(case[2], tostring(msg), nil, false)
       end
       assert.equal(0, #recorded(id))
+      c:close()
+      local ok, msg = pcall(c.poll, c, 0)
+      assert.is_false(ok)
+      assert.matches("limitry: this client is closed", msg, 1, true)
     end)
   end)
 

@@ -11,7 +11,7 @@ local protocol = require "limitry.protocol"
 local M = {}
 
 local has_control = protocol.has_control
-local MAX_COUNT = 2 ^ 53
+local MAX_COUNT = 2 ^ 53 - 1 -- the largest integer every Lua and the server hold exactly
 
 local function raise(where, msg) error(where .. ": " .. msg, 0) end
 
@@ -24,6 +24,7 @@ end
 
 local function describe(v)
   if type(v) == "string" then return "'" .. v .. "'" end
+  if type(v) == "number" then return tostring(v) end
   return type(v)
 end
 
@@ -38,7 +39,7 @@ end
 
 local function check_count(where, name, v)
   if not finite(v) or v < 0 or v % 1 ~= 0 or v > MAX_COUNT then
-    raise(where, name .. " must be a whole number from 0 to 2^53 (got " .. describe(v) .. ")")
+    raise(where, name .. " must be a whole number from 0 to 2^53 - 1 (got " .. describe(v) .. ")")
   end
   return math.tointeger and math.tointeger(v) or v -- 60.0 goes out as 60
 end
@@ -151,9 +152,12 @@ local function to_wire(where, fields, args, partial)
   if partial then
     if not any then raise(where, "nothing to update (fields: " .. sorted_keys(fields) .. ")") end
   else
+    local names = {}
     for k, f in pairs(fields) do
-      if f[3] and args[k] == nil then raise(where, k .. " is required") end
+      if f[3] and args[k] == nil then names[#names + 1] = k end
     end
+    table.sort(names) -- the same message on every Lua
+    if names[1] then raise(where, names[1] .. " is required") end
   end
   return out
 end
@@ -269,7 +273,7 @@ M.CALLS = {
   end,
   quotas = {
     check = function(dims)
-      return request("POST", "/quotas/check", encode(check_map("quotas:check", "dimensions", dims or {}, false)), "quota_check")
+      return request("POST", "/quotas/check", encode(check_map("quotas:check", "dimensions", dims or {}, true)), "quota_check")
     end,
     list = function() return request("GET", "/quotas", nil, "resource_list") end,
     get = function(id) return request("GET", "/quotas/" .. id_arg("quotas:get", "id", id), nil, "resource") end,
@@ -284,7 +288,7 @@ M.CALLS = {
   },
   rate_limits = {
     check = function(dims)
-      return request("POST", "/rate-limits/check", encode(check_map("rate_limits:check", "dimensions", dims or {}, false)), "rate_limit_check")
+      return request("POST", "/rate-limits/check", encode(check_map("rate_limits:check", "dimensions", dims or {}, true)), "rate_limit_check")
     end,
     list = function() return request("GET", "/rate-limits", nil, "resource_list") end,
     get = function(id) return request("GET", "/rate-limits/" .. id_arg("rate_limits:get", "id", id), nil, "resource") end,

@@ -324,6 +324,18 @@ local function check_self(self, class, label, name)
   end
 end
 
+-- Client methods called with a dot get the same clear error as the resources' methods; the
+-- async drivers, like the calls, refuse a closed client.
+for _, name in ipairs { "usage", "close", "poll", "next_timeout", "fds" } do
+  local method = Client[name]
+  local refuses_closed = name ~= "usage" and name ~= "close"
+  Client[name] = function(self, ...)
+    check_self(self, Client, "client", name)
+    if refuses_closed and self.closed then error("limitry: this client is closed", 2) end
+    return method(self, ...)
+  end
+end
+
 -- Splits an optional callback off the end of a start_* call's arguments.
 local function split_callback(...)
   local n = select("#", ...)
@@ -362,6 +374,7 @@ for resource, calls in pairs(api.CALLS) do
     for name, build in pairs(calls) do define(class, resource, name, build) end
     RESOURCES[resource] = class
     Client[resource] = function(self)
+      check_self(self, Client, "client", resource)
       local field = "_" .. resource
       if not rawget(self, field) then self[field] = setmetatable({ client = self }, class) end
       return self[field]
