@@ -168,6 +168,9 @@ describe("the rest of the API", function()
         { function() c.events() end, "call it as client:events%(...%) with a colon" },
         { function() c.usage() end, "call it as client:usage%(...%) with a colon" },
         { function() c.poll() end, "call it as client:poll%(...%) with a colon" },
+        { function() c:start_track {} end, "^client:start_track: customer_id is required" },
+        { function() ev:start_record { customer_id = "c" } end, "^events:start_record: event_type is required" },
+        { function() c:usage():start_summary("yesterday", "2024-01-01") end, "^usage:start_summary: start_date must be an ISO 8601" },
       }
       local big = {}
       for i = 1, 1001 do big[i] = { customer_id = "c", event_type = "e" } end

@@ -353,10 +353,15 @@ local function define(class, label, name, build)
     return self.client:_call(build(...))
   end
   local start_name = "start_" .. name:gsub("^get_", "")
+  local blocking_prefix = "^" .. (label .. ":" .. name .. ":"):gsub("%p", "%%%0")
   class[start_name] = function(self, ...)
     check_self(self, class, label, start_name)
     local callback, args, n = split_callback(...)
-    return self.client:_start(build(unpack(args, 1, n)), callback)
+    local ok, req = pcall(build, unpack(args, 1, n))
+    if not ok then -- an argument error names the call that was made
+      error(type(req) == "string" and req:gsub(blocking_prefix, label .. ":" .. start_name .. ":") or req, 0)
+    end
+    return self.client:_start(req, callback)
   end
 end
 
@@ -390,7 +395,9 @@ end
 function Client:start_track(...)
   check_self(self, Client, "client", "start_track")
   local callback, args, n = split_callback(...)
-  return self:_start(api.CALLS.track(unpack(args, 1, n)), callback)
+  local ok, req = pcall(api.CALLS.track, unpack(args, 1, n))
+  if not ok then error(type(req) == "string" and req:gsub("^client:track:", "client:start_track:") or req, 0) end
+  return self:_start(req, callback)
 end
 
 -- for event in events:each{ customer_id = ... } do ... end: every page, fetched as the loop goes
