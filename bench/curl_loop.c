@@ -1,0 +1,76 @@
+/* The floor for a sequential call: one libcurl easy handle reused for N GETs of the same URL with
+ * the same request headers limitry sends, the body appended to a buffer, nothing decoded.
+ *   curl_loop URL N MAX_SECONDS [HEADER...]      prints "calls seconds"
+ * Stops after N calls or MAX_SECONDS, whichever comes first (checked every 64 calls). */
+#include <curl/curl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+struct buf { char *p; size_t len, cap; };
+
+static size_t on_body(char *data, size_t size, size_t n, void *ud)
+{
+    struct buf *b = ud;
+    size_t add = size * n;
+    if (b->len + add > b->cap) {
+        size_t cap = b->cap ? b->cap : 1024;
+        while (cap < b->len + add) cap *= 2;
+        char *p = realloc(b->p, cap);
+        if (!p) return 0;
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, data, add);
+    b->len += add;
+    return add;
+}
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 4) {
+        fprintf(stderr, "usage: curl_loop URL N MAX_SECONDS [HEADER...]\n");
+        return 2;
+    }
+    long n = atol(argv[2]);
+    double max_s = atof(argv[3]);
+    struct curl_slist *headers = NULL;
+    for (int i = 4; i < argc; i++) headers = curl_slist_append(headers, argv[i]);
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    CURL *h = curl_easy_init();
+    struct buf b = {0};
+    curl_easy_setopt(h, CURLOPT_URL, argv[1]);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
+    curl_easy_setopt(h, CURLOPT_ACCEPT_ENCODING, "");
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, &b);
+    double t0 = now();
+    long done = 0;
+    while (done < n) {
+        b.len = 0;
+        CURLcode rc = curl_easy_perform(h);
+        long status = 0;
+        curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+        if (rc != CURLE_OK || status != 200 || b.len == 0) {
+            fprintf(stderr, "curl_loop: call %ld failed: %s, status %ld\n", done + 1, curl_easy_strerror(rc), status);
+            return 1;
+        }
+        done++;
+        if ((done & 63) == 0 && now() - t0 > max_s) break;
+    }
+    printf("%ld %.6f\n", done, now() - t0);
+    curl_easy_cleanup(h);
+    curl_slist_free_all(headers);
+    free(b.p);
+    curl_global_cleanup();
+    return 0;
+}

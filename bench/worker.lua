@@ -1,0 +1,169 @@
+-- One measurement, run in its own process by bench/bench.lua (so each row gets the Lua it needs and
+-- a fresh heap). Prints one line of numbers on stdout; any failure raises (non-zero exit).
+--   lua worker.lua MODE ARGS...
+-- Every loop stops after its count or its time budget (MAX seconds), whichever comes first; the
+-- clock is read every 64 calls so that reading it costs nothing measurable.
+-- Modes (URL is the fixed server's base URL, .../v1):
+--   limitry URL N MAX [CA_FILE]      sequential get_summary on one client      -> calls seconds
+--   limitry_async URL DEPTH N MAX    start_summary, DEPTH in flight, poll      -> calls seconds
+--   luacurl URL N MAX                Debian lua-curl (require "curl") + cjson  -> calls seconds
+--   luasocket URL N MAX [CA_FILE]    socket.http (or ssl.https with CA_FILE) + cjson, a connection per call
+--   decode_limitry FILE K            core.decode of FILE, K times             -> decodes seconds
+--   decode_cjson FILE K              cjson.decode of FILE, K times            -> decodes seconds
+--   rss URL N1 N2 MAX                VmRSS after N1 and after N2 sequential calls -> n1 kib1 n2 kib2
+local socket = require "socket"
+local unpack = unpack or table.unpack -- luacheck: ignore (5.1 and LuaJIT have the global)
+
+local mode = arg[1]
+local KEY = "lm_bench_key"
+local S, E = "2024-01-01T00:00:00Z", "2024-02-01T00:00:00Z"
+local QUERY = "/usage?startDate=2024-01-01T00%3A00%3A00Z&endDate=2024-02-01T00%3A00%3A00Z"
+local HEADERS = { "Authorization: Bearer " .. KEY, "Accept: application/json", "User-Agent: limitry-bench/1" }
+local WARMUP = 20
+local now = socket.gettime
+
+local function check(s)
+  if type(s) ~= "table" or s.totalEvents ~= 500 then error("unexpected answer: " .. tostring(s), 0) end
+end
+
+-- Calls f() up to n times or until max seconds have passed; prints the count and the seconds.
+local function timed(n, max, f)
+  for _ = 1, WARMUP do f() end
+  local t0, done = now(), 0
+  while done < n do
+    f()
+    done = done + 1
+    if done % 64 == 0 and now() - t0 > max then break end
+  end
+  print(string.format("%d %.6f", done, now() - t0))
+end
+
+local function limitry_client(url, ca_file)
+  local limitry = require "limitry"
+  return limitry.new { api_key = KEY, base_url = url, ca_file = ca_file, max_retries = 0 }
+end
+
+local function read_file(path)
+  local f = assert(io.open(path, "rb"))
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+local function rss_kib()
+  local s = read_file("/proc/self/status")
+  return tonumber(s:match("VmRSS:%s+(%d+)"))
+end
+
+local modes = {}
+
+function modes.limitry(url, n, max, ca_file)
+  local usage = limitry_client(url, ca_file):usage()
+  timed(tonumber(n), tonumber(max), function() check(assert(usage:get_summary(S, E))) end)
+end
+
+function modes.limitry_async(url, depth, n, max)
+  local client = limitry_client(url)
+  local usage = client:usage()
+  depth, n, max = tonumber(depth), tonumber(n), tonumber(max)
+  -- Each callback starts the next call, so DEPTH stay in flight until the count or the budget is
+  -- spent; poll returns once nothing is pending.
+  local started, done, t0 = 0, 0, nil
+  local on_done
+  local function start()
+    started = started + 1
+    usage:start_summary(S, E, on_done)
+  end
+  on_done = function(res, msg)
+    if not res then error(msg, 0) end
+    check(res)
+    done = done + 1
+    if started < n and (done % 64 ~= 0 or now() - t0 <= max) then start() end
+  end
+  -- Warm-up: open the DEPTH connections first.
+  for _ = 1, depth do usage:start_summary(S, E, function(res, msg) if not res then error(msg, 0) end end) end
+  while client:poll(1) > 0 do end
+  t0 = now()
+  for _ = 1, math.min(depth, n) do start() end
+  while client:poll(1) > 0 and now() - t0 < max + 30 do end
+  print(string.format("%d %.6f", done, now() - t0))
+  client:close()
+end
+
+function modes.luacurl(url, n, max)
+  local curl = require "curl"
+  local cjson = require "cjson"
+  local h = curl.easy_init()
+  local parts = {}
+  h:setopt(curl.OPT_URL, url .. QUERY)
+  h:setopt(curl.OPT_HTTPHEADER, HEADERS)
+  h:setopt(curl.OPT_ACCEPT_ENCODING, "")
+  h:setopt(curl.OPT_NOSIGNAL, 1)
+  -- Without OPT_WRITEDATA, lua-curl passes (chunk, length).
+  h:setopt(curl.OPT_WRITEFUNCTION, function(chunk, length)
+    parts[#parts + 1] = chunk
+    return length
+  end)
+  timed(tonumber(n), tonumber(max), function()
+    parts = {}
+    assert(h:perform())
+    check(cjson.decode(table.concat(parts)))
+  end)
+end
+
+function modes.luasocket(url, n, max, ca_file)
+  local ltn12 = require "ltn12"
+  local cjson = require "cjson"
+  local http = ca_file and require "ssl.https" or require "socket.http"
+  local headers = {}
+  for _, line in ipairs(HEADERS) do
+    local name, value = line:match("^([^:]+): (.*)$")
+    headers[name] = value
+  end
+  timed(tonumber(n), tonumber(max), function()
+    local parts = {}
+    local ok, code = http.request {
+      url = url .. QUERY, headers = headers, sink = ltn12.sink.table(parts),
+      cafile = ca_file, verify = ca_file and "peer" or nil, protocol = ca_file and "any" or nil,
+    }
+    if not ok or code ~= 200 then error("request failed: " .. tostring(code), 0) end
+    check(cjson.decode(table.concat(parts)))
+  end)
+end
+
+local function decode_loop(decode, path, k)
+  local body = read_file(path)
+  k = tonumber(k)
+  assert(#decode(body).data > 0)
+  collectgarbage()
+  local t0 = now()
+  for _ = 1, k do
+    if not decode(body) then error("decode failed", 0) end
+  end
+  print(string.format("%d %.6f", k, now() - t0))
+end
+
+function modes.decode_limitry(path, k) decode_loop(require("limitry.core").decode, path, k) end
+function modes.decode_cjson(path, k) decode_loop(require("cjson").decode, path, k) end
+
+function modes.rss(url, n1, n2, max)
+  local usage = limitry_client(url):usage()
+  n1, n2, max = tonumber(n1), tonumber(n2), tonumber(max)
+  local t0, done = now(), 0
+  local function run_to(target)
+    while done < target do
+      check(assert(usage:get_summary(S, E)))
+      done = done + 1
+      if done % 64 == 0 and now() - t0 > max then break end
+    end
+    collectgarbage()
+    collectgarbage()
+    return done, rss_kib()
+  end
+  local d1, k1 = run_to(n1)
+  local d2, k2 = run_to(n2)
+  print(string.format("%d %d %d %d", d1, k1, d2, k2))
+end
+
+local f = modes[mode] or error("unknown mode " .. tostring(mode), 0)
+f(select(2, unpack(arg)))
