@@ -17,7 +17,7 @@ rm -rf "$LIMITRY_TEST_TMP"
 mkdir -p "$LIMITRY_TEST_TMP"
 # Proxies from a developer's environment must not reroute loopback test traffic.
 unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY ALL_PROXY all_proxy no_proxy NO_PROXY
-CLIENT_SPECS="spec/arguments_spec.lua spec/json_spec.lua spec/client_spec.lua spec/tls_spec.lua spec/async_spec.lua spec/game_loop_spec.lua spec/hardening_spec.lua spec/fork_spec.lua"
+CLIENT_SPECS="spec/arguments_spec.lua spec/json_spec.lua spec/client_spec.lua spec/tls_spec.lua spec/async_spec.lua spec/game_loop_spec.lua spec/hardening_spec.lua spec/fork_spec.lua spec/steady_state_spec.lua"
 TOTAL_PASSED=0
 TOTAL_FAILED=0
 LOG="$LIMITRY_TEST_TMP/last.log"

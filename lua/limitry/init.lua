@@ -213,6 +213,22 @@ function Client:_request_options(req)
   }
 end
 
+-- The libcurl options of every call but url, method and body, as one table the C core applies only
+-- when it is not the table it applied last: rebuilt (a new table) only when a field changed.
+function Client:_curl_config()
+  local cfg = secrets[self].curl_config
+  if cfg and cfg.timeout == self.timeout and cfg.connect_timeout == self.connect_timeout and cfg.ssl_verify == self.ssl_verify
+    and cfg.max_body == self.max_response_size and cfg.ca_file == self.ca_file and cfg.ca_path == self.ca_path
+    and cfg.proxy == self.proxy and cfg.no_proxy == self.no_proxy then
+    return cfg
+  end
+  cfg = self:_request_options { path = "" }
+  cfg.url, cfg.timeout, cfg.connect_timeout = nil, self.timeout, self.connect_timeout
+  cfg.ssl_verify, cfg.json_headers = self.ssl_verify, secrets[self].json_headers
+  secrets[self].curl_config = cfg
+  return cfg
+end
+
 function Client:_secret() return secrets[self] and secrets[self].key end
 
 function Client:_handle()
@@ -259,12 +275,23 @@ function Client:_cosocket()
   return s.cosocket
 end
 
--- How one attempt's bytes move, per transport: status, headers, body or nil, kind, message.
+-- One attempt per transport: the result, or nil and the error value (protocol.interpret).
 local SEND = {
-  curl = function(c, req) return c:_handle():request(c:_request_options(req)) end,
-  cosocket = function(c, req)
+  curl = function(c, req, secret)
+    local h, shape = c:_handle(), req.shape
+    -- A 2xx JSON answer comes back decoded and the headers only on demand (limit decisions read them).
+    local status, headers, body, n, doc = h:call(c:_curl_config(), secrets[c].url .. req.path, req.method, req.body,
+      not protocol.DECISIONS[shape])
+    if headers == false then
+      if protocol.SHAPES[shape](doc) then return doc end
+      headers = h:headers()
+    end
+    return protocol.interpret(shape, secret, status, headers, body, n, doc)
+  end,
+  cosocket = function(c, req, secret)
     local conn = c:_cosocket()
-    return cosocket.request(conn, cosocket.message(conn, req.method or "GET", req.path, req.body))
+    return protocol.interpret(req.shape, secret,
+      cosocket.request(conn, cosocket.message(conn, req.method or "GET", req.path, req.body)))
   end,
 }
 local SLEEP = { curl = core.sleep, cosocket = function(s) ngx.sleep(s) end }
@@ -281,7 +308,7 @@ function Client:_call(req)
   local attempt = 0
   while true do
     attempt = attempt + 1
-    local res, err = protocol.interpret(req.shape, secret, send(self, req))
+    local res, err = send(self, req, secret)
     if res ~= nil then return res end
     local delay = protocol.retry_delay(err, attempt, self, req.retry)
     if not delay then

@@ -63,18 +63,29 @@ local function check_filter(fn, name, v)
   return v
 end
 
+local ESCAPES = {}
+for byte = 0, 255 do ESCAPES[string.char(byte)] = string.format("%%%02X", byte) end
+
 local function percent_encode(s)
-  return (s:gsub("[^%w%-%._~]", function(c) return string.format("%%%02X", c:byte()) end))
+  return (s:gsub("[^%w%-%._~]", ESCAPES))
 end
 M.percent_encode = percent_encode
 
 -- Normalises the arguments of a call (table form or the positional form of the Python SDK) into
 -- the query string. Raises on any argument error, before anything is sent.
+-- The last query of each call built from positional arguments that were not tables: a loop asking
+-- for the same dates again pays neither the checks nor the encoding again.
+local last_query = {}
+
 function M.build_query(fn, ...)
   local call = M.CALLS[fn]
   local params
   local n = select("#", ...)
-  local first = ...
+  local first, second, third = ...
+  local last = last_query[fn]
+  if last and last.path and last.n == n and last[1] == first and last[2] == second and last[3] == third then
+    return last.path
+  end
   if type(first) == "table" and n == 1 then
     params = first
   else
@@ -87,6 +98,9 @@ function M.build_query(fn, ...)
     end
     params.start_date, params.end_date = args[i], args[i + 1]
     local opts = args[i + 2]
+    if opts == nil and n <= 3 and type(first) ~= "table" then
+      last_query[fn] = { n = n, first, second, third, path = nil } -- path set once every check passed
+    end
     if opts ~= nil then
       if type(opts) ~= "table" then raise(fn, "the options after end_date must be a table (customer_id, event_type, model)") end
       for k, v in pairs(opts) do
@@ -125,7 +139,12 @@ function M.build_query(fn, ...)
     local v = check_filter(fn, f[1], params[f[1]])
     if v then q[#q + 1] = f[2] .. "=" .. percent_encode(v) end
   end
-  return call.path .. "?" .. table.concat(q, "&")
+  local path = call.path .. "?" .. table.concat(q, "&")
+  local pending = last_query[fn]
+  if pending and pending.path == nil and pending[1] == first and pending[2] == second and pending[3] == third then
+    pending.path = path
+  end
+  return path
 end
 
 local function is_metrics(t)
@@ -188,17 +207,20 @@ end
 -- Turns one transfer's outcome into a result or an error value (not yet finished: attempts are
 -- filled in by the retry loop). `shape` names the expected 2xx body. The last three arguments
 -- are what handle:request returned after its status: headers, body on an answer, or kind,
--- message, curl_code on a transport failure (status nil).
-function M.interpret(shape, secret, status, headers, body, curl_code)
+-- message, curl_code on a transport failure (status nil). `decoded`: a 2xx body the C core already
+-- decoded (body is then nil).
+function M.interpret(shape, secret, status, headers, body, curl_code, decoded)
   if status == nil then
     return nil, M.transport_error(headers, body, curl_code, secret)
   end
   if M.DECISIONS[shape] and (status == 200 or status == 201 or status == 429) then
-    local doc = core.decode(body)
+    local doc = decoded
+    if doc == nil then doc = core.decode(body) end
     if type(doc) == "table" and type(doc.allowed) == "boolean" then return M.decision(doc, headers) end
   end
   if status >= 200 and status < 300 then
-    local doc, why = core.decode(body)
+    local doc, why = decoded, nil
+    if doc == nil then doc, why = core.decode(body) end
     if doc == nil then
       return nil, errors.new({ name = "DecodeError", status = status, headers = headers,
         message = "response is not JSON (" .. why .. ")" }, secret)
