@@ -60,7 +60,7 @@ static int handle_request(lua_State *L)
         return luaL_error(L, "curl_easy_init failed");
     lm_request_setup(L, r, 2, r);
     /* Never take an answer that was on the wire before the request was sent. */
-    lm_sockets_drop_stale(r, NULL, 0, -1);
+    lm_sockets_drop_stale(r, NULL, NULL);
     code = curl_easy_perform(r->easy);
     return lm_request_push_result(L, r, code);
 }
@@ -85,7 +85,7 @@ static int handle_call(lua_State *L)
     lm_request_setup_config(L, r, 2, r);
     lm_anchor_config(L, 1, 2);
     r->decode = lua_toboolean(L, 6);
-    lm_sockets_drop_stale(r, NULL, 0, -1);
+    lm_sockets_drop_stale(r, NULL, NULL);
     code = curl_easy_perform(r->easy);
     return lm_request_push_result(L, r, code);
 }

@@ -230,6 +230,8 @@ function Client:_curl_config()
 end
 
 function Client:_secret() return secrets[self] and secrets[self].key end
+-- The full URL of a path (with any user:password@ of base_url, which is never shown).
+function Client:_url(path) return secrets[self].url .. path end
 
 function Client:_handle()
   if not self.handle then self.handle = core.new() end
@@ -342,6 +344,8 @@ end
 function Client:poll(timeout) return async.poll(self, timeout) end
 function Client:next_timeout() return async.next_timeout(self) end
 function Client:fds() return async.fds(self) end
+function Client:watch(fn) return async.watch(self, fn) end
+function Client:socket_action(fd, events) return async.socket_action(self, fd, events) end
 
 local function check_self(self, class, label, name)
   if getmetatable(self) ~= class then
