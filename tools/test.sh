@@ -17,7 +17,11 @@ rm -rf "$LIMITRY_TEST_TMP"
 mkdir -p "$LIMITRY_TEST_TMP"
 # Proxies from a developer's environment must not reroute loopback test traffic.
 unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY ALL_PROXY all_proxy no_proxy NO_PROXY
-CLIENT_SPECS="spec/arguments_spec.lua spec/json_spec.lua spec/client_spec.lua spec/tls_spec.lua spec/async_spec.lua spec/game_loop_spec.lua spec/hardening_spec.lua spec/fork_spec.lua spec/steady_state_spec.lua"
+# spec/event_loop_spec.lua holds more than 1,024 descriptors (sockets numbered past FD_SETSIZE).
+if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt 4096 ]; then
+  ulimit -n 4096 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+fi
+CLIENT_SPECS="spec/arguments_spec.lua spec/json_spec.lua spec/client_spec.lua spec/tls_spec.lua spec/async_spec.lua spec/game_loop_spec.lua spec/hardening_spec.lua spec/fork_spec.lua spec/steady_state_spec.lua spec/event_loop_spec.lua"
 TOTAL_PASSED=0
 TOTAL_FAILED=0
 LOG="$LIMITRY_TEST_TMP/last.log"
