@@ -280,9 +280,10 @@ end
 -- One attempt per transport: the result, or nil and the error value (protocol.interpret).
 local SEND = {
   curl = function(c, req, secret)
-    local h, shape = c:_handle(), req.shape
+    local h, shape, s, path = c:_handle(), req.shape, secrets[c], req.path
+    if s.last_path ~= path then s.last_path, s.last_url = path, s.url .. path end
     -- A 2xx JSON answer comes back decoded and the headers only on demand (limit decisions read them).
-    local status, headers, body, n, doc = h:call(c:_curl_config(), secrets[c].url .. req.path, req.method, req.body,
+    local status, headers, body, n, doc = h:call(c:_curl_config(), s.last_url, req.method, req.body,
       not protocol.DECISIONS[shape])
     if headers == false then
       if protocol.SHAPES[shape](doc) then return doc end
@@ -378,7 +379,12 @@ local function define(class, label, name, build)
 end
 
 for name, call in pairs(protocol.CALLS) do
-  define(Usage, "usage", name, function(...) return { shape = call.shape, path = protocol.build_query(name, ...) } end)
+  local last -- the request of the last call, reused while the query is the same (requests are never changed)
+  define(Usage, "usage", name, function(...)
+    local path = protocol.build_query(name, ...)
+    if not last or last.path ~= path then last = { shape = call.shape, path = path } end
+    return last
+  end)
 end
 
 -- events(), quotas(), rate_limits(), quota_alerts(), customers(), project(): one object each per
