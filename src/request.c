@@ -1,5 +1,6 @@
 #include <ctype.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -327,6 +328,8 @@ void lm_request_forget_config(lm_request *r)
     curl_slist_free_all(r->plain_headers);
     curl_slist_free_all(r->json_headers);
     r->plain_headers = r->json_headers = NULL;
+    free(r->url);
+    r->url = NULL;
 }
 
 void lm_request_setup(lua_State *L, lm_request *r, int idx, const void *tag)
@@ -399,9 +402,17 @@ void lm_request_setup_config(lua_State *L, lm_request *r, int cfg, const void *t
         r->applied_tag = tag;
         r->applies++;
     }
-    code = curl_easy_setopt(r->easy, CURLOPT_URL, o.url);
-    if (code != CURLE_OK)
-        fail_setup(L, r, "CURLOPT_URL", code);
+    if (r->url == NULL || strcmp(r->url, o.url) != 0) { /* a loop on one query sets it once */
+        size_t len = strlen(o.url);
+        free(r->url);
+        r->url = NULL;
+        code = curl_easy_setopt(r->easy, CURLOPT_URL, o.url);
+        if (code != CURLE_OK)
+            fail_setup(L, r, "CURLOPT_URL", code);
+        r->url = (char *)malloc(len + 1);
+        if (r->url != NULL)
+            memcpy(r->url, o.url, len + 1);
+    }
     code = apply_method_body(r, &o, mode, o.body && r->json_headers ? r->json_headers : r->plain_headers, &refused);
     if (code != CURLE_OK)
         fail_setup(L, r, refused, code);

@@ -280,7 +280,7 @@ end
 -- One attempt per transport: the result, or nil and the error value (protocol.interpret).
 local SEND = {
   curl = function(c, req, secret)
-    local h, shape, s, path = c:_handle(), req.shape, secrets[c], req.path
+    local h, shape, s, path = c.handle or c:_handle(), req.shape, secrets[c], req.path
     if s.last_path ~= path then s.last_path, s.last_url = path, s.url .. path end
     -- A 2xx JSON answer comes back decoded and the headers only on demand (limit decisions read them).
     local status, headers, body, n, doc = h:call(c:_curl_config(), s.last_url, req.method, req.body,
@@ -304,10 +304,12 @@ local SLEEP = { curl = core.sleep, cosocket = function(s) ngx.sleep(s) end }
 -- Returns the result, or nil, msg, err.
 function Client:_call(req)
   if self.closed then error("limitry: this client is closed", 3) end
-  local how = transport.select(self, 4)
+  local mode = self.openresty
+  -- Outside nginx, "auto" and "blocking" are libcurl: decided here without a call on the hot path.
+  local how = (rawget(_G, "ngx") == nil and (mode == "auto" or mode == "blocking")) and "curl" or transport.select(self, 4)
   if how == "worker_thread" then return require("limitry.ngx_thread").call(self, req) end
   local send, sleep = SEND[how], SLEEP[how]
-  local secret = self:_secret()
+  local secret = secrets[self].key
   local attempt = 0
   while true do
     attempt = attempt + 1
@@ -367,7 +369,7 @@ end
 -- class. build(...) returns the request (see Client:_call) or raises on a wrong argument.
 local function define(class, label, name, build)
   class[name] = function(self, ...)
-    check_self(self, class, label, name)
+    if getmetatable(self) ~= class then check_self(self, class, label, name) end
     return self.client:_call(build(...))
   end
   local start_name = "start_" .. name:gsub("^get_", "")
