@@ -16,8 +16,6 @@ local Request = {}
 Request.__index = Request
 M.Request = Request
 
--- Per-request path, method and body, kept off the request table (Client:_call's request).
-local call_of = setmetatable({}, { __mode = "k" })
 
 local EVENTS = { "r", "w", "rw", "" } -- libcurl's CURL_POLL_IN, _OUT, _INOUT, _REMOVE
 
@@ -27,6 +25,7 @@ local function client_state(c)
     s = {
       multi = core.multi(),
       by_id = {},     -- handle id -> handle, for multi:next_done
+      ids = {},       -- handle -> id
       owner = {},     -- handle -> request in flight
       free = {},      -- idle handles, kept for their TLS sessions
       waiting = {},   -- requests waiting out a retry delay
@@ -42,8 +41,12 @@ end
 -- for. Returns true, or false and the error.
 local function launch(c, req)
   local s = c._async
-  local h = table.remove(s.free) or core.new()
-  local call = call_of[req]
+  local h = table.remove(s.free)
+  if not h then
+    h = core.new()
+    s.ids[h] = h:id()
+  end
+  local call = req.call
   -- A 2xx JSON answer comes back decoded (headers on demand), except for limit decisions.
   local ok, why = pcall(s.multi.add, s.multi, h, c:_curl_config(), c:_url(call.path), call.method, call.body,
     not protocol.DECISIONS[req.shape])
@@ -53,13 +56,13 @@ local function launch(c, req)
   end
   req.handle = h
   req.attempts = req.attempts + 1
-  s.by_id[h:id()] = h
+  s.by_id[s.ids[h]] = h
   s.owner[h] = req
   return true
 end
 
 local function release(s, h)
-  s.by_id[h:id()] = nil
+  s.by_id[s.ids[h]] = nil
   s.owner[h] = nil
   s.free[#s.free + 1] = h
 end
@@ -237,9 +240,9 @@ end
 function M.start(c, call, callback)
   if c.closed then error("limitry: this client is closed", 3) end
   local s = client_state(c)
-  local req = setmetatable({ client = c, shape = call.shape, retry = call.retry, state = "running", attempts = 0,
-    callback = callback }, Request)
-  call_of[req] = call
+  -- call: path, method and body (the URL, which may hold credentials, is made at each attempt).
+  local req = setmetatable({ client = c, call = call, shape = call.shape, retry = call.retry, state = "running",
+    attempts = 0, callback = callback }, Request)
   local ok, why = launch(c, req)
   if not ok then error(why, 3) end
   s.pending = s.pending + 1

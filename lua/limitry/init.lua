@@ -230,8 +230,13 @@ function Client:_curl_config()
 end
 
 function Client:_secret() return secrets[self] and secrets[self].key end
--- The full URL of a path (with any user:password@ of base_url, which is never shown).
-function Client:_url(path) return secrets[self].url .. path end
+-- The full URL of a path (with any user:password@ of base_url, which is never shown); the last one
+-- is kept, since a loop usually asks for the same.
+function Client:_url(path)
+  local s = secrets[self]
+  if s.last_path ~= path then s.last_path, s.last_url = path, s.url .. path end
+  return s.last_url
+end
 
 function Client:_handle()
   if not self.handle then self.handle = core.new() end
@@ -280,10 +285,9 @@ end
 -- One attempt per transport: the result, or nil and the error value (protocol.interpret).
 local SEND = {
   curl = function(c, req, secret)
-    local h, shape, s, path = c.handle or c:_handle(), req.shape, secrets[c], req.path
-    if s.last_path ~= path then s.last_path, s.last_url = path, s.url .. path end
+    local h, shape = c.handle or c:_handle(), req.shape
     -- A 2xx JSON answer comes back decoded and the headers only on demand (limit decisions read them).
-    local status, headers, body, n, doc = h:call(c:_curl_config(), s.last_url, req.method, req.body,
+    local status, headers, body, n, doc = h:call(c:_curl_config(), c:_url(req.path), req.method, req.body,
       not protocol.DECISIONS[shape])
     if headers == false then
       if protocol.SHAPES[shape](doc) then return doc end
@@ -328,7 +332,10 @@ end
 -- multi handle elsewhere. Returns the request object.
 function Client:_start(req, callback)
   if self.closed then error("limitry: this client is closed", 3) end
-  if transport.select(self, 4) ~= "curl" then return require("limitry.ngx_async").start(self, req, callback) end
+  local mode = self.openresty
+  if not (rawget(_G, "ngx") == nil and (mode == "auto" or mode == "blocking")) and transport.select(self, 4) ~= "curl" then
+    return require("limitry.ngx_async").start(self, req, callback)
+  end
   return async.start(self, req, callback)
 end
 
@@ -359,9 +366,9 @@ end
 -- Splits an optional callback off the end of a start_* call's arguments.
 local function split_callback(...)
   local n = select("#", ...)
+  if n == 0 or type((select(n, ...))) ~= "function" then return nil, nil, n end -- args: `...` as it is
   local args = { ... }
-  if type(args[n]) == "function" then return args[n], args, n - 1 end
-  return nil, args, n
+  return args[n], args, n - 1
 end
 
 -- Installs `name` (blocking: result or nil, msg, err) and its async twin start_ + name without a
@@ -375,7 +382,15 @@ local function define(class, label, name, build)
   local start_name = "start_" .. name:gsub("^get_", "")
   class[start_name] = function(self, ...)
     check_self(self, class, label, start_name)
-    local callback, args, n = split_callback(...)
+    local n = select("#", ...)
+    local last = n > 0 and select(n, ...)
+    if type(last) ~= "function" then return self.client:_start(build(...)) end
+    if n == 3 then -- the usual (start, end, callback), without a table
+      local a, b = ...
+      return self.client:_start(build(a, b), last)
+    end
+    local callback, args
+    callback, args, n = split_callback(...)
     return self.client:_start(build(unpack(args, 1, n)), callback)
   end
 end
@@ -414,6 +429,7 @@ end
 function Client:start_track(...)
   check_self(self, Client, "client", "start_track")
   local callback, args, n = split_callback(...)
+  if not args then return self:_start(api.CALLS.track(...)) end
   return self:_start(api.CALLS.track(unpack(args, 1, n)), callback)
 end
 
