@@ -7,7 +7,7 @@
 CURL_INCDIR ?= /usr/include/x86_64-linux-gnu
 LUA ?= 5.4
 
-.PHONY: demo test test-quick build ubsan valgrind rock clean
+.PHONY: demo test test-quick build ubsan valgrind rock bench profile clean
 
 demo:
 	@sh tools/demo.sh
@@ -31,6 +31,14 @@ valgrind:
 
 rock:
 	luarocks --lua-version 5.4 make --deps-mode=none CURL_INCDIR=$(CURL_INCDIR)
+
+# limitry vs bare libcurl, Lua-cURL, luasocket and wrk in one markdown table (about 3 minutes;
+# BENCH_QUICK=1 for a smoke run). profile: callgrind top functions into build/bench/profile.txt.
+bench:
+	@sh bench/bench.sh
+
+profile:
+	@sh bench/profile.sh
 
 clean:
 	rm -rf build .test-tmp

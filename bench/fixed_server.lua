@@ -38,6 +38,13 @@ end
 
 -- Returns { url, https_url, ca_file, dir, pid }; raises when nginx does not come up.
 function M.start(dir)
+  -- A run killed from outside (timeout, ^C) leaves its nginx behind: stop that one, by the pid it
+  -- wrote in this folder, before the folder is wiped.
+  local f = io.open(dir .. "/logs/nginx.pid")
+  if f then
+    f:close()
+    pcall(local_server.stop, dir)
+  end
   os.execute("rm -rf '" .. dir .. "' && mkdir -p '" .. dir .. "'")
   make_cert(dir)
   local http_port, https_port = local_server.free_port(), local_server.free_port()

@@ -87,6 +87,7 @@ all)
   check "TSan: 8 Lua states in 8 threads" sh tools/tsan.sh
   check "valgrind (zero errors, leaks)" sh tools/valgrind.sh
   grep -E "ERROR SUMMARY|definitely lost" "$LOG" | head -n 4
+  check "make bench smoke run prints a complete table" env BENCH_QUICK=1 timeout -k 5 240 sh bench/bench.sh
   check "luarocks make installs the rock" sh tools/rock-check.sh
   check "luacheck (lua/ server/ spec/ examples/ bench/)" luacheck --no-color lua/ server/ spec/ examples/ bench/
   check "examples run as written" sh tools/examples-check.sh
