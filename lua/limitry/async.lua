@@ -110,6 +110,7 @@ end
 
 local function start_due(c)
   local s = c._async
+  if s.waiting[1] == nil then return end
   local now = core.now()
   local i = 1
   while i <= #s.waiting do
@@ -241,8 +242,9 @@ function M.start(c, call, callback)
   if c.closed then error("limitry: this client is closed", 3) end
   local s = client_state(c)
   -- call: path, method and body (the URL, which may hold credentials, is made at each attempt).
+  -- The fields set later are named too (as nil) so the table is sized once, not grown twice.
   local req = setmetatable({ client = c, call = call, shape = call.shape, retry = call.retry, state = "running",
-    attempts = 0, callback = callback }, Request)
+    attempts = 0, callback = callback, handle = nil, res = nil, msg = nil, err = nil }, Request)
   local ok, why = launch(c, req)
   if not ok then error(why, 3) end
   s.pending = s.pending + 1
