@@ -132,6 +132,27 @@ describe("event loops", function()
     c:close()
   end)
 
+  it("in watch mode, bytes waiting on an idle keep-alive connection are never an answer", function()
+    local raw = require "spec.support.raw"
+    for _, mode in ipairs { "stale_bytes", "stale_408" } do
+      local rs = raw.start(mode)
+      local ok, why = pcall(function()
+        local c = limitry.new { api_key = "lm_loop_key", base_url = rs.base_url, max_retries = 0, timeout = 5 }
+        c:watch(function() end)
+        local function call() return c:usage():start_summary(S, E):wait() end
+        assert.equal(1, assert(call()).totalEvents)
+        raw.push(rs)
+        local second, msg = call()
+        assert.is_nil(msg)
+        assert.equal(2, second.totalEvents)
+        assert.equal(2, raw.connections(rs))
+        c:close()
+      end)
+      raw.stop(rs)
+      assert(ok, why)
+    end
+  end)
+
   it("watch() is refused while requests are in flight, and socket_action() before watch()", function()
     local c = client()
     assert.has_error(function() c:socket_action() end, "client:socket_action: call client:watch(fn) first")
