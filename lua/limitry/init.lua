@@ -215,8 +215,8 @@ end
 
 -- The libcurl options of every call but url, method and body, as one table the C core applies only
 -- when it is not the table it applied last: rebuilt (a new table) only when a field changed.
-function Client:_curl_config()
-  local cfg = secrets[self].curl_config
+local function curl_config(self, s)
+  local cfg = s.curl_config
   if cfg and cfg.timeout == self.timeout and cfg.connect_timeout == self.connect_timeout and cfg.ssl_verify == self.ssl_verify
     and cfg.max_body == self.max_response_size and cfg.ca_file == self.ca_file and cfg.ca_path == self.ca_path
     and cfg.proxy == self.proxy and cfg.no_proxy == self.no_proxy then
@@ -224,10 +224,11 @@ function Client:_curl_config()
   end
   cfg = self:_request_options { path = "" }
   cfg.url, cfg.timeout, cfg.connect_timeout = nil, self.timeout, self.connect_timeout
-  cfg.ssl_verify, cfg.json_headers = self.ssl_verify, secrets[self].json_headers
-  secrets[self].curl_config = cfg
+  cfg.ssl_verify, cfg.json_headers = self.ssl_verify, s.json_headers
+  s.curl_config = cfg
   return cfg
 end
+function Client:_curl_config() return curl_config(self, secrets[self]) end
 
 function Client:_secret() return secrets[self] and secrets[self].key end
 -- The full URL of a path (with any user:password@ of base_url, which is never shown); the last one
@@ -285,9 +286,10 @@ end
 -- One attempt per transport: the result, or nil and the error value (protocol.interpret).
 local SEND = {
   curl = function(c, req, secret)
-    local h, shape = c.handle or c:_handle(), req.shape
+    local h, shape, s, path = c.handle or c:_handle(), req.shape, secrets[c], req.path
+    if s.last_path ~= path then s.last_path, s.last_url = path, s.url .. path end
     -- A 2xx JSON answer comes back decoded and the headers only on demand (limit decisions read them).
-    local status, headers, body, n, doc = h:call(c:_curl_config(), c:_url(req.path), req.method, req.body,
+    local status, headers, body, n, doc = h:call(curl_config(c, s), s.last_url, req.method, req.body,
       not protocol.DECISIONS[shape])
     if headers == false then
       if protocol.SHAPES[shape](doc) then return doc end
@@ -396,11 +398,18 @@ local function define(class, label, name, build)
 end
 
 for name, call in pairs(protocol.CALLS) do
-  local last -- the request of the last call, reused while the query is the same (requests are never changed)
+  -- The request of the last call made with positional arguments that are not tables, reused while they
+  -- are the same (requests are never changed): a loop asking for the same dates again pays neither
+  -- the checks nor the encoding.
+  local last, n1, a1, b1, c1
   define(Usage, "usage", name, function(...)
-    local path = protocol.build_query(name, ...)
-    if not last or last.path ~= path then last = { shape = call.shape, path = path } end
-    return last
+    local n, a, b, c = select("#", ...), ...
+    if last and n == n1 and a == a1 and b == b1 and c == c1 then return last end
+    local req = { shape = call.shape, path = protocol.build_query(name, ...) }
+    if n <= 3 and type(a) ~= "table" and type(b) ~= "table" and type(c) ~= "table" then
+      last, n1, a1, b1, c1 = req, n, a, b, c
+    end
+    return req
   end)
 end
 

@@ -73,19 +73,11 @@ M.percent_encode = percent_encode
 
 -- Normalises the arguments of a call (table form or the positional form of the Python SDK) into
 -- the query string. Raises on any argument error, before anything is sent.
--- The last query of each call built from positional arguments that were not tables: a loop asking
--- for the same dates again pays neither the checks nor the encoding again.
-local last_query = {}
-
 function M.build_query(fn, ...)
   local call = M.CALLS[fn]
   local params
   local n = select("#", ...)
-  local first, second, third = ...
-  local last = last_query[fn]
-  if last and last.path and last.n == n and last[1] == first and last[2] == second and last[3] == third then
-    return last.path
-  end
+  local first = ...
   if type(first) == "table" and n == 1 then
     params = first
   else
@@ -98,9 +90,6 @@ function M.build_query(fn, ...)
     end
     params.start_date, params.end_date = args[i], args[i + 1]
     local opts = args[i + 2]
-    if opts == nil and n <= 3 and type(first) ~= "table" then
-      last_query[fn] = { n = n, first, second, third, path = nil } -- path set once every check passed
-    end
     if opts ~= nil then
       if type(opts) ~= "table" then raise(fn, "the options after end_date must be a table (customer_id, event_type, model)") end
       for k, v in pairs(opts) do
@@ -139,12 +128,7 @@ function M.build_query(fn, ...)
     local v = check_filter(fn, f[1], params[f[1]])
     if v then q[#q + 1] = f[2] .. "=" .. percent_encode(v) end
   end
-  local path = call.path .. "?" .. table.concat(q, "&")
-  local pending = last_query[fn]
-  if pending and pending.path == nil and pending[1] == first and pending[2] == second and pending[3] == third then
-    pending.path = path
-  end
-  return path
+  return call.path .. "?" .. table.concat(q, "&")
 end
 
 local function is_metrics(t)
