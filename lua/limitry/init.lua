@@ -368,9 +368,9 @@ end
 -- Splits an optional callback off the end of a start_* call's arguments.
 local function split_callback(...)
   local n = select("#", ...)
-  if n == 0 or type((select(n, ...))) ~= "function" then return nil, nil, n end -- args: `...` as it is
   local args = { ... }
-  return args[n], args, n - 1
+  if type(args[n]) == "function" then return args[n], args, n - 1 end
+  return nil, args, n
 end
 
 -- Installs `name` (blocking: result or nil, msg, err) and its async twin start_ + name without a
@@ -438,7 +438,6 @@ end
 function Client:start_track(...)
   check_self(self, Client, "client", "start_track")
   local callback, args, n = split_callback(...)
-  if not args then return self:_start(api.CALLS.track(...)) end
   return self:_start(api.CALLS.track(unpack(args, 1, n)), callback)
 end
 
