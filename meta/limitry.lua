@@ -297,6 +297,14 @@ function Client:poll(timeout) end
 function Client:next_timeout() end
 ---@return {fd: integer, read: boolean, write: boolean}[]
 function Client:fds() end
+---Socket-callback style: fn(fd, events) with events "r", "w", "rw", or "" (stop watching fd).
+---@param fn fun(fd: integer, events: string)
+function Client:watch(fn) end
+---fd is ready ("r", "w", "rw"; "e" for an error), or with no fd: next_timeout() expired.
+---@param fd integer?
+---@param events string?
+---@return integer pending
+function Client:socket_action(fd, events) end
 function Client:close() end
 
 ---@class limitry

@@ -25,6 +25,16 @@ static inline void luaL_setfuncs(lua_State *L, const luaL_Reg *l, int nup)
 #endif
 #endif
 
+/* Sets the value at the top of the stack (a table) as the user value of the userdata at idx, and
+ * pops it: what a handle anchors so that C may keep the value's address. */
+#if LUA_VERSION_NUM >= 504
+#define lm_setuservalue(L, idx) lua_setiuservalue((L), (idx), 1)
+#elif LUA_VERSION_NUM >= 502
+#define lm_setuservalue(L, idx) lua_setuservalue((L), (idx))
+#else
+#define lm_setuservalue(L, idx) lua_setfenv((L), (idx))
+#endif
+
 /* JSON integers become Lua integers where the VM has them (5.3+), doubles elsewhere. */
 #if LUA_VERSION_NUM >= 503
 #define LM_HAS_INTEGERS 1

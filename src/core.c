@@ -2,6 +2,13 @@
  *   core.new()                 -> handle (one libcurl easy handle, reused for keep-alive)
  *   handle:request(opts)       -> status, headers, body, connections_opened
  *                              |  nil, kind, message, curl_code
+ *   handle:call(cfg, url [, method [, body [, decode]]])
+ *                              the same transfer with the options split: cfg (never changed once
+ *                              used) is applied to libcurl only when it is not the table applied
+ *                              last; with decode, a 2xx JSON answer comes back decoded:
+ *                              status, false, nil, connections_opened, value
+ *   handle:headers()           -> the last response's headers (after call returned `false`)
+ *   handle:stats()             -> { configs_applied = n }
  *   handle:close()             frees everything; also __gc and (5.4) __close
  *   handle:id()                -> a number naming the handle (for multi:next_done)
  *   core.decode(json)          -> value | nil, message
@@ -54,9 +61,50 @@ static int handle_request(lua_State *L)
         return luaL_error(L, "curl_easy_init failed");
     lm_request_setup(L, r, 2, r);
     /* Never take an answer that was on the wire before the request was sent. */
-    lm_sockets_drop_stale(r, NULL, 0, -1);
+    lm_sockets_drop_stale(r, NULL, NULL);
     code = curl_easy_perform(r->easy);
     return lm_request_push_result(L, r, code);
+}
+
+/* Keeps the configuration table at cfg alive while it is the one applied to r's easy handle
+ * (C compares its address), as the user value of the handle userdata at index ud. */
+void lm_anchor_config(lua_State *L, int ud, int cfg)
+{
+    lua_pushvalue(L, cfg);
+    lm_setuservalue(L, ud);
+}
+
+static int handle_call(lua_State *L)
+{
+    lm_request *r = check_handle(L);
+    CURLcode code;
+    if (r->owner != NULL)
+        return luaL_error(L, "this handle is in flight on a multi handle");
+    lua_settop(L, 6);
+    if (lm_request_init(r) != 0)
+        return luaL_error(L, "curl_easy_init failed");
+    lm_request_setup_config(L, r, 2, r);
+    lm_anchor_config(L, 1, 2);
+    r->decode = lua_toboolean(L, 6);
+    lm_sockets_drop_stale(r, NULL, NULL);
+    code = curl_easy_perform(r->easy);
+    return lm_request_push_result(L, r, code);
+}
+
+static int handle_headers(lua_State *L)
+{
+    lm_request_push_headers(L, check_handle(L));
+    return 1;
+}
+
+/* How often a full set of options went to libcurl: once per configuration in steady state. */
+static int handle_stats(lua_State *L)
+{
+    lm_request *r = check_handle(L);
+    lua_createtable(L, 0, 1);
+    lua_pushinteger(L, r->applies);
+    lua_setfield(L, -2, "configs_applied");
+    return 1;
 }
 
 static int handle_close(lua_State *L)
@@ -112,6 +160,9 @@ static int core_now(lua_State *L)
 
 static const luaL_Reg handle_methods[] = {
     {"request", handle_request},
+    {"call", handle_call},
+    {"headers", handle_headers},
+    {"stats", handle_stats},
     {"close", handle_close},
     {"id", handle_id},
     {NULL, NULL},

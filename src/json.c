@@ -263,13 +263,15 @@ static void object_value(lua_State *L, parser *ps)
 {
     enter(L, ps);
     ps->p++;
-    lua_newtable(L);
     skip_ws(ps);
     if (ps->p < ps->end && *ps->p == '}') {
+        lua_newtable(L);
         ps->p++;
         ps->depth--;
         return;
     }
+    /* Room for the usual API object (5-8 members) at once: growing 0, 1, 2, 4, 8 rehashes 4 times. */
+    lua_createtable(L, 0, 8);
     for (;;) {
         skip_ws(ps);
         if (ps->p >= ps->end || *ps->p != '"')

@@ -1,13 +1,23 @@
 /* limitry.core multi handles: many transfers in flight, driven without blocking.
  *   core.multi()                -> multi
  *   multi:add(handle, opts)     configures handle (as handle:request would) and starts it
+ *   multi:add(handle, cfg, url [, method [, body [, decode]]])
+ *                               the same, options split as for handle:call
  *   multi:perform()             -> number of transfers still running (never blocks)
- *   multi:wait(ms)              waits at most ms for activity (curl_multi_wait)
- *   multi:next_done()           -> handle, then the handle's result values, or nothing
+ *   multi:wait(ms)              waits at most ms for activity, and handles it in watch mode
+ *   multi:next_done(by_id)      -> handle, then the handle's result values, or nothing
  *   multi:timeout()             -> ms until libcurl wants perform() again (-1: no timer)
  *   multi:fds()                 -> { {fd=, read=, write=}, ... } to watch from a host loop
+ *   multi:watch()               socket-callback style from now on (no transfer attached)
+ *   multi:socket_action([fd, mask])  fd ready (mask: 1 read, 2 write, 4 error), or the timer
+ *                               expired (no fd) -> number of transfers still running
+ *   multi:changes()             -> { fd, what, fd, what, ... } sockets to watch since the last
+ *                               call (what: 1 read, 2 write, 3 both, 4 stop), or nil
+ *   multi:watched()             -> { fd, what, ... } every socket watched now
  *   multi:remove(handle)        cancels a transfer
  *   multi:close()               detaches every transfer and frees the multi handle */
+#include <poll.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/select.h>
 #include <unistd.h>
@@ -17,17 +27,67 @@
 #include "process.h"
 
 #define MULTI_MT "limitry.multi"
-#define LM_MULTI_MAX_IDLE 32
+#define LM_MULTI_MIN_IDLE 32
 #define HANDLE_MT "limitry.handle"
 
-static CURLM *open_multi(void)
+/* The socket callback: C memory only (never Lua). Keeps m->sockets equal to what libcurl wants
+ * watched and appends the change for Lua to read after the libcurl call returns. */
+static int record(lm_watch **list, size_t *n, size_t *cap, curl_socket_t fd, int what)
 {
-    CURLM *multi = curl_multi_init();
+    if (*n == *cap) {
+        size_t grown = *cap ? *cap * 2 : 16;
+        lm_watch *l = (lm_watch *)realloc(*list, grown * sizeof(lm_watch));
+        if (l == NULL)
+            return -1;
+        *list = l;
+        *cap = grown;
+    }
+    (*list)[*n].fd = fd;
+    (*list)[*n].what = what;
+    (*n)++;
+    return 0;
+}
+
+static int on_socket(CURL *easy, curl_socket_t fd, int what, void *ud, void *socketp)
+{
+    lm_multi *m = (lm_multi *)ud;
+    size_t i;
+    (void)easy;
+    (void)socketp;
+    for (i = 0; i < m->nsockets && m->sockets[i].fd != fd; i++)
+        ;
+    if (what == CURL_POLL_REMOVE) {
+        if (i < m->nsockets)
+            m->sockets[i] = m->sockets[--m->nsockets];
+    } else if (i < m->nsockets) {
+        m->sockets[i].what = what;
+    } else if (record(&m->sockets, &m->nsockets, &m->cap_sockets, fd, what) != 0) {
+        m->oom = 1;
+        return -1;
+    }
+    if (record(&m->changes, &m->nchanges, &m->cap_changes, fd, what) != 0) {
+        m->oom = 1;
+        return -1;
+    }
+    return 0;
+}
+
+static int open_multi(lm_multi *m)
+{
+    m->multi = curl_multi_init();
+    m->pid = getpid();
+    if (m->multi == NULL)
+        return -1;
     /* libcurl's default keeps 4 idle connections per attached handle, so as finished transfers
-     * are detached it closes connections the next burst would have reused. */
-    if (multi != NULL)
-        curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, (long)LM_MULTI_MAX_IDLE);
-    return multi;
+     * are detached it closes connections the next burst would have reused. Raised with the
+     * number in flight (multi_add): a cache smaller than that closes a connection per call. */
+    m->max_conns = LM_MULTI_MIN_IDLE;
+    curl_multi_setopt(m->multi, CURLMOPT_MAXCONNECTS, m->max_conns);
+    if (m->watching) {
+        curl_multi_setopt(m->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+        curl_multi_setopt(m->multi, CURLMOPT_SOCKETDATA, m);
+    }
+    return 0;
 }
 
 /* In a forked child: forgets the parent's multi handle and the easy handles in flight on it
@@ -41,8 +101,11 @@ static void abandon(lm_multi *m)
     m->multi = NULL;
     for (r = m->attached; r != NULL; r = r->next) {
         lm_request_abandon(r);
+        if (!r->fork_lost)
+            m->lost++;
         r->fork_lost = 1;
     }
+    m->nsockets = m->nchanges = 0; /* the parent's sockets */
     lm_sockets_drop_inherited();
 }
 
@@ -51,9 +114,7 @@ static lm_multi *check_multi(lua_State *L)
     lm_multi *m = (lm_multi *)luaL_checkudata(L, 1, MULTI_MT);
     if (m->multi != NULL && m->pid != getpid()) {
         abandon(m);
-        m->multi = open_multi();
-        m->pid = getpid();
-        if (m->multi == NULL)
+        if (open_multi(m) != 0)
             luaL_error(L, "curl_multi_init failed");
     }
     if (m->multi == NULL)
@@ -69,7 +130,10 @@ void lm_multi_detach(lm_request *r)
         return;
     if (m->multi != NULL && m->pid == me && r->easy != NULL && r->pid == me && !r->fork_lost)
         curl_multi_remove_handle(m->multi, r->easy);
+    if (r->fork_lost)
+        m->lost--;
     r->fork_lost = 0;
+    m->count--;
     if (r->prev)
         r->prev->next = r->next;
     else
@@ -86,69 +150,180 @@ static int multi_new(lua_State *L)
     memset(m, 0, sizeof(*m));
     luaL_getmetatable(L, MULTI_MT);
     lua_setmetatable(L, -2);
-    m->multi = open_multi();
-    m->pid = getpid();
-    if (m->multi == NULL)
+    if (open_multi(m) != 0)
         return luaL_error(L, "curl_multi_init failed");
     return 1;
 }
 
-/* Drops the idle connections of m's pool that have bytes waiting (see lm_sockets_drop_stale).
- * The sockets of transfers in flight are those curl_multi_fdset reports; one it cannot report
- * (a descriptor >= FD_SETSIZE) is treated as busy while any transfer runs. */
+typedef struct {
+    fd_set r, w, e;
+} fdsets;
+
+/* The sockets of transfers running are those curl_multi_fdset reports; one it cannot report (a
+ * descriptor >= FD_SETSIZE) counts as busy. */
+static int busy_fdset(void *ud, curl_socket_t fd)
+{
+    fdsets *f = (fdsets *)ud;
+    if (fd < 0 || fd >= FD_SETSIZE)
+        return 1;
+    return FD_ISSET(fd, &f->r) || FD_ISSET(fd, &f->w) || FD_ISSET(fd, &f->e);
+}
+
+/* In watch mode, libcurl has told us exactly which sockets its transfers wait on. */
+static int busy_watched(void *ud, curl_socket_t fd)
+{
+    lm_multi *m = (lm_multi *)ud;
+    size_t i;
+    for (i = 0; i < m->nsockets; i++)
+        if (m->sockets[i].fd == fd)
+            return 1;
+    return 0;
+}
+
+/* Drops the idle connections of m's pool that have bytes waiting (see lm_sockets_drop_stale),
+ * once before libcurl next sends: a request goes out only from perform or socket_action, so
+ * one check there covers every transfer added since the last one. */
 static void drop_stale(lm_multi *m)
 {
-    curl_socket_t busy[FD_SETSIZE];
-    fd_set r, w, e;
-    int maxfd = -1, fd, n = 0;
+    fdsets f;
+    int maxfd = -1;
+    if (!m->check_stale)
+        return;
+    m->check_stale = 0;
     if (m->attached == NULL) {
-        lm_sockets_drop_stale(m, NULL, 0, -1);
-        return;
+        lm_sockets_drop_stale(m, NULL, NULL);
+    } else if (m->watching) {
+        lm_sockets_drop_stale(m, busy_watched, m);
+    } else {
+        FD_ZERO(&f.r);
+        FD_ZERO(&f.w);
+        FD_ZERO(&f.e);
+        if (curl_multi_fdset(m->multi, &f.r, &f.w, &f.e, &maxfd) == CURLM_OK)
+            lm_sockets_drop_stale(m, busy_fdset, &f);
     }
-    FD_ZERO(&r);
-    FD_ZERO(&w);
-    FD_ZERO(&e);
-    if (curl_multi_fdset(m->multi, &r, &w, &e, &maxfd) != CURLM_OK)
-        return;
-    for (fd = 0; fd <= maxfd && fd < FD_SETSIZE; fd++)
-        if (FD_ISSET(fd, &r) || FD_ISSET(fd, &w) || FD_ISSET(fd, &e))
-            busy[n++] = fd;
-    lm_sockets_drop_stale(m, busy, n, FD_SETSIZE);
 }
 
 static int multi_add(lua_State *L)
 {
     lm_multi *m = check_multi(L);
     lm_request *r = (lm_request *)luaL_checkudata(L, 2, HANDLE_MT);
+    int split = !lua_isnoneornil(L, 4);
     if (r->closed)
         return luaL_error(L, "attempt to use a closed limitry handle");
     if (r->owner != NULL)
         return luaL_error(L, "this handle is already in flight");
     if (lm_request_init(r) != 0)
         return luaL_error(L, "curl_easy_init failed");
-    lm_request_setup(L, r, 3, m);
-    drop_stale(m);
+    if (split) {
+        lua_settop(L, 7);
+        lm_request_setup_config(L, r, 3, m);
+        lm_anchor_config(L, 2, 3);
+        r->decode = lua_toboolean(L, 7);
+    } else {
+        lm_request_setup(L, r, 3, m);
+    }
     if (curl_multi_add_handle(m->multi, r->easy) != CURLM_OK) {
         lm_request_finish(r);
         return luaL_error(L, "curl_multi_add_handle failed");
     }
+    m->check_stale = 1;
     r->owner = m;
     r->next = m->attached;
     if (m->attached)
         m->attached->prev = r;
     m->attached = r;
+    if (++m->count > m->max_conns) {
+        m->max_conns = m->count;
+        curl_multi_setopt(m->multi, CURLMOPT_MAXCONNECTS, m->max_conns);
+    }
     return 0;
+}
+
+static int action_failed(lua_State *L, lm_multi *m, CURLMcode rc)
+{
+    if (m->oom) {
+        m->oom = 0;
+        return luaL_error(L, "out of memory while recording libcurl's sockets");
+    }
+    return luaL_error(L, "libcurl multi call failed: %s", curl_multi_strerror(rc));
 }
 
 static int multi_perform(lua_State *L)
 {
     lm_multi *m = check_multi(L);
     int running = 0;
-    CURLMcode rc = curl_multi_perform(m->multi, &running);
+    CURLMcode rc;
+    drop_stale(m);
+    if (m->watching)
+        rc = curl_multi_socket_action(m->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    else
+        rc = curl_multi_perform(m->multi, &running);
     if (rc != CURLM_OK)
-        return luaL_error(L, "curl_multi_perform failed: %s", curl_multi_strerror(rc));
+        return action_failed(L, m, rc);
     lua_pushinteger(L, running);
     return 1;
+}
+
+static int multi_socket_action(lua_State *L)
+{
+    lm_multi *m = check_multi(L);
+    curl_socket_t fd = CURL_SOCKET_TIMEOUT;
+    int mask = 0, running = 0;
+    CURLMcode rc;
+    if (!m->watching)
+        return luaL_error(L, "socket_action needs watch mode (multi:watch())");
+    if (!lua_isnoneornil(L, 2)) {
+        lua_Number n = luaL_checknumber(L, 2);
+        if (!(n >= 0 && n <= 2147483647.0) || n != (lua_Number)(int)n)
+            return luaL_argerror(L, 2, "a socket descriptor (a whole number >= 0)");
+        fd = (curl_socket_t)n;
+        mask = (int)luaL_optinteger(L, 3, 0) & (CURL_CSELECT_IN | CURL_CSELECT_OUT | CURL_CSELECT_ERR);
+    }
+    drop_stale(m);
+    rc = curl_multi_socket_action(m->multi, fd, mask, &running);
+    if (rc != CURLM_OK)
+        return action_failed(L, m, rc);
+    lua_pushinteger(L, running);
+    return 1;
+}
+
+/* Watch mode: poll(2) on exactly the sockets libcurl watches (any descriptor number), then tells
+ * libcurl which are ready. */
+static void wait_watched(lua_State *L, lm_multi *m, int ms)
+{
+    struct pollfd *p;
+    size_t i, n = m->nsockets;
+    int ready, running = 0;
+    if (n == 0) {
+        poll(NULL, 0, ms);
+        return;
+    }
+    p = (struct pollfd *)malloc(n * sizeof(struct pollfd));
+    if (p == NULL) {
+        luaL_error(L, "out of memory");
+        return;
+    }
+    for (i = 0; i < n; i++) {
+        p[i].fd = m->sockets[i].fd;
+        p[i].events = (short)(((m->sockets[i].what & CURL_POLL_IN) ? POLLIN : 0) |
+                              ((m->sockets[i].what & CURL_POLL_OUT) ? POLLOUT : 0));
+        p[i].revents = 0;
+    }
+    ready = poll(p, (nfds_t)n, ms);
+    for (i = 0; ready > 0 && i < n; i++) {
+        int mask = 0;
+        if (p[i].revents == 0)
+            continue;
+        if (p[i].revents & (POLLIN | POLLHUP))
+            mask |= CURL_CSELECT_IN;
+        if (p[i].revents & POLLOUT)
+            mask |= CURL_CSELECT_OUT;
+        if (p[i].revents & (POLLERR | POLLNVAL))
+            mask |= CURL_CSELECT_ERR;
+        /* The list in p is a copy: socket_action may change m->sockets meanwhile. */
+        curl_multi_socket_action(m->multi, p[i].fd, mask, &running);
+    }
+    free(p);
 }
 
 static int multi_wait(lua_State *L)
@@ -160,8 +335,12 @@ static int multi_wait(lua_State *L)
         ms = 0;
     if (ms > 1e6) /* a wait longer than that is a loop of waits; keeps (int) defined */
         ms = 1e6;
-    if (ms >= 1 && m->attached != NULL)
+    if (m->watching) {
+        drop_stale(m);
+        wait_watched(L, m, (int)ms);
+    } else if (ms >= 1 && m->attached != NULL) {
         curl_multi_wait(m->multi, NULL, 0, (int)ms, &numfds);
+    }
     lua_pushinteger(L, numfds);
     return 1;
 }
@@ -175,7 +354,7 @@ static int multi_next_done(lua_State *L)
     CURLMsg *msg;
     lm_request *lost;
     luaL_checktype(L, 2, LUA_TTABLE);
-    for (lost = m->attached; lost != NULL; lost = lost->next) {
+    for (lost = m->lost > 0 ? m->attached : NULL; lost != NULL; lost = lost->next) {
         if (!lost->fork_lost)
             continue;
         lm_multi_detach(lost);
@@ -205,6 +384,7 @@ static int multi_next_done(lua_State *L)
             lm_request_finish(r);
             continue;
         }
+        luaL_checkstack(L, LM_RESULT_MAX, "limitry result");
         return 1 + lm_request_push_result(L, r, code);
     }
     return 0;
@@ -219,29 +399,83 @@ static int multi_timeout(lua_State *L)
     return 1;
 }
 
+static void push_fd(lua_State *L, curl_socket_t fd, int rd, int wr, int n)
+{
+    lua_createtable(L, 0, 3);
+    lua_pushinteger(L, fd);
+    lua_setfield(L, -2, "fd");
+    lua_pushboolean(L, rd);
+    lua_setfield(L, -2, "read");
+    lua_pushboolean(L, wr);
+    lua_setfield(L, -2, "write");
+    lua_rawseti(L, -2, n);
+}
+
+/* curl_multi_fdset cannot name a descriptor >= FD_SETSIZE; watch mode has no such limit. */
 static int multi_fds(lua_State *L)
 {
     lm_multi *m = check_multi(L);
     fd_set r, w, e;
     int maxfd = -1, fd, n = 0;
+    size_t i;
+    lua_newtable(L);
+    if (m->watching) {
+        for (i = 0; i < m->nsockets; i++)
+            push_fd(L, m->sockets[i].fd, (m->sockets[i].what & CURL_POLL_IN) != 0,
+                    (m->sockets[i].what & CURL_POLL_OUT) != 0, ++n);
+        return 1;
+    }
     FD_ZERO(&r);
     FD_ZERO(&w);
     FD_ZERO(&e);
     curl_multi_fdset(m->multi, &r, &w, &e, &maxfd);
-    lua_newtable(L);
     for (fd = 0; fd <= maxfd; fd++) {
         int rd = FD_ISSET(fd, &r), wr = FD_ISSET(fd, &w);
-        if (!rd && !wr)
-            continue;
-        lua_createtable(L, 0, 3);
-        lua_pushinteger(L, fd);
-        lua_setfield(L, -2, "fd");
-        lua_pushboolean(L, rd);
-        lua_setfield(L, -2, "read");
-        lua_pushboolean(L, wr);
-        lua_setfield(L, -2, "write");
-        lua_rawseti(L, -2, ++n);
+        if (rd || wr)
+            push_fd(L, fd, rd, wr, ++n);
     }
+    return 1;
+}
+
+static int multi_watch(lua_State *L)
+{
+    lm_multi *m = check_multi(L);
+    if (m->watching)
+        return 0;
+    if (m->attached != NULL)
+        return luaL_error(L, "watch mode must start while no transfer is in flight");
+    m->watching = 1;
+    curl_multi_setopt(m->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+    curl_multi_setopt(m->multi, CURLMOPT_SOCKETDATA, m);
+    return 0;
+}
+
+static void push_pairs(lua_State *L, const lm_watch *list, size_t n)
+{
+    size_t i;
+    lua_createtable(L, (int)(2 * n), 0);
+    for (i = 0; i < n; i++) {
+        lua_pushinteger(L, list[i].fd);
+        lua_rawseti(L, -2, (int)(2 * i + 1));
+        lua_pushinteger(L, list[i].what);
+        lua_rawseti(L, -2, (int)(2 * i + 2));
+    }
+}
+
+static int multi_changes(lua_State *L)
+{
+    lm_multi *m = check_multi(L);
+    if (m->nchanges == 0)
+        return 0;
+    push_pairs(L, m->changes, m->nchanges);
+    m->nchanges = 0;
+    return 1;
+}
+
+static int multi_watched(lua_State *L)
+{
+    lm_multi *m = check_multi(L);
+    push_pairs(L, m->sockets, m->nsockets);
     return 1;
 }
 
@@ -269,6 +503,10 @@ static int multi_close(lua_State *L)
         curl_multi_cleanup(m->multi);
         m->multi = NULL;
     }
+    free(m->sockets);
+    free(m->changes);
+    m->sockets = m->changes = NULL;
+    m->nsockets = m->nchanges = m->cap_sockets = m->cap_changes = 0;
     return 0;
 }
 
@@ -279,6 +517,10 @@ static const luaL_Reg multi_methods[] = {
     {"next_done", multi_next_done},
     {"timeout", multi_timeout},
     {"fds", multi_fds},
+    {"watch", multi_watch},
+    {"socket_action", multi_socket_action},
+    {"changes", multi_changes},
+    {"watched", multi_watched},
     {"remove", multi_remove},
     {"close", multi_close},
     {NULL, NULL},

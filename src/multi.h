@@ -6,10 +6,26 @@
 #include "lauxlib.h"
 #include "request.h"
 
+/* A socket libcurl asked to have watched (socket-callback style), with what it waits for. */
+typedef struct {
+    curl_socket_t fd;
+    int what; /* CURL_POLL_IN, _OUT, _INOUT; CURL_POLL_REMOVE in a change record */
+} lm_watch;
+
 typedef struct lm_multi {
     CURLM *multi;
     pid_t pid; /* the process that created multi */
     lm_request *attached;
+    int count;      /* transfers attached */
+    int lost;       /* of those, lost to a fork */
+    long max_conns; /* CURLMOPT_MAXCONNECTS set last */
+    int check_stale; /* a transfer was added since the last stale-connection check */
+    /* Socket-callback style (multi:watch): the sockets libcurl watches now, and the changes not yet
+     * handed to Lua, both written by the libcurl callback in C memory only. */
+    int watching;
+    lm_watch *sockets, *changes;
+    size_t nsockets, cap_sockets, nchanges, cap_changes;
+    int oom; /* a change could not be recorded */
 } lm_multi;
 
 /* Detaches r from its multi handle, if any. */

@@ -140,22 +140,17 @@ static int make_dead(curl_socket_t fd)
     return 0;
 }
 
-int lm_sockets_drop_stale(const void *tag, const curl_socket_t *busy, int nbusy, curl_socket_t limit)
+int lm_sockets_drop_stale(const void *tag, int (*busy)(void *ud, curl_socket_t fd), void *ud)
 {
     size_t i;
-    int j, dropped = 0;
+    int dropped = 0;
     pid_t me = getpid();
     pthread_mutex_lock(&lock);
     for (i = 0; i < count; i++) {
         struct pollfd p;
         if (entries[i].tag != tag || entries[i].pid != me || entries[i].dead)
             continue;
-        if (limit >= 0 && entries[i].fd >= limit)
-            continue;
-        for (j = 0; j < nbusy; j++)
-            if (busy[j] == entries[i].fd)
-                break;
-        if (j < nbusy)
+        if (busy && busy(ud, entries[i].fd))
             continue;
         p.fd = entries[i].fd;
         p.events = POLLIN;

@@ -17,9 +17,8 @@ CURLcode lm_sockets_track(CURL *h, const void *tag);
 void lm_sockets_drop_inherited(void);
 /* Idle sockets of pool tag with bytes or EOF waiting (an answer sent before any request, a 408,
  * a close) are closed and left at EOF for libcurl, so no request goes out on them and nothing
- * that waited there is read as an answer. The sockets in busy (transfers running) are skipped,
- * and so are those >= limit when limit >= 0 (busy could not name them). Returns how many were
- * dropped. */
-int lm_sockets_drop_stale(const void *tag, const curl_socket_t *busy, int nbusy, curl_socket_t limit);
+ * that waited there is read as an answer. Sockets for which busy(ud, fd) is true (transfers
+ * running) are skipped; busy may be NULL when nothing runs. Returns how many were dropped. */
+int lm_sockets_drop_stale(const void *tag, int (*busy)(void *ud, curl_socket_t fd), void *ud);
 
 #endif

@@ -1,9 +1,11 @@
 #include <ctype.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "compat.h"
+#include "json.h"
 #include "process.h"
 #include "request.h"
 
@@ -60,6 +62,7 @@ void lm_request_abandon(lm_request *r)
     r->easy = NULL; /* leaked on purpose: its memory is a copy of the parent's, its sockets theirs */
     lm_sockets_drop_inherited();
     lm_request_finish(r);
+    lm_request_forget_config(r);
 }
 
 typedef struct {
@@ -131,25 +134,41 @@ static long opt_ms(lua_State *L, int idx, const char *name, lua_Number dflt)
     return ms;
 }
 
-static void read_options(lua_State *L, int idx, options *o)
+static const char *const METHODS[] = {"GET", "POST", "PUT", "DELETE", NULL};
+
+/* Index of the method in METHODS; raises on anything else. */
+static int check_method(lua_State *L, const char *m)
 {
-    int i, n;
-    luaL_checktype(L, idx, LUA_TTABLE);
-    luaL_checkstack(L, 16, "limitry request options");
-    o->url = opt_string(L, idx, "url", 1);
-    o->method = opt_string(L, idx, "method", 0);
-    if (o->method == NULL)
-        o->method = "GET";
-    else if (strcmp(o->method, "GET") != 0 && strcmp(o->method, "POST") != 0 && strcmp(o->method, "PUT") != 0 &&
-             strcmp(o->method, "DELETE") != 0)
-        luaL_error(L, "request option 'method' must be GET, POST, PUT or DELETE");
-    o->body = NULL;
-    o->body_len = 0;
-    if (!lua_isnil(L, raw_field(L, idx, "body"))) {
-        if (lua_type(L, -1) != LUA_TSTRING)
-            luaL_error(L, "request option 'body' must be a string");
-        o->body = lua_tolstring(L, -1, &o->body_len);
+    int i;
+    for (i = 0; METHODS[i] != NULL; i++)
+        if (strcmp(m, METHODS[i]) == 0)
+            return i;
+    return luaL_error(L, "request option 'method' must be GET, POST, PUT or DELETE");
+}
+
+/* Checks that t[name] (raw reads) is nil or an array of header lines; returns its stack index or 0. */
+static int read_header_list(lua_State *L, int idx, const char *name)
+{
+    int i, n, at = raw_field(L, idx, name);
+    if (lua_isnil(L, at))
+        return 0;
+    luaL_checktype(L, at, LUA_TTABLE);
+    n = (int)lua_rawlen(L, at);
+    for (i = 1; i <= n; i++) {
+        size_t len;
+        const char *h;
+        lua_rawgeti(L, at, i);
+        h = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
+        if (h == NULL || strlen(h) != len || strpbrk(h, "\r\n") != NULL)
+            luaL_error(L, "request header %d must be a string without CR, LF or NUL", i);
+        lua_pop(L, 1);
     }
+    return at;
+}
+
+/* The options that stay the same from call to call (all but url, method and body). */
+static void read_static(lua_State *L, int idx, options *o)
+{
     o->ca_file = opt_string(L, idx, "ca_file", 0);
     o->ca_path = opt_string(L, idx, "ca_path", 0);
     o->proxy = opt_string(L, idx, "proxy", 0);
@@ -162,77 +181,75 @@ static void read_options(lua_State *L, int idx, options *o)
     raw_field(L, idx, "verify");
     o->verify = lua_isnil(L, -1) || lua_toboolean(L, -1);
     lua_pop(L, 1);
-    o->headers = raw_field(L, idx, "headers");
-    if (lua_isnil(L, o->headers)) {
-        o->headers = 0;
-        return;
+    o->headers = read_header_list(L, idx, "headers");
+}
+
+/* Reads the method (NULL: GET) and the body at the stack indexes given (0: none), checked. */
+static int read_method_body(lua_State *L, options *o, int method_at, int body_at)
+{
+    int m = 0;
+    o->method = "GET";
+    if (method_at && !lua_isnil(L, method_at)) {
+        if (lua_type(L, method_at) != LUA_TSTRING)
+            luaL_error(L, "request option 'method' must be a string");
+        o->method = lua_tostring(L, method_at);
+        m = check_method(L, o->method);
     }
-    luaL_checktype(L, o->headers, LUA_TTABLE);
-    n = (int)lua_rawlen(L, o->headers);
-    for (i = 1; i <= n; i++) {
-        size_t len;
-        const char *h;
-        lua_rawgeti(L, o->headers, i);
-        h = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
-        if (h == NULL || strlen(h) != len || strpbrk(h, "\r\n") != NULL)
-            luaL_error(L, "request header %d must be a string without CR, LF or NUL", i);
-        lua_pop(L, 1);
+    o->body = NULL;
+    o->body_len = 0;
+    if (body_at && !lua_isnil(L, body_at)) {
+        if (lua_type(L, body_at) != LUA_TSTRING)
+            luaL_error(L, "request option 'body' must be a string");
+        o->body = lua_tolstring(L, body_at, &o->body_len);
     }
+    return m;
+}
+
+static void read_options(lua_State *L, int idx, options *o)
+{
+    luaL_checktype(L, idx, LUA_TTABLE);
+    luaL_checkstack(L, 16, "limitry request options");
+    o->url = opt_string(L, idx, "url", 1);
+    raw_field(L, idx, "method");
+    raw_field(L, idx, "body");
+    read_method_body(L, o, lua_gettop(L) - 1, lua_gettop(L));
+    read_static(L, idx, o);
 }
 
 #define SETOPT(opt, val)                                \
     do {                                                \
         CURLcode rc_ = curl_easy_setopt(h, opt, val);   \
         if (rc_ != CURLE_OK) {                          \
-            refused = #opt;                             \
-            code = rc_;                                 \
-            goto fail;                                  \
+            *refused = #opt;                            \
+            return rc_;                                 \
         }                                               \
     } while (0)
 
-void lm_request_setup(lua_State *L, lm_request *r, int idx, const void *tag)
+/* Builds a header list from the array at stack index at (0: none) onto *list. */
+static int append_lines(lua_State *L, int at, struct curl_slist **list)
 {
-    options o;
-    CURL *h = r->easy;
-    int i, n, base = lua_gettop(L);
-    const char *refused = NULL;
-    CURLcode code = CURLE_OK;
-
-    idx = idx < 0 ? lua_gettop(L) + idx + 1 : idx;
-    read_options(L, idx, &o); /* leaves the values on the stack until the end */
-
-    lm_request_finish(r);
-    curl_easy_reset(h); /* keeps live connections and TLS sessions */
-    r->max_body = (size_t)o.max_body;
-    r->timeout_ms = o.timeout_ms;
-    r->errbuf[0] = '\0';
-
-    n = o.headers ? (int)lua_rawlen(L, o.headers) : 0;
+    int i, n = at ? (int)lua_rawlen(L, at) : 0;
     for (i = 1; i <= n; i++) {
         struct curl_slist *grown;
         const char *line;
-        lua_rawgeti(L, o.headers, i);
+        lua_rawgeti(L, at, i);
         line = lua_tostring(L, -1);
-        grown = line ? curl_slist_append(r->headers, line) : NULL;
+        grown = line ? curl_slist_append(*list, line) : NULL;
         lua_pop(L, 1);
-        if (grown == NULL) {
-            lm_request_finish(r);
-            luaL_error(L, line ? "out of memory" : "request header %d is not a string", i);
-        }
-        r->headers = grown;
+        if (grown == NULL)
+            return line ? -1 : i;
+        *list = grown;
     }
+    return 0;
+}
 
-    SETOPT(CURLOPT_URL, o.url);
-    if (o.body) {
-        /* Copied by libcurl: an async transfer outlives this call and the Lua string. */
-        SETOPT(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)o.body_len);
-        SETOPT(CURLOPT_COPYPOSTFIELDS, o.body);
-    } else {
-        SETOPT(CURLOPT_HTTPGET, 1L);
-    }
-    if (strcmp(o.method, o.body ? "POST" : "GET") != 0)
-        SETOPT(CURLOPT_CUSTOMREQUEST, o.method);
-    SETOPT(CURLOPT_HTTPHEADER, r->headers);
+/* Sets what the options o ask for apart from url, method, body and the header list. */
+static CURLcode apply_static(lm_request *r, const options *o, const void *tag, const char **refused)
+{
+    CURL *h = r->easy;
+    CURLcode code;
+    r->max_body = (size_t)o->max_body;
+    r->timeout_ms = o->timeout_ms;
     SETOPT(CURLOPT_NOSIGNAL, 1L);
     SETOPT(CURLOPT_FOLLOWLOCATION, 0L);
 #if LIBCURL_VERSION_NUM >= 0x075500
@@ -241,25 +258,25 @@ void lm_request_setup(lua_State *L, lm_request *r, int idx, const void *tag)
     SETOPT(CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
 #endif
     SETOPT(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
-    SETOPT(CURLOPT_TIMEOUT_MS, o.timeout_ms);
-    SETOPT(CURLOPT_CONNECTTIMEOUT_MS, o.connect_timeout_ms);
+    SETOPT(CURLOPT_TIMEOUT_MS, o->timeout_ms);
+    SETOPT(CURLOPT_CONNECTTIMEOUT_MS, o->connect_timeout_ms);
     SETOPT(CURLOPT_TCP_KEEPALIVE, 1L);
     SETOPT(CURLOPT_ACCEPT_ENCODING, "");
-    SETOPT(CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)o.max_body);
-    SETOPT(CURLOPT_SSL_VERIFYPEER, o.verify ? 1L : 0L);
-    SETOPT(CURLOPT_SSL_VERIFYHOST, o.verify ? 2L : 0L);
-    if (o.ca_file)
-        SETOPT(CURLOPT_CAINFO, o.ca_file);
-    if (o.ca_path)
-        SETOPT(CURLOPT_CAPATH, o.ca_path);
-    if (o.proxy)
-        SETOPT(CURLOPT_PROXY, o.proxy); /* "" turns off proxies from the environment */
-    if (o.no_proxy)
-        SETOPT(CURLOPT_NOPROXY, o.no_proxy);
+    SETOPT(CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)o->max_body);
+    SETOPT(CURLOPT_SSL_VERIFYPEER, o->verify ? 1L : 0L);
+    SETOPT(CURLOPT_SSL_VERIFYHOST, o->verify ? 2L : 0L);
+    if (o->ca_file)
+        SETOPT(CURLOPT_CAINFO, o->ca_file);
+    if (o->ca_path)
+        SETOPT(CURLOPT_CAPATH, o->ca_path);
+    if (o->proxy)
+        SETOPT(CURLOPT_PROXY, o->proxy); /* "" turns off proxies from the environment */
+    if (o->no_proxy)
+        SETOPT(CURLOPT_NOPROXY, o->no_proxy);
     code = lm_sockets_track(h, tag);
     if (code != CURLE_OK) {
-        refused = "CURLOPT_OPENSOCKETFUNCTION";
-        goto fail;
+        *refused = "CURLOPT_OPENSOCKETFUNCTION";
+        return code;
     }
     SETOPT(CURLOPT_ERRORBUFFER, r->errbuf);
     SETOPT(CURLOPT_WRITEFUNCTION, on_body);
@@ -267,11 +284,139 @@ void lm_request_setup(lua_State *L, lm_request *r, int idx, const void *tag)
     SETOPT(CURLOPT_HEADERFUNCTION, on_header);
     SETOPT(CURLOPT_HEADERDATA, r);
     SETOPT(CURLOPT_PRIVATE, r);
-    lua_settop(L, base);
-    return;
-fail:
+    return CURLE_OK;
+}
+
+/* Sets the method and body of one transfer; mode is method index * 2 + has_body + 1. Unchanged
+ * settings from the last transfer of the same mode are left as they are. */
+static CURLcode apply_method_body(lm_request *r, const options *o, int mode, struct curl_slist *list,
+                                  const char **refused)
+{
+    CURL *h = r->easy;
+    if (o->body) {
+        /* Copied by libcurl: an async transfer outlives this call and the Lua string. */
+        SETOPT(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)o->body_len);
+        SETOPT(CURLOPT_COPYPOSTFIELDS, o->body);
+    }
+    if (mode == r->last_mode)
+        return CURLE_OK;
+    r->last_mode = 0; /* until every setting below is in place */
+    if (!o->body)
+        SETOPT(CURLOPT_HTTPGET, 1L);
+    SETOPT(CURLOPT_CUSTOMREQUEST, strcmp(o->method, o->body ? "POST" : "GET") != 0 ? o->method : (const char *)NULL);
+    SETOPT(CURLOPT_HTTPHEADER, list);
+    r->last_mode = mode;
+    return CURLE_OK;
+}
+
+#undef SETOPT
+
+static void fail_setup(lua_State *L, lm_request *r, const char *refused, CURLcode code)
+{
     lm_request_finish(r);
+    lm_request_forget_config(r);
     luaL_error(L, "libcurl refused the request option %s (%s)", refused, curl_easy_strerror(code));
+}
+
+void lm_request_forget_config(lm_request *r)
+{
+    r->applied = NULL;
+    r->applied_tag = NULL;
+    r->last_mode = 0;
+    if (r->easy && r->pid == getpid()) /* the lists go: libcurl must not keep a pointer to them */
+        curl_easy_setopt(r->easy, CURLOPT_HTTPHEADER, (struct curl_slist *)NULL);
+    curl_slist_free_all(r->plain_headers);
+    curl_slist_free_all(r->json_headers);
+    r->plain_headers = r->json_headers = NULL;
+    free(r->url);
+    r->url = NULL;
+}
+
+void lm_request_setup(lua_State *L, lm_request *r, int idx, const void *tag)
+{
+    options o;
+    int rc, base = lua_gettop(L);
+    const char *refused = NULL;
+    CURLcode code;
+
+    idx = idx < 0 ? lua_gettop(L) + idx + 1 : idx;
+    read_options(L, idx, &o); /* leaves the values on the stack until the end */
+
+    lm_request_finish(r);
+    lm_request_forget_config(r);
+    curl_easy_reset(r->easy); /* keeps live connections and TLS sessions */
+    r->errbuf[0] = '\0';
+    r->decode = 0;
+
+    rc = append_lines(L, o.headers, &r->headers);
+    if (rc != 0) {
+        lm_request_finish(r);
+        luaL_error(L, rc < 0 ? "out of memory" : "request header %d is not a string", rc);
+    }
+    r->applies++;
+    code = curl_easy_setopt(r->easy, CURLOPT_URL, o.url);
+    if (code != CURLE_OK)
+        fail_setup(L, r, "CURLOPT_URL", code);
+    code = apply_method_body(r, &o, -1, r->headers, &refused);
+    if (code == CURLE_OK)
+        code = apply_static(r, &o, tag, &refused);
+    r->last_mode = 0; /* the per-request list goes with the transfer */
+    if (code != CURLE_OK)
+        fail_setup(L, r, refused, code);
+    lua_settop(L, base);
+}
+
+void lm_request_setup_config(lua_State *L, lm_request *r, int cfg, const void *tag)
+{
+    options o;
+    int mode, base = lua_gettop(L);
+    const char *refused = NULL;
+    CURLcode code;
+
+    luaL_checktype(L, cfg, LUA_TTABLE);
+    o.url = luaL_checkstring(L, cfg + 1);
+    if (strlen(o.url) != lua_rawlen(L, cfg + 1))
+        luaL_error(L, "request option 'url' must not contain NUL bytes");
+    mode = read_method_body(L, &o, cfg + 2, cfg + 3) * 2;
+    mode += (o.body != NULL) + 1; /* 0 is "unknown" */
+
+    lm_request_finish(r);
+    r->errbuf[0] = '\0';
+    if (r->applied != lua_topointer(L, cfg) || r->applied_tag != tag) {
+        int rc;
+        luaL_checkstack(L, 16, "limitry request options");
+        read_static(L, cfg, &o);
+        lm_request_forget_config(r);
+        curl_easy_reset(r->easy); /* keeps live connections and TLS sessions */
+        rc = append_lines(L, o.headers, &r->plain_headers);
+        if (rc == 0)
+            rc = append_lines(L, read_header_list(L, cfg, "json_headers"), &r->json_headers);
+        if (rc != 0) {
+            lm_request_forget_config(r);
+            luaL_error(L, rc < 0 ? "out of memory" : "request header %d is not a string", rc);
+        }
+        code = apply_static(r, &o, tag, &refused);
+        if (code != CURLE_OK)
+            fail_setup(L, r, refused, code);
+        r->applied = lua_topointer(L, cfg);
+        r->applied_tag = tag;
+        r->applies++;
+    }
+    if (r->url == NULL || strcmp(r->url, o.url) != 0) { /* a loop on one query sets it once */
+        size_t len = strlen(o.url);
+        free(r->url);
+        r->url = NULL;
+        code = curl_easy_setopt(r->easy, CURLOPT_URL, o.url);
+        if (code != CURLE_OK)
+            fail_setup(L, r, "CURLOPT_URL", code);
+        r->url = (char *)malloc(len + 1);
+        if (r->url != NULL)
+            memcpy(r->url, o.url, len + 1);
+    }
+    code = apply_method_body(r, &o, mode, o.body && r->json_headers ? r->json_headers : r->plain_headers, &refused);
+    if (code != CURLE_OK)
+        fail_setup(L, r, refused, code);
+    lua_settop(L, base);
 }
 
 /* Pushes a table of the last response's headers, names lower-cased, repeats joined by ", ". */
@@ -430,6 +575,18 @@ int lm_request_push_result(lua_State *L, lm_request *r, CURLcode code)
     curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
     curl_easy_getinfo(r->easy, CURLINFO_NUM_CONNECTS, &connects);
     lua_pushinteger(L, status);
+    if (r->decode && status >= 200 && status < 300) {
+        char msg[128];
+        lua_pushboolean(L, 0);
+        lua_pushnil(L);
+        lua_pushinteger(L, connects);
+        if (lm_json_decode(L, r->body.data ? r->body.data : "", r->body.len, msg, sizeof msg)) {
+            /* The headers stay in r->head for lm_request_push_headers until the next transfer. */
+            lm_buffer_reset(&r->body, KEEP_BUFFER_BYTES);
+            return 5;
+        }
+        lua_pop(L, 3); /* not JSON: the caller gets the body to say so */
+    }
     push_headers(L, &r->head);
     lua_pushlstring(L, r->body.data ? r->body.data : "", r->body.len);
     lua_pushinteger(L, connects);
@@ -437,14 +594,19 @@ int lm_request_push_result(lua_State *L, lm_request *r, CURLcode code)
     return 4;
 }
 
+void lm_request_push_headers(lua_State *L, lm_request *r)
+{
+    push_headers(L, &r->head);
+}
+
 void lm_request_finish(lm_request *r)
 {
     if (r->headers) {
         curl_slist_free_all(r->headers);
         r->headers = NULL;
+        if (r->easy && r->pid == getpid()) /* the list is gone: libcurl must not keep a pointer to it */
+            curl_easy_setopt(r->easy, CURLOPT_HTTPHEADER, (struct curl_slist *)NULL);
     }
-    if (r->easy && r->pid == getpid()) /* the list is gone: libcurl must not keep a pointer to it */
-        curl_easy_setopt(r->easy, CURLOPT_HTTPHEADER, (struct curl_slist *)NULL);
     lm_buffer_reset(&r->body, KEEP_BUFFER_BYTES);
     lm_buffer_reset(&r->head, KEEP_BUFFER_BYTES);
     r->too_large = 0;
@@ -456,6 +618,7 @@ void lm_request_free(lm_request *r)
 {
     lm_request_abandon(r);
     lm_request_finish(r);
+    lm_request_forget_config(r);
     lm_buffer_free(&r->body);
     lm_buffer_free(&r->head);
     if (r->easy) {

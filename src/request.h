@@ -32,6 +32,16 @@ typedef struct lm_request {
     int head_too_large;
     int out_of_memory;
     long timeout_ms;
+    /* The configuration applied to easy by lm_request_setup_config (a Lua table, anchored as the
+     * handle's user value so its address names it while applied), the pool tag it was applied
+     * for, its two header lists, and the method/body state of the last transfer. */
+    const void *applied;
+    const void *applied_tag;
+    struct curl_slist *plain_headers, *json_headers;
+    char *url; /* the CURLOPT_URL set last by lm_request_setup_config (a copy), or NULL */
+    int last_mode; /* 0: unknown, else method index * 2 + has_body + 1 */
+    int decode;    /* decode a 2xx JSON body in C (see lm_request_push_result) */
+    lua_Integer applies; /* configurations applied to easy: handle:stats() */
     char errbuf[CURL_ERROR_SIZE];
 } lm_request;
 
@@ -48,13 +58,28 @@ void lm_request_abandon(lm_request *r);
  * tag names the connection pool (the easy handle itself or a multi) for the socket registry.
  * Raises for argument errors and options libcurl refuses. */
 void lm_request_setup(lua_State *L, lm_request *r, int idx, const void *tag);
+/* The fast form: the configuration table at cfg (the options of lm_request_setup but url,
+ * method and body; never changed once used) is applied only when it is not the one applied
+ * last; url, method (or nil) and body (or nil) are at cfg+1, cfg+2, cfg+3. The caller anchors the
+ * table (see core.c) so that its address keeps naming it. Raises like lm_request_setup. */
+void lm_request_setup_config(lua_State *L, lm_request *r, int cfg, const void *tag);
+/* Anchors the table at cfg as the user value of the handle userdata at ud (core.c). */
+void lm_anchor_config(lua_State *L, int ud, int cfg);
+/* Forgets the applied configuration and frees its header lists. */
+void lm_request_forget_config(lm_request *r);
+/* Pushes a table of the last response's headers (kept until the next transfer starts). */
+void lm_request_push_headers(lua_State *L, lm_request *r);
 /* Pushes nil, "fork", message, 0 for a transfer lost to a fork, then frees per-transfer memory. */
 int lm_request_push_fork_lost(lua_State *L, lm_request *r);
 /* After the transfer ended with code: pushes status, headers, body, connections_opened, or
- * nil, kind, message, curl_code, then frees the per-transfer memory. Should a push raise (out of
+ * nil, kind, message, curl_code, then frees the per-transfer memory. With r->decode set, a 2xx
+ * body that is JSON is decoded from C memory instead: status, false, nil, connections_opened,
+ * value (the headers stay readable through lm_request_push_headers until the next transfer). Should a push raise (out of
  * memory), that memory stays owned by r and is freed by the next setup or by lm_request_free.
  * Returns values pushed. */
 int lm_request_push_result(lua_State *L, lm_request *r, CURLcode code);
+/* Values lm_request_push_result pushes at most. */
+#define LM_RESULT_MAX 5
 /* Frees per-transfer state (headers list, buffers beyond a small reserve). */
 void lm_request_finish(lm_request *r);
 /* A number naming r while it lives (its address), used to find it again after a multi transfer. */

@@ -28,7 +28,11 @@ if command -v localedef >/dev/null 2>&1 && mkdir -p "$LIMITRY_TEST_TMP/locale" &
   localedef -i de_DE -f UTF-8 "$LIMITRY_TEST_TMP/locale/de_DE.UTF-8" >/dev/null 2>&1; then
   TEST_LOCPATH="$LIMITRY_TEST_TMP/locale"
 fi
-CLIENT_SPECS="spec/arguments_spec.lua spec/json_spec.lua spec/encode_spec.lua spec/client_spec.lua spec/tls_spec.lua spec/async_spec.lua spec/game_loop_spec.lua spec/hardening_spec.lua spec/fork_spec.lua spec/hostile_spec.lua spec/meta_spec.lua spec/api_spec.lua"
+# spec/event_loop_spec.lua holds more than 1,024 descriptors (sockets numbered past FD_SETSIZE).
+if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt 4096 ]; then
+  ulimit -n 4096 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+fi
+CLIENT_SPECS="spec/arguments_spec.lua spec/json_spec.lua spec/encode_spec.lua spec/client_spec.lua spec/tls_spec.lua spec/async_spec.lua spec/game_loop_spec.lua spec/hardening_spec.lua spec/fork_spec.lua spec/hostile_spec.lua spec/meta_spec.lua spec/api_spec.lua spec/steady_state_spec.lua spec/event_loop_spec.lua"
 TOTAL_PASSED=0
 TOTAL_FAILED=0
 LOG="$LIMITRY_TEST_TMP/last.log"

@@ -3,6 +3,8 @@
 --   client:poll(seconds)       drive transfers; never blocks longer than `seconds` (0: don't wait)
 --   req:done(), req:result(), req:cancel(), req:wait(), req:await()
 --   client:fds(), client:next_timeout()   for hosts that watch sockets themselves
+--   client:watch(fn), client:socket_action(fd, events)   the socket-callback style: fn(fd, events)
+--                              says which sockets to watch ("r", "w", "rw"; "" to stop)
 -- Retries, timeouts and error values are those of the blocking calls (limitry.protocol).
 local core = require "limitry.core"
 local errors = require "limitry.errors"
@@ -14,8 +16,8 @@ local Request = {}
 Request.__index = Request
 M.Request = Request
 
--- Per-request libcurl options (they hold the Authorization header), kept off the request table.
-local options_of = setmetatable({}, { __mode = "k" })
+
+local EVENTS = { "r", "w", "rw", "" } -- libcurl's CURL_POLL_IN, _OUT, _INOUT, _REMOVE
 
 local function client_state(c)
   local s = c._async
@@ -23,6 +25,7 @@ local function client_state(c)
     s = {
       multi = core.multi(),
       by_id = {},     -- handle id -> handle, for multi:next_done
+      ids = {},       -- handle -> id
       owner = {},     -- handle -> request in flight
       free = {},      -- idle handles, kept for their TLS sessions
       waiting = {},   -- requests waiting out a retry delay
@@ -38,21 +41,28 @@ end
 -- for. Returns true, or false and the error.
 local function launch(c, req)
   local s = c._async
-  local h = table.remove(s.free) or core.new()
-  local ok, why = pcall(s.multi.add, s.multi, h, options_of[req])
+  local h = table.remove(s.free)
+  if not h then
+    h = core.new()
+    s.ids[h] = h:id()
+  end
+  local call = req.call
+  -- A 2xx JSON answer comes back decoded (headers on demand), except for limit decisions.
+  local ok, why = pcall(s.multi.add, s.multi, h, c:_curl_config(), c:_url(call.path), call.method, call.body,
+    not protocol.DECISIONS[req.shape])
   if not ok then
     s.free[#s.free + 1] = h
     return false, why
   end
   req.handle = h
   req.attempts = req.attempts + 1
-  s.by_id[h:id()] = h
+  s.by_id[s.ids[h]] = h
   s.owner[h] = req
   return true
 end
 
 local function release(s, h)
-  s.by_id[h:id()] = nil
+  s.by_id[s.ids[h]] = nil
   s.owner[h] = nil
   s.free[#s.free + 1] = h
 end
@@ -79,13 +89,19 @@ end
 local function harvest(c)
   local s = c._async
   while true do
-    local h, status, a, b, d = s.multi:next_done(s.by_id)
+    local h, status, a, b, d, doc = s.multi:next_done(s.by_id)
     if not h then return end
     local req = s.owner[h]
     release(s, h)
     if req and req.state == "running" then
       req.handle = nil
-      local res, err = protocol.interpret(req.shape, c:_secret(), status, a, b, d)
+      local res, err
+      if a == false and protocol.SHAPES[req.shape](doc) then
+        res = doc
+      else
+        if a == false then a = h:headers() end -- valid until h starts its next transfer
+        res, err = protocol.interpret(req.shape, c:_secret(), status, a, b, d, doc)
+      end
       settle(c, req, res, err)
       if c._async ~= s then return end -- a callback closed the client
     end
@@ -94,6 +110,7 @@ end
 
 local function start_due(c)
   local s = c._async
+  if s.waiting[1] == nil then return end
   local now = core.now()
   local i = 1
   while i <= #s.waiting do
@@ -126,6 +143,15 @@ end
 
 local function in_flight(s) return next(s.owner) ~= nil end
 
+-- Watch mode: tells the host which sockets to watch, after libcurl changed them.
+local function flush(s)
+  local fn = s.watch
+  if not fn then return end
+  local list = s.multi:changes()
+  if not list then return end
+  for i = 1, #list, 2 do fn(list[i], EVENTS[list[i + 1]]) end
+end
+
 -- Drives every transfer of this client. Returns the number of requests not yet done.
 function M.poll(c, timeout)
   timeout = timeout or 0
@@ -138,6 +164,7 @@ function M.poll(c, timeout)
     s.multi:perform()
     harvest(c)
     if c._async ~= s then return 0 end
+    flush(s)
     if s.pending == 0 then return 0 end
     local now = core.now()
     if now >= deadline then return s.pending end
@@ -168,6 +195,41 @@ function M.next_timeout(c)
   return t or 0.05
 end
 
+-- Socket-callback style: fn(fd, events) is called (never from inside libcurl) whenever the set of
+-- sockets to watch changes: events "r", "w" or "rw", or "" when fd is no longer to be watched.
+-- The host then calls socket_action(fd, events) when fd is ready, and socket_action() when
+-- next_timeout() seconds have passed. Any descriptor number works (no FD_SETSIZE limit).
+function M.watch(c, fn)
+  if type(fn) ~= "function" then error("client:watch: fn must be a function(fd, events)", 3) end
+  local s = client_state(c)
+  if s.watch ~= fn then
+    if in_flight(s) then error("client:watch: call it while no request is in flight", 3) end
+    s.multi:watch()
+    s.watch = fn
+  end
+end
+
+local MASKS = { r = 1, w = 2, rw = 3, wr = 3, e = 4, re = 5, er = 5, we = 6, ew = 6, rwe = 7 }
+
+-- fd is ready for events ("r", "w", "rw"; an "e" for an error), or with no fd: the timeout of
+-- next_timeout() expired. Drives the transfers, runs callbacks, returns the requests not yet done.
+function M.socket_action(c, fd, events)
+  local s = c._async
+  if not s or not s.watch then error("client:socket_action: call client:watch(fn) first", 3) end
+  local mask
+  if fd ~= nil then
+    mask = MASKS[events or "r"]
+    if type(fd) ~= "number" then error("client:socket_action: fd must be a number", 3) end
+    if not mask then error("client:socket_action: events must be 'r', 'w', 'rw' (with 'e' for an error)", 3) end
+  end
+  start_due(c)
+  s.multi:socket_action(fd, mask)
+  harvest(c)
+  if c._async ~= s then return 0 end
+  flush(s)
+  return s.pending
+end
+
 -- The sockets in use: { {fd = n, read = bool, write = bool}, ... }.
 function M.fds(c)
   local s = c._async
@@ -179,9 +241,10 @@ end
 function M.start(c, call, callback)
   if c.closed then error("limitry: this client is closed", 3) end
   local s = client_state(c)
-  local req = setmetatable({ client = c, shape = call.shape, retry = call.retry, state = "running", attempts = 0,
-    callback = callback }, Request)
-  options_of[req] = c:_request_options(call)
+  -- call: path, method and body (the URL, which may hold credentials, is made at each attempt).
+  -- The fields set later are named too (as nil) so the table is sized once, not grown twice.
+  local req = setmetatable({ client = c, call = call, shape = call.shape, retry = call.retry, state = "running",
+    attempts = 0, callback = callback, handle = nil, res = nil, msg = nil, err = nil }, Request)
   local ok, why = launch(c, req)
   if not ok then error(why, 3) end
   s.pending = s.pending + 1
@@ -194,6 +257,11 @@ function M.close(c)
   if not s then return end
   for _, req in pairs(s.owner) do req:cancel() end
   for i = #s.waiting, 1, -1 do s.waiting[i]:cancel() end
+  if s.watch then -- the host stops watching before the sockets close
+    flush(s)
+    local list = s.multi:watched()
+    for i = 1, #list, 2 do s.watch(list[i], "") end
+  end
   s.multi:close()
   for _, h in ipairs(s.free) do h:close() end
   c._async = nil
@@ -216,6 +284,7 @@ function Request:cancel()
     s.multi:remove(self.handle)
     release(s, self.handle)
     self.handle = nil
+    flush(s)
   end
   for i, r in ipairs(s.waiting) do
     if r == self then table.remove(s.waiting, i) break end

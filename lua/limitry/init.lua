@@ -215,7 +215,31 @@ function Client:_request_options(req)
   }
 end
 
+-- The libcurl options of every call but url, method and body, as one table the C core applies only
+-- when it is not the table it applied last: rebuilt (a new table) only when a field changed.
+local function curl_config(self, s)
+  local cfg = s.curl_config
+  if cfg and cfg.timeout == self.timeout and cfg.connect_timeout == self.connect_timeout and cfg.ssl_verify == self.ssl_verify
+    and cfg.max_body == self.max_response_size and cfg.ca_file == self.ca_file and cfg.ca_path == self.ca_path
+    and cfg.proxy == self.proxy and cfg.no_proxy == self.no_proxy then
+    return cfg
+  end
+  cfg = self:_request_options { path = "" }
+  cfg.url, cfg.timeout, cfg.connect_timeout = nil, self.timeout, self.connect_timeout
+  cfg.ssl_verify, cfg.json_headers = self.ssl_verify, s.json_headers
+  s.curl_config = cfg
+  return cfg
+end
+function Client:_curl_config() return curl_config(self, secrets[self]) end
+
 function Client:_secret() return secrets[self] and secrets[self].key end
+-- The full URL of a path (with any user:password@ of base_url, which is never shown); the last one
+-- is kept, since a loop usually asks for the same.
+function Client:_url(path)
+  local s = secrets[self]
+  if s.last_path ~= path then s.last_path, s.last_url = path, s.url .. path end
+  return s.last_url
+end
 
 function Client:_handle()
   if not self.handle then self.handle = core.new() end
@@ -261,12 +285,24 @@ function Client:_cosocket()
   return s.cosocket
 end
 
--- How one attempt's bytes move, per transport: status, headers, body or nil, kind, message.
+-- One attempt per transport: the result, or nil and the error value (protocol.interpret).
 local SEND = {
-  curl = function(c, req) return c:_handle():request(c:_request_options(req)) end,
-  cosocket = function(c, req)
+  curl = function(c, req, secret)
+    local h, shape, s, path = c.handle or c:_handle(), req.shape, secrets[c], req.path
+    if s.last_path ~= path then s.last_path, s.last_url = path, s.url .. path end
+    -- A 2xx JSON answer comes back decoded and the headers only on demand (limit decisions read them).
+    local status, headers, body, n, doc = h:call(curl_config(c, s), s.last_url, req.method, req.body,
+      not protocol.DECISIONS[shape])
+    if headers == false then
+      if protocol.SHAPES[shape](doc) then return doc end
+      headers = h:headers()
+    end
+    return protocol.interpret(shape, secret, status, headers, body, n, doc)
+  end,
+  cosocket = function(c, req, secret)
     local conn = c:_cosocket()
-    return cosocket.request(conn, cosocket.message(conn, req.method or "GET", req.path, req.body))
+    return protocol.interpret(req.shape, secret,
+      cosocket.request(conn, cosocket.message(conn, req.method or "GET", req.path, req.body)))
   end,
 }
 local SLEEP = { curl = core.sleep, cosocket = function(s) ngx.sleep(s) end }
@@ -276,14 +312,16 @@ local SLEEP = { curl = core.sleep, cosocket = function(s) ngx.sleep(s) end }
 -- Returns the result, or nil, msg, err.
 function Client:_call(req)
   if self.closed then error("limitry: this client is closed", 3) end
-  local how = transport.select(self, 4)
+  local mode = self.openresty
+  -- Outside nginx, "auto" and "blocking" are libcurl: decided here without a call on the hot path.
+  local how = (rawget(_G, "ngx") == nil and (mode == "auto" or mode == "blocking")) and "curl" or transport.select(self, 4)
   if how == "worker_thread" then return require("limitry.ngx_thread").call(self, req) end
   local send, sleep = SEND[how], SLEEP[how]
-  local secret = self:_secret()
+  local secret = secrets[self].key
   local attempt = 0
   while true do
     attempt = attempt + 1
-    local res, err = protocol.interpret(req.shape, secret, send(self, req))
+    local res, err = send(self, req, secret)
     if res ~= nil then return res end
     local delay = protocol.retry_delay(err, attempt, self, req.retry)
     if not delay then
@@ -298,7 +336,10 @@ end
 -- multi handle elsewhere. Returns the request object.
 function Client:_start(req, callback)
   if self.closed then error("limitry: this client is closed", 3) end
-  if transport.select(self, 4) ~= "curl" then return require("limitry.ngx_async").start(self, req, callback) end
+  local mode = self.openresty
+  if not (rawget(_G, "ngx") == nil and (mode == "auto" or mode == "blocking")) and transport.select(self, 4) ~= "curl" then
+    return require("limitry.ngx_async").start(self, req, callback)
+  end
   return async.start(self, req, callback)
 end
 
@@ -317,6 +358,8 @@ end
 function Client:poll(timeout) return async.poll(self, timeout) end
 function Client:next_timeout() return async.next_timeout(self) end
 function Client:fds() return async.fds(self) end
+function Client:watch(fn) return async.watch(self, fn) end
+function Client:socket_action(fd, events) return async.socket_action(self, fd, events) end
 
 local function check_self(self, class, label, name)
   if getmetatable(self) ~= class then
@@ -349,24 +392,46 @@ end
 -- class. build(...) returns the request (see Client:_call) or raises on a wrong argument.
 local function define(class, label, name, build)
   class[name] = function(self, ...)
-    check_self(self, class, label, name)
+    if getmetatable(self) ~= class then check_self(self, class, label, name) end
     return self.client:_call(build(...))
   end
   local start_name = "start_" .. name:gsub("^get_", "")
   local blocking_prefix = "^" .. (label .. ":" .. name .. ":"):gsub("%p", "%%%0")
+  -- An argument error names the call that was made (start_*, not get_*).
+  local function build_for_start(...)
+    local ok, req = pcall(build, ...)
+    if not ok then error(type(req) == "string" and req:gsub(blocking_prefix, label .. ":" .. start_name .. ":") or req, 0) end
+    return req
+  end
   class[start_name] = function(self, ...)
     check_self(self, class, label, start_name)
-    local callback, args, n = split_callback(...)
-    local ok, req = pcall(build, unpack(args, 1, n))
-    if not ok then -- an argument error names the call that was made
-      error(type(req) == "string" and req:gsub(blocking_prefix, label .. ":" .. start_name .. ":") or req, 0)
+    local n = select("#", ...)
+    local last = n > 0 and select(n, ...)
+    if type(last) ~= "function" then return self.client:_start(build_for_start(...)) end
+    if n == 3 then -- the usual (start, end, callback), without a table
+      local a, b = ...
+      return self.client:_start(build_for_start(a, b), last)
     end
-    return self.client:_start(req, callback)
+    local callback, args
+    callback, args, n = split_callback(...)
+    return self.client:_start(build_for_start(unpack(args, 1, n)), callback)
   end
 end
 
 for name, call in pairs(protocol.CALLS) do
-  define(Usage, "usage", name, function(...) return { shape = call.shape, path = protocol.build_query(name, ...) } end)
+  -- The request of the last call made with positional arguments that are not tables, reused while they
+  -- are the same (requests are never changed): a loop asking for the same dates again pays neither
+  -- the checks nor the encoding.
+  local last, n1, a1, b1, c1
+  define(Usage, "usage", name, function(...)
+    local n, a, b, c = select("#", ...), ...
+    if last and n == n1 and a == a1 and b == b1 and c == c1 then return last end
+    local req = { shape = call.shape, path = protocol.build_query(name, ...) }
+    if n <= 3 and type(a) ~= "table" and type(b) ~= "table" and type(c) ~= "table" then
+      last, n1, a1, b1, c1 = req, n, a, b, c
+    end
+    return req
+  end)
 end
 
 -- events(), quotas(), rate_limits(), quota_alerts(), customers(), project(): one object each per

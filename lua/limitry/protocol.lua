@@ -75,8 +75,11 @@ local function check_filter(where, name, v)
   return check_string(where, name, v)
 end
 
+local ESCAPES = {}
+for byte = 0, 255 do ESCAPES[string.char(byte)] = string.format("%%%02X", byte) end
+
 local function percent_encode(s)
-  return (s:gsub("[^%w%-%._~]", function(c) return string.format("%%%02X", c:byte()) end))
+  return (s:gsub("[^%w%-%._~]", ESCAPES))
 end
 M.percent_encode = percent_encode
 
@@ -143,6 +146,10 @@ end
 
 local function is_metrics(t)
   if type(t) ~= "table" then return false, "is not an object" end
+  if type(t.totalEvents) == "number" and type(t.totalTokens) == "number" and type(t.totalInputTokens) == "number"
+    and type(t.totalOutputTokens) == "number" and type(t.totalCostCents) == "number" then
+    return true -- the common case, unrolled: it runs on every answer and every row
+  end
   for _, m in ipairs(METRICS) do
     if type(t[m]) ~= "number" then return false, "lacks the number " .. m end
   end
@@ -201,17 +208,20 @@ end
 -- Turns one transfer's outcome into a result or an error value (not yet finished: attempts are
 -- filled in by the retry loop). `shape` names the expected 2xx body. The last three arguments
 -- are what handle:request returned after its status: headers, body on an answer, or kind,
--- message, curl_code on a transport failure (status nil).
-function M.interpret(shape, secret, status, headers, body, curl_code)
+-- message, curl_code on a transport failure (status nil). `decoded`: a 2xx body the C core already
+-- decoded (body is then nil).
+function M.interpret(shape, secret, status, headers, body, curl_code, decoded)
   if status == nil then
     return nil, M.transport_error(headers, body, curl_code, secret)
   end
   if M.DECISIONS[shape] and (status == 200 or status == 201 or status == 429) then
-    local doc = core.decode(body)
+    local doc = decoded
+    if doc == nil then doc = core.decode(body) end
     if type(doc) == "table" and type(doc.allowed) == "boolean" then return M.decision(doc, headers) end
   end
   if status >= 200 and status < 300 then
-    local doc, why = core.decode(body)
+    local doc, why = decoded, nil
+    if doc == nil then doc, why = core.decode(body) end
     if doc == nil then
       return nil, errors.new({ name = "DecodeError", status = status, headers = headers,
         message = "response is not JSON (" .. why .. ")" }, secret)
