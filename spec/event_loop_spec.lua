@@ -161,5 +161,7 @@ describe("event loops", function()
     assert.is_table((req:wait()))
     c:watch(function() end)
     c:close()
+    assert.has_error(function() c:watch(function() end) end, "limitry: this client is closed")
+    assert.has_error(function() c:socket_action() end) -- closed: nothing to drive
   end)
 end)

@@ -200,6 +200,7 @@ end
 -- The host then calls socket_action(fd, events) when fd is ready, and socket_action() when
 -- next_timeout() seconds have passed. Any descriptor number works (no FD_SETSIZE limit).
 function M.watch(c, fn)
+  if c.closed then error("limitry: this client is closed", 3) end
   if type(fn) ~= "function" then error("client:watch: fn must be a function(fd, events)", 3) end
   local s = client_state(c)
   if s.watch ~= fn then
