@@ -75,7 +75,11 @@ run_asan() {
     saved_path=$PATH
     export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1}" LSAN_OPTIONS="suppressions=$ROOT/tools/lsan.supp:print_suppressions=0"
     PATH="$ROOT/build/asan/bin:$PATH"
-    run_busted 5.4 asan "client specs (ASan+UBSan)" $CLIENT_SPECS
+    # Not event_loop_spec: it loads Debian's luv (libuv, unsanitized, with its own threads and signal
+    # handlers) into the process, and LeakSanitizer's exit-time tracer then crashes ("Tracer caught
+    # signal 11") in some runs. valgrind runs that spec instead.
+    # shellcheck disable=SC2046
+    run_busted 5.4 asan "client specs (ASan+UBSan)" $(echo "$CLIENT_SPECS" | sed 's| spec/event_loop_spec.lua||')
     PATH=$saved_path
     unset LSAN_OPTIONS
   else
