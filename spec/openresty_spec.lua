@@ -84,6 +84,18 @@ local GATEWAY = [[
         ngx.say(ngx.var.arg_customer, " ", s and s.totalEvents or msg, " ", ngx.worker.pid())
       }
     }
+    location = /changed-timeout {
+      content_by_lua_block {
+        -- A client field changed after the first call applies to the next one.
+        local c = require("limitry").new { api_key = TEST.api_key, base_url = TEST.base_url, max_retries = 0,
+          headers = { ["X-Limitry-Fault"] = "delay=1500" } }
+        c.timeout = 5
+        local first = c:usage():get_summary(TEST.wide[1], TEST.wide[2])
+        c.timeout = 0.2
+        local _, _, err = c:usage():get_summary(TEST.wide[1], TEST.wide[2])
+        ngx.say(first and "first ok" or "first failed", " ", err and err.name)
+      }
+    }
     location = /in-set-phase {
       set_by_lua_block $outcome {
         local ok, res, msg = pcall(function()
@@ -370,6 +382,10 @@ describe("in nginx (OpenResty)", function()
       assert.matches("lua_ssl_trusted_certificate", call("ca_file=%2Ftmp%2Fca.pem").raised, 1, true)
       -- through the thread pool, libcurl honours them
       assert.same(0, call("mode=worker_thread&proxy=").events)
+    end)
+
+    it("applies a client field changed after the first call", function()
+      assert.equal("first ok TimeoutError\n", gateway.get(port, "/changed-timeout").body)
     end)
 
     it("raises a clear error in phases that cannot yield, and works from a timer", function()

@@ -255,10 +255,17 @@ function Client:_config()
   return cfg
 end
 
--- What the cosocket transport needs, computed on the first call made in nginx.
+-- What the cosocket transport needs, computed on the first call made in nginx and again when a
+-- client field it uses has changed since.
 function Client:_cosocket()
   local s = secrets[self]
-  if s.cosocket then return s.cosocket end
+  local conn = s.cosocket
+  if conn and conn.timeout == self.timeout and conn.connect_timeout == self.connect_timeout
+    and conn.verify == self.ssl_verify and conn.max_body == self.max_response_size
+    and conn.keepalive_timeout == self.keepalive_timeout and conn.pool_size == self.pool_size
+    and conn.proxy == self.proxy and conn.ca_file == self.ca_file and conn.ca_path == self.ca_path then
+    return conn
+  end
   if self.proxy and self.proxy ~= "" then
     error("limitry: the cosocket transport does not go through a proxy (option proxy); "
       .. "use openresty = 'worker_thread' to call Limitry through one", 4)
@@ -281,6 +288,9 @@ function Client:_cosocket()
     keepalive_ms = ms(self.keepalive_timeout),
     pool_size = self.pool_size,
     pool_options = { pool = cosocket.pool_name(target, self.ssl_verify, s.key), pool_size = self.pool_size },
+    -- the fields these came from, to notice a change
+    timeout = self.timeout, connect_timeout = self.connect_timeout, keepalive_timeout = self.keepalive_timeout,
+    proxy = self.proxy, ca_file = self.ca_file, ca_path = self.ca_path,
   }
   return s.cosocket
 end
