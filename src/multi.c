@@ -3,7 +3,8 @@
  *   multi:add(handle, opts)     configures handle (as handle:request would) and starts it
  *   multi:add(handle, cfg, url [, method [, body [, decode]]])
  *                               the same, options split as for handle:call
- *   multi:perform()             -> number of transfers still running (never blocks)
+ *   multi:perform()             -> transfers still running, transfers finished and not yet read
+ *                               by next_done (never blocks)
  *   multi:wait(ms)              waits at most ms for activity, and handles it in watch mode
  *   multi:next_done(by_id)      -> handle, then the handle's result values, or nothing
  *   multi:timeout()             -> ms until libcurl wants perform() again (-1: no timer)
@@ -261,7 +262,10 @@ static int multi_perform(lua_State *L)
     if (rc != CURLM_OK)
         return action_failed(L, m, rc);
     lua_pushinteger(L, running);
-    return 1;
+    /* Transfers attached but no longer running are finished (or lost to a fork): next_done has
+     * something for the caller only then, which spares a call on most turns. */
+    lua_pushinteger(L, m->count - running);
+    return 2;
 }
 
 static int multi_socket_action(lua_State *L)

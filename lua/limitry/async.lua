@@ -30,6 +30,7 @@ local function client_state(c)
       free = {},      -- idle handles, kept for their TLS sessions
       waiting = {},   -- requests waiting out a retry delay
       pending = 0,    -- requests not yet done
+      running = 0,    -- handles attached to multi (the keys of owner)
     }
     c._async = s
   end
@@ -41,8 +42,12 @@ end
 -- for. Returns true, or false and the error.
 local function launch(c, req)
   local s = c._async
-  local h = table.remove(s.free)
-  if not h then
+  local free = s.free
+  local n = #free
+  local h = free[n]
+  if h then
+    free[n] = nil
+  else
     h = core.new()
     s.ids[h] = h:id()
   end
@@ -58,13 +63,16 @@ local function launch(c, req)
   req.attempts = req.attempts + 1
   s.by_id[s.ids[h]] = h
   s.owner[h] = req
+  s.running = s.running + 1
   return true
 end
 
 local function release(s, h)
   s.by_id[s.ids[h]] = nil
   s.owner[h] = nil
-  s.free[#s.free + 1] = h
+  s.running = s.running - 1
+  local free = s.free
+  free[#free + 1] = h
 end
 
 local function complete(c, req, res, msg, err)
@@ -141,7 +149,7 @@ local function next_due(s)
   return due
 end
 
-local function in_flight(s) return next(s.owner) ~= nil end
+local function in_flight(s) return s.running > 0 end
 
 -- Watch mode: tells the host which sockets to watch, after libcurl changed them.
 local function flush(s)
@@ -159,22 +167,23 @@ function M.poll(c, timeout)
   local s = c._async
   if not s then return 0 end
   local deadline = core.now() + timeout
+  local multi = s.multi
   while true do
-    start_due(c)
-    s.multi:perform()
-    harvest(c)
-    if c._async ~= s then return 0 end
-    flush(s)
+    if s.waiting[1] ~= nil then start_due(c) end
+    local _, finished = multi:perform()
+    if finished > 0 then
+      harvest(c)
+      if c._async ~= s then return 0 end
+    end
+    if s.watch then flush(s) end
     if s.pending == 0 then return 0 end
     local now = core.now()
     if now >= deadline then return s.pending end
     local wait = deadline - now
-    local due = next_due(s)
-    if due then wait = math.min(wait, math.max(0, due - now)) end
-    if in_flight(s) then
-      local curl_ms = s.multi:timeout()
-      if curl_ms >= 0 then wait = math.min(wait, curl_ms / 1000) end
-      s.multi:wait(math.floor(math.min(wait, 1) * 1000)) -- at most 1 s per turn: any timeout stays an integer
+    if s.waiting[1] ~= nil then wait = math.min(wait, math.max(0, next_due(s) - now)) end
+    if s.running > 0 then
+      -- curl_multi_wait itself returns by libcurl's next timeout, so that needs no call of its own.
+      multi:wait(math.floor(math.min(wait, 1) * 1000)) -- at most 1 s per turn: any timeout stays an integer
     else
       core.sleep(wait)
     end
