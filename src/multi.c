@@ -76,7 +76,7 @@ static int on_socket(CURL *easy, curl_socket_t fd, int what, void *ud, void *soc
 static int open_multi(lm_multi *m)
 {
     m->multi = curl_multi_init();
-    m->pid = getpid();
+    m->pid = lm_pid();
     if (m->multi == NULL)
         return -1;
     /* libcurl's default keeps 4 idle connections per attached handle, so as finished transfers
@@ -97,7 +97,7 @@ static int open_multi(lm_multi *m)
 static void abandon(lm_multi *m)
 {
     lm_request *r;
-    if (m->multi == NULL || m->pid == getpid())
+    if (m->multi == NULL || m->pid == lm_pid())
         return;
     m->multi = NULL;
     for (r = m->attached; r != NULL; r = r->next) {
@@ -113,7 +113,7 @@ static void abandon(lm_multi *m)
 static lm_multi *check_multi(lua_State *L)
 {
     lm_multi *m = (lm_multi *)luaL_checkudata(L, 1, MULTI_MT);
-    if (m->multi != NULL && m->pid != getpid()) {
+    if (m->multi != NULL && m->pid != lm_pid()) {
         abandon(m);
         if (open_multi(m) != 0)
             luaL_error(L, "curl_multi_init failed");
@@ -126,7 +126,7 @@ static lm_multi *check_multi(lua_State *L)
 void lm_multi_detach(lm_request *r)
 {
     lm_multi *m = r->owner;
-    pid_t me = getpid();
+    pid_t me = lm_pid();
     if (m == NULL)
         return;
     if (m->multi != NULL && m->pid == me && r->easy != NULL && r->pid == me && !r->fork_lost)
