@@ -24,13 +24,12 @@ local function client_state(c)
   if not s then
     s = {
       multi = core.multi(),
-      by_id = {},     -- handle id -> handle, for multi:next_done
+      by_id = {},     -- handle id -> request in flight (multi:next_done hands it back)
       ids = {},       -- handle -> id
-      owner = {},     -- handle -> request in flight
       free = {},      -- idle handles, kept for their TLS sessions
       waiting = {},   -- requests waiting out a retry delay
       pending = 0,    -- requests not yet done
-      running = 0,    -- handles attached to multi (the keys of owner)
+      running = 0,    -- handles attached to multi (the entries of by_id)
     }
     c._async = s
   end
@@ -61,15 +60,13 @@ local function launch(c, req)
   end
   req.handle = h
   req.attempts = req.attempts + 1
-  s.by_id[s.ids[h]] = h
-  s.owner[h] = req
+  s.by_id[s.ids[h]] = req
   s.running = s.running + 1
   return true
 end
 
 local function release(s, h)
   s.by_id[s.ids[h]] = nil
-  s.owner[h] = nil
   s.running = s.running - 1
   local free = s.free
   free[#free + 1] = h
@@ -94,25 +91,28 @@ local function settle(c, req, res, err)
   return complete(c, req, nil, err.msg, err)
 end
 
+local SHAPES = protocol.SHAPES -- the table itself: resources add their shapes to it later
+
 local function harvest(c)
   local s = c._async
+  local multi, by_id = s.multi, s.by_id
   while true do
-    local h, status, a, b, d, doc = s.multi:next_done(s.by_id)
-    if not h then return end
-    local req = s.owner[h]
+    local req, status, a, b, d, doc = multi:next_done(by_id)
+    if not req then return end
+    local h = req.handle
     release(s, h)
-    if req and req.state == "running" then
-      req.handle = nil
-      local res, err
-      if a == false and protocol.SHAPES[req.shape](doc) then
-        res = doc
-      else
-        if a == false then a = h:headers() end -- valid until h starts its next transfer
-        res, err = protocol.interpret(req.shape, c:_secret(), status, a, b, d, doc)
-      end
+    req.handle = nil
+    if a == false and SHAPES[req.shape](doc) then -- the common case, without settle's detour
+      req.state, req.res = "done", doc
+      s.pending = s.pending - 1
+      local callback = req.callback
+      if callback then callback(doc, nil, nil) end
+    else
+      if a == false then a = h:headers() end -- valid until h starts its next transfer
+      local res, err = protocol.interpret(req.shape, c:_secret(), status, a, b, d, doc)
       settle(c, req, res, err)
-      if c._async ~= s then return end -- a callback closed the client
     end
+    if c._async ~= s then return end -- a callback closed the client
   end
 end
 
@@ -265,7 +265,7 @@ end
 function M.close(c)
   local s = c._async
   if not s then return end
-  for _, req in pairs(s.owner) do req:cancel() end
+  for _, req in pairs(s.by_id) do req:cancel() end
   for i = #s.waiting, 1, -1 do s.waiting[i]:cancel() end
   if s.watch then -- the host stops watching before the sockets close
     flush(s)
