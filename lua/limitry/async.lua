@@ -53,7 +53,7 @@ local function launch(c, req)
   local call = req.call
   -- A 2xx JSON answer comes back decoded (headers on demand), except for limit decisions.
   local ok, why = pcall(s.multi.add, s.multi, h, c:_curl_config(), c:_url(call.path), call.method, call.body,
-    not protocol.DECISIONS[req.shape])
+    not protocol.DECISIONS[call.shape])
   if not ok then
     s.free[#s.free + 1] = h
     return false, why
@@ -81,7 +81,7 @@ end
 
 local function settle(c, req, res, err)
   if res ~= nil then return complete(c, req, res) end
-  local delay = protocol.retry_delay(err, req.attempts, c, req.retry)
+  local delay = protocol.retry_delay(err, req.attempts, c, req.call.retry)
   if delay then
     req.due = core.now() + delay
     table.insert(c._async.waiting, req)
@@ -102,14 +102,14 @@ local function harvest(c)
     local h = req.handle
     release(s, h)
     req.handle = nil
-    if a == false and SHAPES[req.shape](doc) then -- the common case, without settle's detour
+    if a == false and SHAPES[req.call.shape](doc) then -- the common case, without settle's detour
       req.state, req.res = "done", doc
       s.pending = s.pending - 1
       local callback = req.callback
       if callback then callback(doc, nil, nil) end
     else
       if a == false then a = h:headers() end -- valid until h starts its next transfer
-      local res, err = protocol.interpret(req.shape, c:_secret(), status, a, b, d, doc)
+      local res, err = protocol.interpret(req.call.shape, c:_secret(), status, a, b, d, doc)
       settle(c, req, res, err)
     end
     if c._async ~= s then return end -- a callback closed the client
@@ -252,9 +252,10 @@ function M.start(c, call, callback)
   if c.closed then error("limitry: this client is closed", 3) end
   local s = client_state(c)
   -- call: path, method and body (the URL, which may hold credentials, is made at each attempt).
-  -- The fields set later are named too (as nil) so the table is sized once, not grown twice.
-  local req = setmetatable({ client = c, call = call, shape = call.shape, retry = call.retry, state = "running",
-    attempts = 0, callback = callback, handle = nil, res = nil, msg = nil, err = nil }, Request)
+  -- Seven fields, named at once (handle and res as nil) so the table is sized once, for eight: a
+  -- failure's msg, err and a retry's due grow it, on that rarer path only.
+  local req = setmetatable({ client = c, call = call, state = "running", attempts = 0, callback = callback,
+    handle = nil, res = nil }, Request)
   local ok, why = launch(c, req)
   if not ok then error(why, 3) end
   s.pending = s.pending + 1
