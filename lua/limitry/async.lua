@@ -100,7 +100,10 @@ local function harvest(c)
     local req, status, a, b, d, doc = multi:next_done(by_id)
     if not req then return end
     local h = req.handle
-    release(s, h)
+    by_id[s.ids[h]] = nil -- release(s, h), inline on this path
+    s.running = s.running - 1
+    local free = s.free
+    free[#free + 1] = h
     req.handle = nil
     if a == false and SHAPES[req.call.shape](doc) then -- the common case, without settle's detour
       req.state, req.res = "done", doc
@@ -183,7 +186,8 @@ function M.poll(c, timeout)
     if s.waiting[1] ~= nil then wait = math.min(wait, math.max(0, next_due(s) - now)) end
     if s.running > 0 then
       -- curl_multi_wait itself returns by libcurl's next timeout, so that needs no call of its own.
-      multi:wait(math.floor(math.min(wait, 1) * 1000)) -- at most 1 s per turn: any timeout stays an integer
+      -- At most 1 s per turn; multi:wait truncates to whole ms itself.
+      multi:wait(wait < 1 and wait * 1000 or 1000)
     else
       core.sleep(wait)
     end
@@ -250,7 +254,7 @@ end
 -- call: the request of Client:_call ({ path, method, body, shape, retry }).
 function M.start(c, call, callback)
   if c.closed then error("limitry: this client is closed", 3) end
-  local s = client_state(c)
+  local s = c._async or client_state(c)
   -- call: path, method and body (the URL, which may hold credentials, is made at each attempt).
   -- Seven fields, named at once (handle and res as nil) so the table is sized once, for eight: a
   -- failure's msg, err and a retry's due grow it, on that rarer path only.
