@@ -3,7 +3,8 @@
  *   multi:add(handle, opts)     configures handle (as handle:request would) and starts it
  *   multi:add(handle, cfg, url [, method [, body [, decode]]])
  *                               the same, options split as for handle:call
- *   multi:perform()             -> number of transfers still running (never blocks)
+ *   multi:perform()             -> transfers still running, transfers finished and not yet read
+ *                               by next_done (never blocks)
  *   multi:wait(ms)              waits at most ms for activity, and handles it in watch mode
  *   multi:next_done(by_id)      -> handle, then the handle's result values, or nothing
  *   multi:timeout()             -> ms until libcurl wants perform() again (-1: no timer)
@@ -75,7 +76,7 @@ static int on_socket(CURL *easy, curl_socket_t fd, int what, void *ud, void *soc
 static int open_multi(lm_multi *m)
 {
     m->multi = curl_multi_init();
-    m->pid = getpid();
+    m->pid = lm_pid();
     if (m->multi == NULL)
         return -1;
     /* libcurl's default keeps 4 idle connections per attached handle, so as finished transfers
@@ -96,7 +97,7 @@ static int open_multi(lm_multi *m)
 static void abandon(lm_multi *m)
 {
     lm_request *r;
-    if (m->multi == NULL || m->pid == getpid())
+    if (m->multi == NULL || m->pid == lm_pid())
         return;
     m->multi = NULL;
     for (r = m->attached; r != NULL; r = r->next) {
@@ -112,7 +113,7 @@ static void abandon(lm_multi *m)
 static lm_multi *check_multi(lua_State *L)
 {
     lm_multi *m = (lm_multi *)luaL_checkudata(L, 1, MULTI_MT);
-    if (m->multi != NULL && m->pid != getpid()) {
+    if (m->multi != NULL && m->pid != lm_pid()) {
         abandon(m);
         if (open_multi(m) != 0)
             luaL_error(L, "curl_multi_init failed");
@@ -125,7 +126,7 @@ static lm_multi *check_multi(lua_State *L)
 void lm_multi_detach(lm_request *r)
 {
     lm_multi *m = r->owner;
-    pid_t me = getpid();
+    pid_t me = lm_pid();
     if (m == NULL)
         return;
     if (m->multi != NULL && m->pid == me && r->easy != NULL && r->pid == me && !r->fork_lost)
@@ -261,7 +262,10 @@ static int multi_perform(lua_State *L)
     if (rc != CURLM_OK)
         return action_failed(L, m, rc);
     lua_pushinteger(L, running);
-    return 1;
+    /* Transfers attached but no longer running are finished (or lost to a fork): next_done has
+     * something for the caller only then, which spares a call on most turns. */
+    lua_pushinteger(L, m->count - running);
+    return 2;
 }
 
 static int multi_socket_action(lua_State *L)

@@ -30,10 +30,21 @@ static void release_if_empty(void)
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 static int init_failed;
 
+/* getpid(2) is a system call in glibc >= 2.25 and the fork checks ask several times per async
+ * call; the pid is kept here, and a child's after fork(). 0: not known (no handler yet). */
+static volatile pid_t my_pid;
+
+pid_t lm_pid(void)
+{
+    pid_t p = my_pid;
+    return p != 0 ? p : getpid();
+}
+
 /* A fork from a thread while another held the lock leaves it locked forever in the child. */
 static void child_after_fork(void)
 {
     pthread_mutex_init(&lock, NULL);
+    my_pid = getpid();
 }
 
 static void global_init(void)
@@ -41,7 +52,8 @@ static void global_init(void)
     const char *skip = getenv("LIMITRY_NO_CURL_INIT");
     if (skip == NULL || skip[0] == '\0')
         init_failed = curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK;
-    pthread_atfork(NULL, NULL, child_after_fork);
+    if (pthread_atfork(NULL, NULL, child_after_fork) == 0)
+        my_pid = getpid();
 }
 
 int lm_global_init(void)
@@ -71,7 +83,7 @@ static curl_socket_t on_open(void *tag, curlsocktype purpose, struct curl_sockad
         cap = grown;
     }
     entries[count].fd = fd;
-    entries[count].pid = getpid();
+    entries[count].pid = lm_pid();
     entries[count].tag = tag;
     entries[count].dead = 0;
     count++;
@@ -82,7 +94,7 @@ static curl_socket_t on_open(void *tag, curlsocktype purpose, struct curl_sockad
 static int on_close(void *tag, curl_socket_t fd)
 {
     size_t i;
-    pid_t me = getpid();
+    pid_t me = lm_pid();
     (void)tag;
     pthread_mutex_lock(&lock);
     for (i = 0; i < count; i++) {
@@ -109,7 +121,7 @@ CURLcode lm_sockets_track(CURL *h, const void *tag)
 void lm_sockets_drop_inherited(void)
 {
     size_t i = 0;
-    pid_t me = getpid();
+    pid_t me = lm_pid();
     pthread_mutex_lock(&lock);
     while (i < count) {
         if (entries[i].pid != me) {
@@ -142,21 +154,39 @@ static int make_dead(curl_socket_t fd)
 
 int lm_sockets_drop_stale(const void *tag, int (*busy)(void *ud, curl_socket_t fd), void *ud)
 {
-    size_t i;
+    /* One poll(2) for a batch of idle sockets, not one per socket: with many connections in a
+     * pool this check runs on every turn that started a transfer. */
+    enum { BATCH = 64 };
+    struct pollfd p[BATCH];
+    size_t i = 0, j;
     int dropped = 0;
-    pid_t me = getpid();
+    pid_t me = lm_pid();
     pthread_mutex_lock(&lock);
-    for (i = 0; i < count; i++) {
-        struct pollfd p;
-        if (entries[i].tag != tag || entries[i].pid != me || entries[i].dead)
+    while (i < count) {
+        nfds_t n = 0;
+        for (; i < count && n < BATCH; i++) {
+            if (entries[i].tag != tag || entries[i].pid != me || entries[i].dead)
+                continue;
+            if (busy && busy(ud, entries[i].fd))
+                continue;
+            p[n].fd = entries[i].fd;
+            p[n].events = POLLIN;
+            p[n].revents = 0;
+            n++;
+        }
+        if (n == 0 || poll(p, n, 0) <= 0)
             continue;
-        if (busy && busy(ud, entries[i].fd))
-            continue;
-        p.fd = entries[i].fd;
-        p.events = POLLIN;
-        p.revents = 0;
-        if (poll(&p, 1, 0) > 0 && (p.revents & (POLLIN | POLLHUP | POLLERR)) && make_dead(p.fd) == 0) {
-            entries[i].dead = 1;
+        for (j = 0; j < n; j++) {
+            size_t k;
+            if (!(p[j].revents & (POLLIN | POLLHUP | POLLERR)) || make_dead(p[j].fd) != 0)
+                continue;
+            /* make_dead keeps the descriptor number, so the entry is found by it */
+            for (k = 0; k < count; k++) {
+                if (entries[k].fd == p[j].fd && entries[k].pid == me && entries[k].tag == tag) {
+                    entries[k].dead = 1;
+                    break;
+                }
+            }
             dropped++;
         }
     }

@@ -9,6 +9,9 @@
 
 /* curl_global_init once per process, whatever the number of Lua states or threads; 0 or -1. */
 int lm_global_init(void);
+/* getpid() without a system call once lm_global_init has run (kept right in a fork()ed child by
+ * a pthread_atfork handler; a child made by a raw clone(2) is not seen, nor is the lock reset). */
+pid_t lm_pid(void);
 /* Makes the sockets of h's next connections known to the registry, under tag (the connection
  * pool they belong to: the easy handle's own, or a multi handle's). */
 CURLcode lm_sockets_track(CURL *h, const void *tag);

@@ -50,14 +50,14 @@ int lm_request_init(lm_request *r)
     lm_request_abandon(r);
     if (r->easy == NULL) {
         r->easy = curl_easy_init();
-        r->pid = getpid();
+        r->pid = lm_pid();
     }
     return r->easy ? 0 : -1;
 }
 
 void lm_request_abandon(lm_request *r)
 {
-    if (r->easy == NULL || r->pid == getpid())
+    if (r->easy == NULL || r->pid == lm_pid())
         return;
     r->easy = NULL; /* leaked on purpose: its memory is a copy of the parent's, its sockets theirs */
     lm_sockets_drop_inherited();
@@ -323,7 +323,7 @@ void lm_request_forget_config(lm_request *r)
     r->applied = NULL;
     r->applied_tag = NULL;
     r->last_mode = 0;
-    if (r->easy && r->pid == getpid()) /* the lists go: libcurl must not keep a pointer to them */
+    if (r->easy && r->pid == lm_pid()) /* the lists go: libcurl must not keep a pointer to them */
         curl_easy_setopt(r->easy, CURLOPT_HTTPHEADER, (struct curl_slist *)NULL);
     curl_slist_free_all(r->plain_headers);
     curl_slist_free_all(r->json_headers);
@@ -604,7 +604,7 @@ void lm_request_finish(lm_request *r)
     if (r->headers) {
         curl_slist_free_all(r->headers);
         r->headers = NULL;
-        if (r->easy && r->pid == getpid()) /* the list is gone: libcurl must not keep a pointer to it */
+        if (r->easy && r->pid == lm_pid()) /* the list is gone: libcurl must not keep a pointer to it */
             curl_easy_setopt(r->easy, CURLOPT_HTTPHEADER, (struct curl_slist *)NULL);
     }
     lm_buffer_reset(&r->body, KEEP_BUFFER_BYTES);

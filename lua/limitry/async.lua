@@ -24,12 +24,12 @@ local function client_state(c)
   if not s then
     s = {
       multi = core.multi(),
-      by_id = {},     -- handle id -> handle, for multi:next_done
+      by_id = {},     -- handle id -> request in flight (multi:next_done hands it back)
       ids = {},       -- handle -> id
-      owner = {},     -- handle -> request in flight
       free = {},      -- idle handles, kept for their TLS sessions
       waiting = {},   -- requests waiting out a retry delay
       pending = 0,    -- requests not yet done
+      running = 0,    -- handles attached to multi (the entries of by_id)
     }
     c._async = s
   end
@@ -41,30 +41,35 @@ end
 -- for. Returns true, or false and the error.
 local function launch(c, req)
   local s = c._async
-  local h = table.remove(s.free)
-  if not h then
+  local free = s.free
+  local n = #free
+  local h = free[n]
+  if h then
+    free[n] = nil
+  else
     h = core.new()
     s.ids[h] = h:id()
   end
   local call = req.call
   -- A 2xx JSON answer comes back decoded (headers on demand), except for limit decisions.
   local ok, why = pcall(s.multi.add, s.multi, h, c:_curl_config(), c:_url(call.path), call.method, call.body,
-    not protocol.DECISIONS[req.shape])
+    not protocol.DECISIONS[call.shape])
   if not ok then
     s.free[#s.free + 1] = h
     return false, why
   end
   req.handle = h
   req.attempts = req.attempts + 1
-  s.by_id[s.ids[h]] = h
-  s.owner[h] = req
+  s.by_id[s.ids[h]] = req
+  s.running = s.running + 1
   return true
 end
 
 local function release(s, h)
   s.by_id[s.ids[h]] = nil
-  s.owner[h] = nil
-  s.free[#s.free + 1] = h
+  s.running = s.running - 1
+  local free = s.free
+  free[#free + 1] = h
 end
 
 local function complete(c, req, res, msg, err)
@@ -76,7 +81,7 @@ end
 
 local function settle(c, req, res, err)
   if res ~= nil then return complete(c, req, res) end
-  local delay = protocol.retry_delay(err, req.attempts, c, req.retry)
+  local delay = protocol.retry_delay(err, req.attempts, c, req.call.retry)
   if delay then
     req.due = core.now() + delay
     table.insert(c._async.waiting, req)
@@ -86,25 +91,31 @@ local function settle(c, req, res, err)
   return complete(c, req, nil, err.msg, err)
 end
 
+local SHAPES = protocol.SHAPES -- the table itself: resources add their shapes to it later
+
 local function harvest(c)
   local s = c._async
+  local multi, by_id = s.multi, s.by_id
   while true do
-    local h, status, a, b, d, doc = s.multi:next_done(s.by_id)
-    if not h then return end
-    local req = s.owner[h]
-    release(s, h)
-    if req and req.state == "running" then
-      req.handle = nil
-      local res, err
-      if a == false and protocol.SHAPES[req.shape](doc) then
-        res = doc
-      else
-        if a == false then a = h:headers() end -- valid until h starts its next transfer
-        res, err = protocol.interpret(req.shape, c:_secret(), status, a, b, d, doc)
-      end
+    local req, status, a, b, d, doc = multi:next_done(by_id)
+    if not req then return end
+    local h = req.handle
+    by_id[s.ids[h]] = nil -- release(s, h), inline on this path
+    s.running = s.running - 1
+    local free = s.free
+    free[#free + 1] = h
+    req.handle = nil
+    if a == false and SHAPES[req.call.shape](doc) then -- the common case, without settle's detour
+      req.state, req.res = "done", doc
+      s.pending = s.pending - 1
+      local callback = req.callback
+      if callback then callback(doc, nil, nil) end
+    else
+      if a == false then a = h:headers() end -- valid until h starts its next transfer
+      local res, err = protocol.interpret(req.call.shape, c:_secret(), status, a, b, d, doc)
       settle(c, req, res, err)
-      if c._async ~= s then return end -- a callback closed the client
     end
+    if c._async ~= s then return end -- a callback closed the client
   end
 end
 
@@ -141,7 +152,7 @@ local function next_due(s)
   return due
 end
 
-local function in_flight(s) return next(s.owner) ~= nil end
+local function in_flight(s) return s.running > 0 end
 
 -- Watch mode: tells the host which sockets to watch, after libcurl changed them.
 local function flush(s)
@@ -159,22 +170,24 @@ function M.poll(c, timeout)
   local s = c._async
   if not s then return 0 end
   local deadline = core.now() + timeout
+  local multi = s.multi
   while true do
-    start_due(c)
-    s.multi:perform()
-    harvest(c)
-    if c._async ~= s then return 0 end
-    flush(s)
+    if s.waiting[1] ~= nil then start_due(c) end
+    local _, finished = multi:perform()
+    if finished > 0 then
+      harvest(c)
+      if c._async ~= s then return 0 end
+    end
+    if s.watch then flush(s) end
     if s.pending == 0 then return 0 end
     local now = core.now()
     if now >= deadline then return s.pending end
     local wait = deadline - now
-    local due = next_due(s)
-    if due then wait = math.min(wait, math.max(0, due - now)) end
-    if in_flight(s) then
-      local curl_ms = s.multi:timeout()
-      if curl_ms >= 0 then wait = math.min(wait, curl_ms / 1000) end
-      s.multi:wait(math.floor(math.min(wait, 1) * 1000)) -- at most 1 s per turn: any timeout stays an integer
+    if s.waiting[1] ~= nil then wait = math.min(wait, math.max(0, next_due(s) - now)) end
+    if s.running > 0 then
+      -- curl_multi_wait itself returns by libcurl's next timeout, so that needs no call of its own.
+      -- At most 1 s per turn; multi:wait truncates to whole ms itself.
+      multi:wait(wait < 1 and wait * 1000 or 1000)
     else
       core.sleep(wait)
     end
@@ -241,11 +254,12 @@ end
 -- call: the request of Client:_call ({ path, method, body, shape, retry }).
 function M.start(c, call, callback)
   if c.closed then error("limitry: this client is closed", 3) end
-  local s = client_state(c)
+  local s = c._async or client_state(c)
   -- call: path, method and body (the URL, which may hold credentials, is made at each attempt).
-  -- The fields set later are named too (as nil) so the table is sized once, not grown twice.
-  local req = setmetatable({ client = c, call = call, shape = call.shape, retry = call.retry, state = "running",
-    attempts = 0, callback = callback, handle = nil, res = nil, msg = nil, err = nil }, Request)
+  -- Seven fields, named at once (handle and res as nil) so the table is sized once, for eight: a
+  -- failure's msg, err and a retry's due grow it, on that rarer path only.
+  local req = setmetatable({ client = c, call = call, state = "running", attempts = 0, callback = callback,
+    handle = nil, res = nil }, Request)
   local ok, why = launch(c, req)
   if not ok then error(why, 3) end
   s.pending = s.pending + 1
@@ -256,7 +270,7 @@ end
 function M.close(c)
   local s = c._async
   if not s then return end
-  for _, req in pairs(s.owner) do req:cancel() end
+  for _, req in pairs(s.by_id) do req:cancel() end
   for i = #s.waiting, 1, -1 do s.waiting[i]:cancel() end
   if s.watch then -- the host stops watching before the sockets close
     flush(s)
