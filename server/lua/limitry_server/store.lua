@@ -204,9 +204,10 @@ function M.by_key(key)
   return n and M.events[n] or nil
 end
 
--- Loads the file (creating it when absent). Returns the number of events loaded and skipped lines.
-function M.open(path)
-  M.path = path
+-- Replays every whole line of an append-only log of JSON lines through apply(decoded) (true: taken),
+-- fences off a torn last line so the next write starts a line of its own, and opens the file for
+-- appending. Returns the descriptor, the lines taken and the lines skipped.
+local function open_lines(path, apply)
   local loaded, skipped = 0, 0
   local f = io.open(path, "rb")
   local needs_fence = false
@@ -215,23 +216,30 @@ function M.open(path)
     f:close()
     needs_fence = #data > 0 and data:sub(-1) ~= "\n"
     for line in data:gmatch("[^\n]+") do
-      local ev = cjson.decode(line)
-      local ts = type(ev) == "table" and time.parse(ev.timestamp)
-      if ts then
-        -- Lines written before events had ids get one from their place in the file.
-        if type(ev.id) ~= "string" then ev.id = "evt_" .. (M.count + 1) end
-        local num = tonumber(ev.id:match("^evt_(%d+)$"))
-        if num and num > last_id then last_id = num end
-        add_to_columns(ev, ts)
-        loaded = loaded + 1
-      else
-        skipped = skipped + 1
-      end
+      local rec = cjson.decode(line)
+      if type(rec) == "table" and apply(rec) then loaded = loaded + 1 else skipped = skipped + 1 end
     end
   end
-  fd = ffi.C.open(path, O_WRONLY + O_CREAT + O_APPEND, 420)
-  if fd < 0 then error("cannot open event store " .. path .. ": " .. ffi.errno()) end
-  if needs_fence then ffi.C.write(fd, "\n", 1) end
+  local file = ffi.C.open(path, O_WRONLY + O_CREAT + O_APPEND, 420)
+  if file < 0 then error("cannot open " .. path .. ": " .. ffi.errno()) end
+  if needs_fence then ffi.C.write(file, "\n", 1) end
+  return file, loaded, skipped
+end
+
+-- Loads the event file (creating it when absent). Returns the number of events loaded and skipped lines.
+function M.open(path)
+  M.path = path
+  local loaded, skipped
+  fd, loaded, skipped = open_lines(path, function(ev)
+    local ts = time.parse(ev.timestamp)
+    if not ts then return false end
+    -- Lines written before events had ids get one from their place in the file.
+    if type(ev.id) ~= "string" then ev.id = "evt_" .. (M.count + 1) end
+    local num = tonumber(ev.id:match("^evt_(%d+)$"))
+    if num and num > last_id then last_id = num end
+    add_to_columns(ev, ts)
+    return true
+  end)
   return loaded, skipped
 end
 
@@ -269,21 +277,7 @@ end
 -- Another append-only log of JSON lines (quotas, alerts, rate limits): replays every whole line
 -- through apply(decoded) and returns a function appending one line durably (true or nil, msg).
 function M.open_log(path, apply)
-  local loaded, skipped = 0, 0
-  local f = io.open(path, "rb")
-  local needs_fence = false
-  if f then
-    local data = f:read("*a")
-    f:close()
-    needs_fence = #data > 0 and data:sub(-1) ~= "\n"
-    for line in data:gmatch("[^\n]+") do
-      local rec = cjson.decode(line)
-      if type(rec) == "table" and apply(rec) then loaded = loaded + 1 else skipped = skipped + 1 end
-    end
-  end
-  local log = ffi.C.open(path, O_WRONLY + O_CREAT + O_APPEND, 420)
-  if log < 0 then error("cannot open " .. path .. ": " .. ffi.errno()) end
-  if needs_fence then ffi.C.write(log, "\n", 1) end
+  local log, loaded, skipped = open_lines(path, apply)
   return function(line) return write_synced(log, line .. "\n") end, loaded, skipped
 end
 
