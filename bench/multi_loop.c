@@ -8,31 +8,9 @@
 #include <string.h>
 #include <time.h>
 
-struct slot { CURL *h; char *p; size_t len, cap; };
+#include "loop_common.h"
 
-static size_t on_body(char *data, size_t size, size_t n, void *ud)
-{
-    struct slot *s = ud;
-    size_t add = size * n;
-    if (s->len + add > s->cap) {
-        size_t cap = s->cap ? s->cap : 1024;
-        while (cap < s->len + add) cap *= 2;
-        char *p = realloc(s->p, cap);
-        if (!p) return 0;
-        s->p = p;
-        s->cap = cap;
-    }
-    memcpy(s->p + s->len, data, add);
-    s->len += add;
-    return add;
-}
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
-}
+struct slot { CURL *h; struct buf b; };
 
 int main(int argc, char **argv)
 {
@@ -61,7 +39,7 @@ int main(int argc, char **argv)
         curl_easy_setopt(h, CURLOPT_ACCEPT_ENCODING, "");
         curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
         curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
-        curl_easy_setopt(h, CURLOPT_WRITEDATA, &slots[i]);
+        curl_easy_setopt(h, CURLOPT_WRITEDATA, &slots[i].b);
         curl_easy_setopt(h, CURLOPT_PRIVATE, &slots[i]);
     }
     double t0 = now();
@@ -80,13 +58,13 @@ int main(int argc, char **argv)
             curl_easy_getinfo(h, CURLINFO_PRIVATE, (char **)&s);
             curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
             curl_multi_remove_handle(m, h);
-            if (rc != CURLE_OK || status != 200 || s->len == 0) {
+            if (rc != CURLE_OK || status != 200 || s->b.len == 0) {
                 fprintf(stderr, "multi_loop: a call failed: %s, status %ld\n", curl_easy_strerror(rc), status);
                 failed = 1;
                 break;
             }
             done++;
-            s->len = 0;
+            s->b.len = 0;
             if (started < n && now() - t0 <= max_s) {
                 curl_multi_add_handle(m, h);
                 started++;
@@ -99,7 +77,7 @@ int main(int argc, char **argv)
     for (int i = 0; i < depth; i++) {
         curl_multi_remove_handle(m, slots[i].h);
         curl_easy_cleanup(slots[i].h);
-        free(slots[i].p);
+        free(slots[i].b.p);
     }
     free(slots);
     curl_multi_cleanup(m);
