@@ -20,12 +20,7 @@ describe("the rest of the API", function()
   -- A client whose requests the server records under a fresh test id. extra_headers: more
   -- request headers (X-Limitry-Fault, X-Limitry-Now).
   local function client(opts, extra_headers)
-    local id = support.test_id("api")
-    local o = { api_key = server.api_key, base_url = server.base_url, backoff = 0.01, max_backoff = 0.05, timeout = 5 }
-    for k, v in pairs(opts or {}) do o[k] = v end
-    o.headers = { ["X-Limitry-Test-Id"] = id }
-    for k, v in pairs(extra_headers or {}) do o.headers[k] = v end
-    return limitry.new(o), id
+    return support.client(server, "api", { backoff = 0.01, max_backoff = 0.05, timeout = 5 }, opts, extra_headers)
   end
 
   local function recorded(id) return support.recorded(server, id).requests end

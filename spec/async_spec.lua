@@ -11,11 +11,7 @@ describe("async calls", function()
   teardown(function() support.stop(server) end)
 
   local function client(opts, fault)
-    local id = support.test_id("async")
-    local o = { api_key = server.api_key, base_url = server.base_url, backoff = 0.01, max_backoff = 0.05 }
-    for k, v in pairs(opts or {}) do o[k] = v end
-    o.headers = { ["X-Limitry-Test-Id"] = id, ["X-Limitry-Fault"] = fault }
-    return limitry.new(o), id
+    return support.client(server, "async", { backoff = 0.01, max_backoff = 0.05 }, opts, { ["X-Limitry-Fault"] = fault })
   end
 
   local function drive(c, limit)

@@ -20,11 +20,7 @@ describe("limitry client", function()
 
   -- A client whose requests the server records under a fresh test id (and faults, if given).
   local function client(opts, fault)
-    local id = support.test_id()
-    local o = { api_key = server.api_key, base_url = server.base_url, backoff = 0.01, max_backoff = 0.05 }
-    for k, v in pairs(opts or {}) do o[k] = v end
-    o.headers = { ["X-Limitry-Test-Id"] = id, ["X-Limitry-Fault"] = fault }
-    return limitry.new(o), id
+    return support.client(server, "t", { backoff = 0.01, max_backoff = 0.05 }, opts, { ["X-Limitry-Fault"] = fault })
   end
 
   describe("wire request", function()

@@ -14,11 +14,7 @@ describe("event loops", function()
   teardown(function() support.stop(server) end)
 
   local function client(opts)
-    local id = support.test_id("loop")
-    local o = { api_key = server.api_key, base_url = server.base_url, max_retries = 0, timeout = 10 }
-    for k, v in pairs(opts or {}) do o[k] = v end
-    o.headers = { ["X-Limitry-Test-Id"] = id }
-    return limitry.new(o), id
+    return support.client(server, "loop", { max_retries = 0, timeout = 10 }, opts)
   end
 
   -- Keeps `depth` calls in flight until `total` are done (each callback starts the next one).

@@ -1,6 +1,5 @@
 -- The steady-state call (issue 8): options go to libcurl once per configuration, one handle
 -- switches methods and bodies correctly, and answers decoded in C keep every behaviour.
-local limitry = require "limitry"
 local support = require "spec.support.server"
 
 local S, E = "2024-01-01T00:00:00Z", "2024-02-01T00:00:00Z"
@@ -12,11 +11,7 @@ describe("steady-state calls", function()
   teardown(function() support.stop(server) end)
 
   local function client(opts, fault)
-    local id = support.test_id("steady")
-    local o = { api_key = server.api_key, base_url = server.base_url, max_retries = 0, timeout = 5 }
-    for k, v in pairs(opts or {}) do o[k] = v end
-    o.headers = { ["X-Limitry-Test-Id"] = id, ["X-Limitry-Fault"] = fault }
-    return limitry.new(o), id
+    return support.client(server, "steady", { max_retries = 0, timeout = 5 }, opts, { ["X-Limitry-Fault"] = fault })
   end
 
   it("applies the options to libcurl once, and again only after a client field changed", function()

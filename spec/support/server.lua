@@ -51,6 +51,19 @@ function M.http(method, url, body, headers)
   return status, table.concat(out), resp_headers
 end
 
+-- A client of `server` whose requests the server records under a fresh test id (returned too):
+-- `defaults` are the spec's options, `opts` override them, `headers` are added to the request
+-- headers (X-Limitry-Fault, X-Limitry-Now, ...).
+function M.client(server, tag, defaults, opts, headers)
+  local id = M.test_id(tag)
+  local o = { api_key = server.api_key, base_url = server.base_url }
+  for k, v in pairs(defaults or {}) do o[k] = v end
+  for k, v in pairs(opts or {}) do o[k] = v end
+  o.headers = { ["X-Limitry-Test-Id"] = id }
+  for k, v in pairs(headers or {}) do o.headers[k] = v end
+  return require("limitry").new(o), id
+end
+
 local unique = 0
 function M.test_id(tag)
   unique = unique + 1
