@@ -317,14 +317,20 @@ local SEND = {
 }
 local SLEEP = { curl = core.sleep, cosocket = function(s) ngx.sleep(s) end }
 
+-- Which transport (limitry.transport.select); outside nginx, "auto" and "blocking" are libcurl,
+-- decided without the call. `level` as for select, from the caller of this function.
+local function transport_of(client, level)
+  local mode = client.openresty
+  if rawget(_G, "ngx") == nil and (mode == "auto" or mode == "blocking") then return "curl" end
+  return transport.select(client, level + 1)
+end
+
 -- One call with retries, on the transport that suits where it runs (limitry.transport).
 -- req: { path, method (default GET), body (JSON text), shape, retry ("safe" or "connect") }.
 -- Returns the result, or nil, msg, err.
 function Client:_call(req)
   if self.closed then error("limitry: this client is closed", 3) end
-  local mode = self.openresty
-  -- Outside nginx, "auto" and "blocking" are libcurl: decided here without a call on the hot path.
-  local how = (rawget(_G, "ngx") == nil and (mode == "auto" or mode == "blocking")) and "curl" or transport.select(self, 4)
+  local how = transport_of(self, 4)
   if how == "worker_thread" then return require("limitry.ngx_thread").call(self, req) end
   local send, sleep = SEND[how], SLEEP[how]
   local secret = secrets[self].key
@@ -346,8 +352,7 @@ end
 -- multi handle elsewhere. Returns the request object.
 function Client:_start(req, callback)
   if self.closed then error("limitry: this client is closed", 3) end
-  local mode = self.openresty
-  if not (rawget(_G, "ngx") == nil and (mode == "auto" or mode == "blocking")) and transport.select(self, 4) ~= "curl" then
+  if transport_of(self, 4) ~= "curl" then
     return require("limitry.ngx_async").start(self, req, callback)
   end
   return async.start(self, req, callback)
