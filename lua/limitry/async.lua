@@ -306,7 +306,7 @@ function Request:cancel()
   end
   self.state = "cancelled"
   s.pending = s.pending - 1
-  local err = errors.finish(errors.new { name = "LimitryError", message = "cancelled" }, self.attempts)
+  local err = errors.cancelled(self.attempts)
   self.res, self.msg, self.err = nil, err.msg, err
   return true
 end

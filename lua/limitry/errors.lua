@@ -97,6 +97,11 @@ function M.finish(e, attempts, host)
   return e
 end
 
+-- The error value of a cancelled async request (every transport's).
+function M.cancelled(attempts)
+  return M.finish(M.new { name = "LimitryError", message = "cancelled" }, attempts)
+end
+
 -- Gives a plain table (one that crossed a thread boundary) its methods back.
 function M.restore(t)
   return setmetatable(t, Error)

@@ -43,7 +43,7 @@ function Request:cancel()
   if self.state ~= "running" then return false end
   ngx.thread.kill(self.thread)
   self.state = "cancelled"
-  local err = errors.finish(errors.new { name = "LimitryError", message = "cancelled" }, self.attempts)
+  local err = errors.cancelled(self.attempts)
   self.res, self.msg, self.err = nil, err.msg, err
   return true
 end
