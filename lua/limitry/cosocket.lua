@@ -53,6 +53,14 @@ end
 
 local function now_ms() return ngx.now() * 1000 end
 
+-- sock:receive(pattern) (receiveany with `any`) within what is left of the attempt's deadline, so
+-- a server that drips bytes cannot stretch an attempt.
+local function receive(sock, deadline, pattern, any)
+  sock:settimeout(math.max(1, deadline - now_ms()))
+  if any then return sock:receiveany(pattern) end
+  return sock:receive(pattern)
+end
+
 local function transport_failure(err, timeout_ms, got_any)
   if err == "timeout" then
     return nil, "timeout", string.format("no complete response within %d ms", timeout_ms)
@@ -73,16 +81,14 @@ end
 -- Reads the status line and the headers. Returns status, headers, http_minor or nil, kind, message.
 local function read_head(sock, deadline, timeout_ms)
   while true do
-    sock:settimeout(math.max(1, deadline - now_ms()))
-    local line, err = sock:receive("*l")
+    local line, err = receive(sock, deadline, "*l")
     if not line then return transport_failure(err, timeout_ms, false) end
     local minor, status = line:match("^HTTP/1%.([01]) (%d%d%d)")
     status = tonumber(status)
     if not status or status < 100 or status > 599 then return nil, "protocol", NOT_HTTP end
     local headers, size = {}, #line
     while true do
-      sock:settimeout(math.max(1, deadline - now_ms()))
-      line, err = sock:receive("*l")
+      line, err = receive(sock, deadline, "*l")
       if not line then return transport_failure(err, timeout_ms, true) end
       size = size + #line + 2
       if size > MAX_HEADER_BYTES then return nil, "too_large", HEADERS_TOO_LARGE end
@@ -111,20 +117,18 @@ local function read_body(sock, status, headers, deadline, timeout_ms, max_body)
     if not te:lower():find("chunked", 1, true) then return nil, "protocol", NOT_HTTP end
     local parts, total = {}, 0
     while true do
-      sock:settimeout(math.max(1, deadline - now_ms()))
-      local line, err = sock:receive("*l")
+      local line, err = receive(sock, deadline, "*l")
       if not line then return transport_failure(err, timeout_ms, true) end
       local size = tonumber(line:match("^%s*(%x+)%s*[;]?"), 16)
       if not size or #line > 1024 then return nil, "protocol", NOT_HTTP end
       if size == 0 then break end
       total = total + size
       if total > max_body then return too_large(max_body) end
-      sock:settimeout(math.max(1, deadline - now_ms()))
       local data
-      data, err = sock:receive(size)
+      data, err = receive(sock, deadline, size)
       if not data then return transport_failure(err, timeout_ms, true) end
       parts[#parts + 1] = data
-      data, err = sock:receive(2)
+      data, err = receive(sock, deadline, 2)
       if data ~= "\r\n" then
         if not data then return transport_failure(err, timeout_ms, true) end
         return nil, "protocol", NOT_HTTP
@@ -132,8 +136,7 @@ local function read_body(sock, status, headers, deadline, timeout_ms, max_body)
     end
     local trailer_bytes = 0
     repeat -- trailers, up to the blank line
-      sock:settimeout(math.max(1, deadline - now_ms()))
-      local line, err = sock:receive("*l")
+      local line, err = receive(sock, deadline, "*l")
       if not line then return transport_failure(err, timeout_ms, true) end
       trailer_bytes = trailer_bytes + #line
       if trailer_bytes > MAX_HEADER_BYTES then return nil, "too_large", HEADERS_TOO_LARGE end
@@ -146,16 +149,14 @@ local function read_body(sock, status, headers, deadline, timeout_ms, max_body)
     if not n then return nil, "protocol", NOT_HTTP end
     if n > max_body then return too_large(max_body) end
     if n == 0 then return "", true end
-    sock:settimeout(math.max(1, deadline - now_ms()))
-    local data, err = sock:receive(n)
+    local data, err = receive(sock, deadline, n)
     if not data then return transport_failure(err, timeout_ms, true) end
     return data, true
   end
   -- Neither: the body runs to the end of the connection.
   local parts, total = {}, 0
   while true do
-    sock:settimeout(math.max(1, deadline - now_ms()))
-    local data, err = sock:receiveany(65536)
+    local data, err = receive(sock, deadline, 65536, true)
     if not data then
       if err == "closed" then return table.concat(parts), false end
       return transport_failure(err, timeout_ms, true)
