@@ -29,10 +29,13 @@ static inline void luaL_setfuncs(lua_State *L, const luaL_Reg *l, int nup)
  * pops it: what a handle anchors so that C may keep the value's address. */
 #if LUA_VERSION_NUM >= 504
 #define lm_setuservalue(L, idx) lua_setiuservalue((L), (idx), 1)
+#define lm_getuservalue(L, idx) ((void)lua_getiuservalue((L), (idx), 1))
 #elif LUA_VERSION_NUM >= 502
 #define lm_setuservalue(L, idx) lua_setuservalue((L), (idx))
+#define lm_getuservalue(L, idx) ((void)lua_getuservalue((L), (idx)))
 #else
 #define lm_setuservalue(L, idx) lua_setfenv((L), (idx))
+#define lm_getuservalue(L, idx) lua_getfenv((L), (idx))
 #endif
 
 /* JSON integers become Lua integers where the VM has them (5.3+), doubles elsewhere. */

@@ -1,12 +1,13 @@
 /* limitry.core multi handles: many transfers in flight, driven without blocking.
  *   core.multi()                -> multi
  *   multi:add(handle, opts)     configures handle (as handle:request would) and starts it
- *   multi:add(handle, cfg, url [, method [, body [, decode]]])
- *                               the same, options split as for handle:call
+ *   multi:add(handle, cfg, url [, method [, body [, decode [, owner]]]])
+ *                               the same, options split as for handle:call; owner (default:
+ *                               the handle) is what next_done hands back for this transfer
  *   multi:perform()             -> transfers still running, transfers finished and not yet read
  *                               by next_done (never blocks)
  *   multi:wait(ms)              waits at most ms for activity, and handles it in watch mode
- *   multi:next_done(by_id)      -> handle, then the handle's result values, or nothing
+ *   multi:next_done()           -> owner, then the transfer's result values, or nothing
  *   multi:timeout()             -> ms until libcurl wants perform() again (-1: no timer)
  *   multi:fds()                 -> { {fd=, read=, write=}, ... } to watch from a host loop
  *   multi:watch()               socket-callback style from now on (no transfer attached)
@@ -15,6 +16,7 @@
  *   multi:changes()             -> { fd, what, fd, what, ... } sockets to watch since the last
  *                               call (what: 1 read, 2 write, 3 both, 4 stop), or nil
  *   multi:watched()             -> { fd, what, ... } every socket watched now
+ *   multi:owners()              -> { owner, ... } of the transfers attached
  *   multi:remove(handle)        cancels a transfer
  *   multi:close()               detaches every transfer and frees the multi handle */
 #include <poll.h>
@@ -151,6 +153,8 @@ static int multi_new(lua_State *L)
     memset(m, 0, sizeof(*m));
     luaL_getmetatable(L, MULTI_MT);
     lua_setmetatable(L, -2);
+    lua_newtable(L); /* the owners of transfers in flight, by request address (see set_owner) */
+    lm_setuservalue(L, -2);
     if (open_multi(m) != 0)
         return luaL_error(L, "curl_multi_init failed");
     return 1;
@@ -204,6 +208,39 @@ static void drop_stale(lm_multi *m)
     }
 }
 
+/* The multi's user value maps each attached request (its address) to its owner, the Lua value
+ * next_done returns for it: C keeps no references of its own, and a Lua side that keeps no
+ * table of its own finds its request object without a lookup. The value at idx, or nil, is set
+ * for r; the multi userdata is at index 1. */
+static void set_owner(lua_State *L, lm_request *r, int idx)
+{
+    lm_getuservalue(L, 1);
+    lua_pushlightuserdata(L, r);
+    if (idx)
+        lua_pushvalue(L, idx);
+    else
+        lua_pushnil(L);
+    lua_rawset(L, -3);
+    lua_pop(L, 1);
+}
+
+/* Pushes the owner of r and forgets it; false when r has none (a transfer removed meanwhile). */
+static int take_owner(lua_State *L, lm_request *r)
+{
+    lm_getuservalue(L, 1);
+    lua_pushlightuserdata(L, r);
+    lua_rawget(L, -2);
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 2);
+        return 0;
+    }
+    lua_pushlightuserdata(L, r);
+    lua_pushnil(L);
+    lua_rawset(L, -4);
+    lua_remove(L, -2);
+    return 1;
+}
+
 static int multi_add(lua_State *L)
 {
     lm_multi *m = check_multi(L);
@@ -216,14 +253,17 @@ static int multi_add(lua_State *L)
     if (lm_request_init(r) != 0)
         return luaL_error(L, "curl_easy_init failed");
     if (split) {
-        lua_settop(L, 7);
+        lua_settop(L, 8);
         lm_request_setup_config(L, r, 3, m);
         lm_anchor_config(L, 2, 3);
         r->decode = lua_toboolean(L, 7);
     } else {
+        lua_settop(L, 3);
         lm_request_setup(L, r, 3, m);
     }
+    set_owner(L, r, split && !lua_isnil(L, 8) ? 8 : 2); /* first: it may raise (memory) */
     if (curl_multi_add_handle(m->multi, r->easy) != CURLM_OK) {
+        set_owner(L, r, 0);
         lm_request_finish(r);
         return luaL_error(L, "curl_multi_add_handle failed");
     }
@@ -349,23 +389,18 @@ static int multi_wait(lua_State *L)
     return 1;
 }
 
-/* Finds the handle userdata of r among the attached ones: the caller passes the in-flight
- * table (id -> handle) so C keeps no Lua references of its own. */
 static int multi_next_done(lua_State *L)
 {
     lm_multi *m = check_multi(L);
     int left;
     CURLMsg *msg;
     lm_request *lost;
-    luaL_checktype(L, 2, LUA_TTABLE);
+    lua_settop(L, 1);
     for (lost = m->lost > 0 ? m->attached : NULL; lost != NULL; lost = lost->next) {
         if (!lost->fork_lost)
             continue;
         lm_multi_detach(lost);
-        lua_pushinteger(L, lm_request_id(lost));
-        lua_rawget(L, 2);
-        if (lua_isnil(L, -1)) {
-            lua_pop(L, 1);
+        if (!take_owner(L, lost)) {
             lm_request_finish(lost);
             return multi_next_done(L); /* the list changed: start again */
         }
@@ -381,10 +416,7 @@ static int multi_next_done(lua_State *L)
         if (r == NULL)
             continue;
         lm_multi_detach(r);
-        lua_pushinteger(L, lm_request_id(r));
-        lua_rawget(L, 2);
-        if (lua_isnil(L, -1)) {
-            lua_pop(L, 1);
+        if (!take_owner(L, r)) {
             lm_request_finish(r);
             continue;
         }
@@ -483,6 +515,26 @@ static int multi_watched(lua_State *L)
     return 1;
 }
 
+static int multi_owners(lua_State *L)
+{
+    lm_multi *m = check_multi(L);
+    lm_request *r;
+    int n = 0;
+    lua_settop(L, 1);
+    lua_createtable(L, m->count, 0);
+    lm_getuservalue(L, 1);
+    for (r = m->attached; r != NULL; r = r->next) {
+        lua_pushlightuserdata(L, r);
+        lua_rawget(L, 3);
+        if (lua_isnil(L, -1))
+            lua_pop(L, 1);
+        else
+            lua_rawseti(L, 2, ++n);
+    }
+    lua_pop(L, 1);
+    return 1;
+}
+
 static int multi_remove(lua_State *L)
 {
     lm_multi *m = check_multi(L);
@@ -490,6 +542,7 @@ static int multi_remove(lua_State *L)
     if (r->owner == m) {
         lm_multi_detach(r);
         lm_request_finish(r);
+        set_owner(L, r, 0);
     }
     return 0;
 }
@@ -507,6 +560,8 @@ static int multi_close(lua_State *L)
         curl_multi_cleanup(m->multi);
         m->multi = NULL;
     }
+    lua_newtable(L); /* no owners left */
+    lm_setuservalue(L, 1);
     free(m->sockets);
     free(m->changes);
     m->sockets = m->changes = NULL;
@@ -525,6 +580,7 @@ static const luaL_Reg multi_methods[] = {
     {"socket_action", multi_socket_action},
     {"changes", multi_changes},
     {"watched", multi_watched},
+    {"owners", multi_owners},
     {"remove", multi_remove},
     {"close", multi_close},
     {NULL, NULL},

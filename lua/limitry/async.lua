@@ -17,19 +17,18 @@ Request.__index = Request
 M.Request = Request
 
 
+local DECISIONS = protocol.DECISIONS -- the table itself: resources add their shapes to it later
 local EVENTS = { "r", "w", "rw", "" } -- libcurl's CURL_POLL_IN, _OUT, _INOUT, _REMOVE
 
 local function client_state(c)
   local s = c._async
   if not s then
     s = {
-      multi = core.multi(),
-      by_id = {},     -- handle id -> request in flight (multi:next_done hands it back)
-      ids = {},       -- handle -> id
+      multi = core.multi(), -- hands each request back from next_done (the owner given to add)
       free = {},      -- idle handles, kept for their TLS sessions
       waiting = {},   -- requests waiting out a retry delay
       pending = 0,    -- requests not yet done
-      running = 0,    -- handles attached to multi (the entries of by_id)
+      running = 0,    -- handles attached to multi
     }
     c._async = s
   end
@@ -48,25 +47,23 @@ local function launch(c, req)
     free[n] = nil
   else
     h = core.new()
-    s.ids[h] = h:id()
   end
   local call = req.call
   -- A 2xx JSON answer comes back decoded (headers on demand), except for limit decisions.
-  local ok, why = pcall(s.multi.add, s.multi, h, c:_curl_config(), c:_url(call.path), call.method, call.body,
-    not protocol.DECISIONS[call.shape])
+  local multi = s.multi
+  local ok, why = pcall(multi.add, multi, h, c:_curl_config(), c:_url(call.path), call.method, call.body,
+    not DECISIONS[call.shape], req)
   if not ok then
-    s.free[#s.free + 1] = h
+    free[#free + 1] = h
     return false, why
   end
   req.handle = h
   req.attempts = req.attempts + 1
-  s.by_id[s.ids[h]] = req
   s.running = s.running + 1
   return true
 end
 
 local function release(s, h)
-  s.by_id[s.ids[h]] = nil
   s.running = s.running - 1
   local free = s.free
   free[#free + 1] = h
@@ -95,13 +92,12 @@ local SHAPES = protocol.SHAPES -- the table itself: resources add their shapes t
 
 local function harvest(c)
   local s = c._async
-  local multi, by_id = s.multi, s.by_id
+  local multi = s.multi
   while true do
-    local req, status, a, b, d, doc = multi:next_done(by_id)
+    local req, status, a, b, d, doc = multi:next_done()
     if not req then return end
     local h = req.handle
-    by_id[s.ids[h]] = nil -- release(s, h), inline on this path
-    s.running = s.running - 1
+    s.running = s.running - 1 -- release(s, h), inline on this path
     local free = s.free
     free[#free + 1] = h
     req.handle = nil
@@ -270,7 +266,7 @@ end
 function M.close(c)
   local s = c._async
   if not s then return end
-  for _, req in pairs(s.by_id) do req:cancel() end
+  for _, req in ipairs(s.multi:owners()) do req:cancel() end
   for i = #s.waiting, 1, -1 do s.waiting[i]:cancel() end
   if s.watch then -- the host stops watching before the sockets close
     flush(s)
