@@ -2,11 +2,12 @@
  *   core.new()                 -> handle (one libcurl easy handle, reused for keep-alive)
  *   handle:request(opts)       -> status, headers, body, connections_opened
  *                              |  nil, kind, message, curl_code
- *   handle:call(cfg, url [, method [, body [, decode]]])
+ *   handle:call(cfg, url [, method [, body [, flags]]])
  *                              the same transfer with the options split: cfg (never changed once
  *                              used) is applied to libcurl only when it is not the table applied
- *                              last; with decode, a 2xx JSON answer comes back decoded:
- *                              status, false, nil, connections_opened, value
+ *                              last; flags: true or 1 (decode): a 2xx JSON answer comes back
+ *                              decoded: status, false, nil, connections_opened, value; + 2: the
+ *                              answer is small (a 1 KiB receive buffer)
  *   handle:headers()           -> the last response's headers (after call returned `false`)
  *   handle:stats()             -> { configs_applied = n }
  *   handle:close()             frees everything; also __gc and (5.4) __close
@@ -85,7 +86,6 @@ static int handle_call(lua_State *L)
         return luaL_error(L, "curl_easy_init failed");
     lm_request_setup_config(L, r, 2, r);
     lm_anchor_config(L, 1, 2);
-    r->decode = lua_toboolean(L, 6);
     lm_sockets_drop_stale(r, NULL, NULL);
     code = curl_easy_perform(r->easy);
     return lm_request_push_result(L, r, code);

@@ -1,7 +1,7 @@
 /* limitry.core multi handles: many transfers in flight, driven without blocking.
  *   core.multi()                -> multi
  *   multi:add(handle, opts)     configures handle (as handle:request would) and starts it
- *   multi:add(handle, cfg, url [, method [, body [, decode [, owner]]]])
+ *   multi:add(handle, cfg, url [, method [, body [, flags [, owner]]]])
  *                               the same, options split as for handle:call; owner (default:
  *                               the handle) is what next_done hands back for this transfer
  *   multi:perform()             -> transfers still running, transfers finished and not yet read
@@ -256,7 +256,6 @@ static int multi_add(lua_State *L)
         lua_settop(L, 8);
         lm_request_setup_config(L, r, 3, m);
         lm_anchor_config(L, 2, 3);
-        r->decode = lua_toboolean(L, 7);
     } else {
         lua_settop(L, 3);
         lm_request_setup(L, r, 3, m);

@@ -60,8 +60,11 @@ void lm_request_abandon(lm_request *r);
 void lm_request_setup(lua_State *L, lm_request *r, int idx, const void *tag);
 /* The fast form: the configuration table at cfg (the options of lm_request_setup but url,
  * method and body; never changed once used) is applied only when it is not the one applied
- * last; url, method (or nil) and body (or nil) are at cfg+1, cfg+2, cfg+3. The caller anchors the
- * table (see core.c) so that its address keeps naming it. Raises like lm_request_setup. */
+ * last; url, method (or nil), body (or nil) and flags are at cfg+1 .. cfg+4. flags: true (=
+ * LM_DECODE) or a number of LM_ bits, or nil. The caller anchors the table (see core.c) so that
+ * its address keeps naming it. Raises like lm_request_setup. */
+#define LM_DECODE 1 /* decode a 2xx JSON answer in C (see lm_request_push_result) */
+#define LM_SMALL 2  /* the answer is small: read it with a small buffer (request.c) */
 void lm_request_setup_config(lua_State *L, lm_request *r, int cfg, const void *tag);
 /* Anchors the table at cfg as the user value of the handle userdata at ud (core.c). */
 void lm_anchor_config(lua_State *L, int ud, int cfg);

@@ -234,6 +234,10 @@ for name, check in pairs(SHAPES) do protocol.SHAPES[name] = check end
 protocol.DECISIONS.track = true
 protocol.DECISIONS.quota_check = true
 protocol.DECISIONS.rate_limit_check = true
+for _, shape in ipairs { "event_id", "event_count", "track", "quota_check", "rate_limit_check", "resource", "deleted",
+  "customer_usage" } do
+  protocol.SMALL[shape] = true
+end
 
 local function request(method, path, body, shape, retry)
   return { method = method, path = path, body = body, shape = shape, retry = retry or "safe" }

@@ -17,7 +17,7 @@ Request.__index = Request
 M.Request = Request
 
 
-local DECISIONS = protocol.DECISIONS -- the table itself: resources add their shapes to it later
+local FLAGS = protocol.FLAGS
 local EVENTS = { "r", "w", "rw", "" } -- libcurl's CURL_POLL_IN, _OUT, _INOUT, _REMOVE
 
 local function client_state(c)
@@ -51,8 +51,8 @@ local function launch(c, req)
   local call = req.call
   -- A 2xx JSON answer comes back decoded (headers on demand), except for limit decisions.
   local multi = s.multi
-  local ok, why = pcall(multi.add, multi, h, c:_curl_config(), c:_url(call.path), call.method, call.body,
-    not DECISIONS[call.shape], req)
+  local cfg, url = c:_curl_target(call.path)
+  local ok, why = pcall(multi.add, multi, h, cfg, url, call.method, call.body, FLAGS[call.shape], req)
   if not ok then
     free[#free + 1] = h
     return false, why

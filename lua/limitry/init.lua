@@ -231,6 +231,12 @@ local function curl_config(self, s)
   return cfg
 end
 function Client:_curl_config() return curl_config(self, secrets[self]) end
+-- curl_config and the full URL of path (see Client:_url), with one lookup of the client's secrets.
+function Client:_curl_target(path)
+  local s = secrets[self]
+  if s.last_path ~= path then s.last_path, s.last_url = path, s.url .. path end
+  return curl_config(self, s), s.last_url
+end
 
 function Client:_secret() return secrets[self] and secrets[self].key end
 -- The full URL of a path (with any user:password@ of base_url, which is never shown); the last one
@@ -302,7 +308,7 @@ local SEND = {
     if s.last_path ~= path then s.last_path, s.last_url = path, s.url .. path end
     -- A 2xx JSON answer comes back decoded and the headers only on demand (limit decisions read them).
     local status, headers, body, n, doc = h:call(curl_config(c, s), s.last_url, req.method, req.body,
-      not protocol.DECISIONS[shape])
+      protocol.FLAGS[shape])
     if headers == false then
       if protocol.SHAPES[shape](doc) then return doc end
       headers = h:headers()
@@ -352,7 +358,8 @@ end
 -- multi handle elsewhere. Returns the request object.
 function Client:_start(req, callback)
   if self.closed then error("limitry: this client is closed", 3) end
-  if transport_of(self, 4) ~= "curl" then
+  local mode = self.openresty
+  if ((mode ~= "auto" and mode ~= "blocking") or rawget(_G, "ngx") ~= nil) and transport_of(self, 4) ~= "curl" then
     return require("limitry.ngx_async").start(self, req, callback)
   end
   return async.start(self, req, callback)
@@ -405,7 +412,9 @@ end
 -- Installs `name` (blocking: result or nil, msg, err) and its async twin start_ + name without a
 -- leading get_ (the same arguments plus an optional callback; returns a request at once) on
 -- class. build(...) returns the request (see Client:_call) or raises on a wrong argument.
-local function define(class, label, name, build)
+-- memo (usage calls): the request of the last call with two positional arguments that are not
+-- tables, { a =, b =, req = }, which start_*(a, b, callback) reuses without calling build.
+local function define(class, label, name, build, memo)
   class[name] = function(self, ...)
     if getmetatable(self) ~= class then check_self(self, class, label, name) end
     return self.client:_call(build(...))
@@ -419,14 +428,18 @@ local function define(class, label, name, build)
     return req
   end
   class[start_name] = function(self, ...)
-    check_self(self, class, label, start_name)
+    if getmetatable(self) ~= class then check_self(self, class, label, start_name) end
     local n = select("#", ...)
+    if n == 3 then -- the usual (start, end, callback), without a table
+      local a, b, last = ...
+      if type(last) == "function" then
+        local req = memo and memo.req
+        if not (req and a == memo.a and b == memo.b) then req = build_for_start(a, b) end
+        return self.client:_start(req, last)
+      end
+    end
     local last = n > 0 and select(n, ...)
     if type(last) ~= "function" then return self.client:_start(build_for_start(...)) end
-    if n == 3 then -- the usual (start, end, callback), without a table
-      local a, b = ...
-      return self.client:_start(build_for_start(a, b), last)
-    end
     local callback, args
     callback, args, n = split_callback(...)
     return self.client:_start(build_for_start(unpack(args, 1, n)), callback)
@@ -438,15 +451,17 @@ for name, call in pairs(protocol.CALLS) do
   -- are the same (requests are never changed): a loop asking for the same dates again pays neither
   -- the checks nor the encoding.
   local last, n1, a1, b1, c1
+  local memo = {} -- the same, for two arguments, read by start_* directly
   define(Usage, "usage", name, function(...)
     local n, a, b, c = select("#", ...), ...
     if last and n == n1 and a == a1 and b == b1 and c == c1 then return last end
     local req = { shape = call.shape, path = protocol.build_query(name, ...) }
     if n <= 3 and type(a) ~= "table" and type(b) ~= "table" and type(c) ~= "table" then
       last, n1, a1, b1, c1 = req, n, a, b, c
+      if n == 2 then memo.req, memo.a, memo.b = req, a, b end
     end
     return req
-  end)
+  end, memo)
 end
 
 -- events(), quotas(), rate_limits(), quota_alerts(), customers(), project(): one object each per

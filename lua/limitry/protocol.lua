@@ -185,6 +185,17 @@ M.is_metrics = is_metrics
 -- Shapes whose answers may be a limit decision: a body with a boolean `allowed` is a result, also
 -- on 429 (see M.decision).
 M.DECISIONS = {}
+-- Shapes whose answers are one small object (resources add theirs): the C core reads them with a
+-- small receive buffer, which spares the heap a 16 KiB allocation per transfer (src/request.c).
+M.SMALL = { summary = true }
+-- The flags handed to the C core with a request of each shape: 1, decode a 2xx JSON answer in C
+-- (not for limit decisions, whose headers are read too); 2, the answer is small. Computed on first
+-- use, after every module has added its shapes (they do so when loaded).
+M.FLAGS = setmetatable({}, { __index = function(t, shape)
+  local flags = (M.DECISIONS[shape] and 0 or 1) + (M.SMALL[shape] and 2 or 0)
+  rawset(t, shape, flags)
+  return flags
+end })
 
 local function header_number(headers, name)
   local v = headers and headers[name]
