@@ -19,7 +19,9 @@ local mode = arg[1]
 local KEY = "lm_bench_key"
 local S, E = "2024-01-01T00:00:00Z", "2024-02-01T00:00:00Z"
 local QUERY = "/usage?startDate=2024-01-01T00%3A00%3A00Z&endDate=2024-02-01T00%3A00%3A00Z"
-local HEADERS = { "Authorization: Bearer " .. KEY, "Accept: application/json", "User-Agent: limitry-bench/1" }
+-- The header lines limitry sends (bench.lua passes its User-Agent line), for the reference clients.
+local HEADERS = { os.getenv("LIMITRY_BENCH_UA") or "User-Agent: limitry-bench/1", "Authorization: Bearer " .. KEY,
+  "Accept: application/json" }
 local WARMUP = 20
 local now = socket.gettime
 
