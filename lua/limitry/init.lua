@@ -302,22 +302,22 @@ function Client:_cosocket()
 end
 
 -- One attempt per transport: the result, or nil and the error value (protocol.interpret).
+local FLAGS, SHAPES = protocol.FLAGS, protocol.SHAPES -- resources add their shapes to both
 local SEND = {
-  curl = function(c, req, secret)
+  curl = function(c, req)
     local h, shape, s, path = c.handle or c:_handle(), req.shape, secrets[c], req.path
     if s.last_path ~= path then s.last_path, s.last_url = path, s.url .. path end
     -- A 2xx JSON answer comes back decoded and the headers only on demand (limit decisions read them).
-    local status, headers, body, n, doc = h:call(curl_config(c, s), s.last_url, req.method, req.body,
-      protocol.FLAGS[shape])
+    local status, headers, body, n, doc = h:call(curl_config(c, s), s.last_url, req.method, req.body, FLAGS[shape])
     if headers == false then
-      if protocol.SHAPES[shape](doc) then return doc end
+      if SHAPES[shape](doc) then return doc end
       headers = h:headers()
     end
-    return protocol.interpret(shape, secret, status, headers, body, n, doc)
+    return protocol.interpret(shape, s.key, status, headers, body, n, doc)
   end,
-  cosocket = function(c, req, secret)
+  cosocket = function(c, req)
     local conn = c:_cosocket()
-    return protocol.interpret(req.shape, secret,
+    return protocol.interpret(req.shape, secrets[c].key,
       cosocket.request(conn, cosocket.message(conn, req.method or "GET", req.path, req.body)))
   end,
 }
@@ -336,21 +336,21 @@ end
 -- Returns the result, or nil, msg, err.
 function Client:_call(req)
   if self.closed then error("limitry: this client is closed", 3) end
-  local how = transport_of(self, 4)
+  local how, mode = "curl", self.openresty
+  if (mode ~= "auto" and mode ~= "blocking") or rawget(_G, "ngx") ~= nil then how = transport_of(self, 4) end
   if how == "worker_thread" then return require("limitry.ngx_thread").call(self, req) end
-  local send, sleep = SEND[how], SLEEP[how]
-  local secret = secrets[self].key
+  local send = SEND[how]
   local attempt = 0
   while true do
     attempt = attempt + 1
-    local res, err = send(self, req, secret)
+    local res, err = send(self, req)
     if res ~= nil then return res end
     local delay = protocol.retry_delay(err, attempt, self, req.retry)
     if not delay then
       errors.finish(err, attempt, self._host)
       return nil, err.msg, err
     end
-    sleep(delay)
+    SLEEP[how](delay)
   end
 end
 
