@@ -58,6 +58,29 @@ local unpack = table.unpack or unpack
 
 local function raise(msg) error("limitry.new: " .. msg, 0) end
 
+-- The client fields libcurl's options come from. They live in a table of their own behind each
+-- client's metatable, so that an assignment (client.timeout = 5) is seen when it happens and
+-- drops the configuration the C core applies (curl_config), instead of every call comparing them.
+local CURL_FIELDS = { timeout = true, connect_timeout = true, ssl_verify = true, max_response_size = true,
+  ca_file = true, ca_path = true, proxy = true, no_proxy = true }
+local FIELDS_MT = { __index = Client } -- methods are found behind the fields
+
+local function client_metatable()
+  local fields = setmetatable({}, FIELDS_MT)
+  return {
+    __index = fields,
+    __newindex = function(c, k, v)
+      if not CURL_FIELDS[k] then return rawset(c, k, v) end
+      fields[k] = v
+      local s = secrets[c]
+      if s then s.curl_config = nil end
+    end,
+    __class = Client, -- what check_self looks for
+    __tostring = Client.__tostring,
+    __close = Client.__close,
+  }
+end
+
 local MAX_SECONDS = 1e6               -- timeouts and retry delays (11.6 days)
 local MAX_RESPONSE_SIZE = 2 ^ 53      -- the largest byte count every Lua holds exactly
 
@@ -176,7 +199,7 @@ function limitry.new(arg)
   local scheme, authority, rest = base_url:match("^(%a+://)([^/]+)(.*)$")
   local shown = scheme .. authority:gsub("^.*@", "") .. rest
 
-  local c = setmetatable({ base_url = shown }, Client)
+  local c = setmetatable({ base_url = shown }, client_metatable())
   c._host = shown:match("^%a+://([^/]+)")
   for k, v in pairs(DEFAULTS) do c[k] = v end
   for k, v in pairs(opts) do
@@ -216,17 +239,13 @@ function Client:_request_options(req)
 end
 
 -- The libcurl options of every call but url, method and body, as one table the C core applies only
--- when it is not the table it applied last: rebuilt (a new table) only when a field changed.
+-- when it is not the table it applied last: made again (a new table) after one of the client
+-- fields it comes from was assigned (see client_metatable), else the same table.
 local function curl_config(self, s)
   local cfg = s.curl_config
-  if cfg and cfg.timeout == self.timeout and cfg.connect_timeout == self.connect_timeout and cfg.ssl_verify == self.ssl_verify
-    and cfg.max_body == self.max_response_size and cfg.ca_file == self.ca_file and cfg.ca_path == self.ca_path
-    and cfg.proxy == self.proxy and cfg.no_proxy == self.no_proxy then
-    return cfg
-  end
+  if cfg then return cfg end
   cfg = self:_request_options { path = "" }
-  cfg.url, cfg.timeout, cfg.connect_timeout = nil, self.timeout, self.connect_timeout
-  cfg.ssl_verify, cfg.json_headers = self.ssl_verify, s.json_headers
+  cfg.url, cfg.json_headers = nil, s.json_headers
   s.curl_config = cfg
   return cfg
 end
@@ -384,7 +403,8 @@ function Client:watch(fn) return async.watch(self, fn) end
 function Client:socket_action(fd, events) return async.socket_action(self, fd, events) end
 
 local function check_self(self, class, label, name)
-  if getmetatable(self) ~= class then
+  local mt = getmetatable(self)
+  if mt ~= class and not (type(mt) == "table" and rawget(mt, "__class") == class) then
     error("limitry: call it as " .. label .. ":" .. name .. "(...) with a colon", 3)
   end
 end
