@@ -35,32 +35,23 @@ local function client_state(c)
   return s
 end
 
--- Starts one attempt. The request is registered only once multi:add has succeeded, so a raise
--- there (an option libcurl refuses, out of memory) leaves nothing behind that wait() would wait
--- for. Returns true, or false and the error.
+-- Starts one attempt. Nothing changes before multi:add has succeeded (the idle handle is taken
+-- off the list only then), so a raise there (an option libcurl refuses, out of memory) leaves
+-- nothing behind that wait() would wait for.
 local function launch(c, req)
   local s = c._async
   local free = s.free
   local n = #free
-  local h = free[n]
-  if h then
-    free[n] = nil
-  else
-    h = core.new()
-  end
+  local h = free[n] or core.new()
   local call = req.call
   -- A 2xx JSON answer comes back decoded (headers on demand), except for limit decisions.
   local multi = s.multi
   local cfg, url = c:_curl_target(call.path)
-  local ok, why = pcall(multi.add, multi, h, cfg, url, call.method, call.body, FLAGS[call.shape], req)
-  if not ok then
-    free[#free + 1] = h
-    return false, why
-  end
+  multi:add(h, cfg, url, call.method, call.body, FLAGS[call.shape], req)
+  if n > 0 then free[n] = nil end
   req.handle = h
   req.attempts = req.attempts + 1
   s.running = s.running + 1
-  return true
 end
 
 local function release(s, h)
@@ -90,10 +81,12 @@ end
 
 local SHAPES = protocol.SHAPES -- the table itself: resources add their shapes to it later
 
-local function harvest(c)
+-- Runs the callbacks of the transfers that finished: at most `finished` (what perform counted;
+-- nil: until next_done has no more).
+local function harvest(c, finished)
   local s = c._async
   local multi = s.multi
-  while true do
+  for _ = 1, finished or math.huge do
     local req, status, a, b, d, doc = multi:next_done()
     if not req then return end
     local h = req.handle
@@ -126,7 +119,7 @@ local function start_due(c)
       table.remove(s.waiting, i)
       req.due = nil
       if req.state == "running" then
-        local ok, why = launch(c, req)
+        local ok, why = pcall(launch, c, req)
         if not ok then
           local err = errors.finish(errors.new { name = "LimitryError", message = "could not start the retry: " .. tostring(why) },
             req.attempts, c._host)
@@ -171,7 +164,7 @@ function M.poll(c, timeout)
     if s.waiting[1] ~= nil then start_due(c) end
     local _, finished = multi:perform()
     if finished > 0 then
-      harvest(c)
+      harvest(c, finished)
       if c._async ~= s then return 0 end
     end
     if s.watch then flush(s) end
@@ -256,8 +249,7 @@ function M.start(c, call, callback)
   -- failure's msg, err and a retry's due grow it, on that rarer path only.
   local req = setmetatable({ client = c, call = call, state = "running", attempts = 0, callback = callback,
     handle = nil, res = nil }, Request)
-  local ok, why = launch(c, req)
-  if not ok then error(why, 3) end
+  launch(c, req)
   s.pending = s.pending + 1
   return req
 end
