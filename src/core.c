@@ -13,6 +13,7 @@
  *   handle:close()             frees everything; also __gc and (5.4) __close
  *   handle:id()                -> a number naming the handle (for multi:next_done)
  *   core.decode(json)          -> value | nil, message
+ *   core.numbers(t, key...)    -> whether t is a table whose raw fields key... are all numbers
  *   core.sleep(seconds), core.now() (monotonic seconds), core.null, core.curl_version */
 #include <errno.h>
 #include <stdlib.h>
@@ -32,7 +33,7 @@
 
 static lm_request *check_handle(lua_State *L)
 {
-    lm_request *r = (lm_request *)luaL_checkudata(L, 1, HANDLE_MT);
+    lm_request *r = (lm_request *)lm_check_udata(L, 1, 1, HANDLE_MT);
     if (r->closed)
         luaL_error(L, "attempt to use a closed limitry handle");
     return r;
@@ -135,6 +136,22 @@ static int core_decode(lua_State *L)
     return 2;
 }
 
+/* Whether the value at 1 is a table whose raw fields named by the other arguments are all numbers:
+ * the common case of a shape check, in one call instead of a call of type() per field. */
+static int core_numbers(lua_State *L)
+{
+    int i, n = lua_gettop(L);
+    int ok = lua_type(L, 1) == LUA_TTABLE;
+    for (i = 2; ok && i <= n; i++) {
+        lua_pushvalue(L, i);
+        lua_rawget(L, 1);
+        ok = lua_type(L, -1) == LUA_TNUMBER;
+        lua_pop(L, 1);
+    }
+    lua_pushboolean(L, ok);
+    return 1;
+}
+
 static int core_sleep(lua_State *L)
 {
     lua_Number s = luaL_checknumber(L, 1);
@@ -171,17 +188,24 @@ static const luaL_Reg handle_methods[] = {
 static const luaL_Reg core_functions[] = {
     {"new", handle_new},
     {"decode", core_decode},
+    {"numbers", core_numbers},
     {"sleep", core_sleep},
     {"now", core_now},
     {NULL, NULL},
 };
 
-void lm_register_class(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction release)
+void lm_register_class(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction release,
+                       const char *other)
 {
     /* luaL_newmetatable returns the existing table when re-required: no duplicate state. */
     luaL_newmetatable(L, name);
     lua_newtable(L);
-    luaL_setfuncs(L, methods, 0);
+    lua_pushvalue(L, -2); /* upvalue 1 of every method: this class's metatable (lm_check_udata) */
+    if (other != NULL)
+        luaL_getmetatable(L, other); /* upvalue 2: the other class's */
+    else
+        lua_pushnil(L);
+    luaL_setfuncs(L, methods, 2);
     lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, release);
     lua_setfield(L, -2, "__gc");
@@ -194,13 +218,25 @@ void lm_register_class(lua_State *L, const char *name, const luaL_Reg *methods, 
     lua_pop(L, 1);
 }
 
+void *lm_check_udata(lua_State *L, int idx, int up, const char *name)
+{
+    void *p = lua_touserdata(L, idx);
+    if (p != NULL && lua_getmetatable(L, idx)) {
+        int same = lua_rawequal(L, -1, lua_upvalueindex(up));
+        lua_pop(L, 1);
+        if (same)
+            return p;
+    }
+    return luaL_checkudata(L, idx, name); /* raises with the usual message */
+}
+
 int luaopen_limitry_core(lua_State *L)
 {
     /* Once per process however many Lua states load the module, from whatever threads.
      * Hosts that own libcurl set LIMITRY_NO_CURL_INIT. */
     if (lm_global_init() != 0)
         return luaL_error(L, "curl_global_init failed");
-    lm_register_class(L, HANDLE_MT, handle_methods, handle_close);
+    lm_register_class(L, HANDLE_MT, handle_methods, handle_close, NULL);
 
     luaL_newlib(L, core_functions);
     lm_multi_register(L);

@@ -114,7 +114,7 @@ static void abandon(lm_multi *m)
 
 static lm_multi *check_multi(lua_State *L)
 {
-    lm_multi *m = (lm_multi *)luaL_checkudata(L, 1, MULTI_MT);
+    lm_multi *m = (lm_multi *)lm_check_udata(L, 1, 1, MULTI_MT);
     if (m->multi != NULL && m->pid != lm_pid()) {
         abandon(m);
         if (open_multi(m) != 0)
@@ -244,7 +244,7 @@ static int take_owner(lua_State *L, lm_request *r)
 static int multi_add(lua_State *L)
 {
     lm_multi *m = check_multi(L);
-    lm_request *r = (lm_request *)luaL_checkudata(L, 2, HANDLE_MT);
+    lm_request *r = (lm_request *)lm_check_udata(L, 2, 2, HANDLE_MT);
     int split = !lua_isnoneornil(L, 4);
     if (r->closed)
         return luaL_error(L, "attempt to use a closed limitry handle");
@@ -537,7 +537,7 @@ static int multi_owners(lua_State *L)
 static int multi_remove(lua_State *L)
 {
     lm_multi *m = check_multi(L);
-    lm_request *r = (lm_request *)luaL_checkudata(L, 2, HANDLE_MT);
+    lm_request *r = (lm_request *)lm_check_udata(L, 2, 2, HANDLE_MT);
     if (r->owner == m) {
         lm_multi_detach(r);
         lm_request_finish(r);
@@ -587,7 +587,7 @@ static const luaL_Reg multi_methods[] = {
 
 void lm_multi_register(lua_State *L)
 {
-    lm_register_class(L, MULTI_MT, multi_methods, multi_close);
+    lm_register_class(L, MULTI_MT, multi_methods, multi_close, HANDLE_MT);
     lua_pushcfunction(L, multi_new);
     lua_setfield(L, -2, "multi");
 }

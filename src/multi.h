@@ -31,8 +31,14 @@ typedef struct lm_multi {
 /* Detaches r from its multi handle, if any. */
 void lm_multi_detach(lm_request *r);
 /* Creates (once per state) the metatable `name` with methods as __index and release as __gc and,
- * on 5.4, __close: the one path that frees a userdata. Defined in core.c. */
-void lm_register_class(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction release);
+ * on 5.4, __close: the one path that frees a userdata. Each method gets the metatable as upvalue 1
+ * and the metatable of the class named other (registered before; or nil) as upvalue 2. Defined in
+ * core.c. */
+void lm_register_class(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction release,
+                       const char *other);
+/* luaL_checkudata for a method installed by lm_register_class, comparing the metatable with its
+ * upvalue up instead of looking `name` up in the registry (which hashes the name every call). */
+void *lm_check_udata(lua_State *L, int idx, int up, const char *name);
 /* Sets core.multi and the multi metatable on the module table at the top of the stack. */
 void lm_multi_register(lua_State *L);
 
