@@ -30,6 +30,43 @@ describe("steady-state calls", function()
     c:close()
   end)
 
+  it("an assignment to any libcurl field reaches the next call, blocking and async", function()
+    local c = client()
+    local usage = c:usage()
+    assert.is_table((usage:get_summary(S, E)))
+    c.max_response_size = 10 -- the summary is longer: the next answer is too large
+    assert.equal(10, c.max_response_size)
+    local _, _, err = usage:get_summary(S, E)
+    assert.equal("too_large", err and err.kind)
+    local _, _, aerr = usage:start_summary(S, E):wait()
+    assert.equal("too_large", aerr and aerr.kind)
+    c.max_response_size = 16 * 1024 * 1024
+    assert.is_table((usage:get_summary(S, E)))
+    assert.is_table((usage:start_summary(S, E):wait()))
+    c.connect_timeout = 2 -- the same answer, with a configuration made again
+    local before = c.handle:stats().configs_applied
+    assert.is_table((usage:get_summary(S, E)))
+    assert.equal(before + 1, c.handle:stats().configs_applied)
+    -- other fields are plain fields, and the client still prints and refuses a dot call
+    c.max_retries = 1
+    assert.equal(1, rawget(c, "max_retries"))
+    assert.matches("^limitry.client %(", tostring(c))
+    assert.has_error(function() c.poll(1) end, "limitry: call it as client:poll(...) with a colon")
+    c:close()
+  end)
+
+  it("reads a small-shaped answer larger than its 1 KiB receive buffer, blocking and async", function()
+    local body = '{"totalEvents":7,"totalTokens":2,"totalInputTokens":1,"totalOutputTokens":1,'
+      .. '"totalCostCents":0.5,"note":"' .. ("x"):rep(6000) .. '"}'
+    local c = client({}, support.json_fault(body))
+    local res = assert(c:usage():get_summary(S, E))
+    assert.equal(7, res.totalEvents)
+    assert.equal(6000, #res.note)
+    local ares = assert(c:usage():start_summary(S, E):wait())
+    assert.equal(6000, #ares.note)
+    c:close()
+  end)
+
   it("switches method, body and headers on one handle from call to call", function()
     local c, id = client()
     c:_call { path = "/usage?startDate=" .. S .. "&endDate=" .. E, shape = "summary" }

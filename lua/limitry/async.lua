@@ -93,7 +93,7 @@ local function harvest(c, finished)
     s.running = s.running - 1 -- release(s, h), inline on this path
     local free = s.free
     free[#free + 1] = h
-    req.handle = nil
+    req.handle = false
     if a == false and SHAPES[req.call.shape](doc) then -- the common case, without settle's detour
       req.state, req.res = "done", doc
       s.pending = s.pending - 1
@@ -245,10 +245,11 @@ function M.start(c, call, callback)
   if c.closed then error("limitry: this client is closed", 3) end
   local s = c._async or client_state(c)
   -- call: path, method and body (the URL, which may hold credentials, is made at each attempt).
-  -- Seven fields, named at once (handle and res as nil) so the table is sized once, for eight: a
-  -- failure's msg, err and a retry's due grow it, on that rarer path only.
+  -- Seven fields, made at once so the table is sized once, for eight: handle and res are false
+  -- rather than nil, which would leave them out and add them one by one later. A failure's msg,
+  -- err and a retry's due grow it, on that rarer path only.
   local req = setmetatable({ client = c, call = call, state = "running", attempts = 0, callback = callback,
-    handle = nil, res = nil }, Request)
+    handle = false, res = false }, Request)
   launch(c, req)
   s.pending = s.pending + 1
   return req
@@ -286,7 +287,7 @@ function Request:cancel()
   if self.handle then
     s.multi:remove(self.handle)
     release(s, self.handle)
-    self.handle = nil
+    self.handle = false
     flush(s)
   end
   for i, r in ipairs(s.waiting) do

@@ -144,12 +144,12 @@ function M.build_query(fn, ...)
   return call.path .. "?" .. table.concat(q, "&")
 end
 
+local numbers = core.numbers
 local function is_metrics(t)
-  if type(t) ~= "table" then return false, "is not an object" end
-  if type(t.totalEvents) == "number" and type(t.totalTokens) == "number" and type(t.totalInputTokens) == "number"
-    and type(t.totalOutputTokens) == "number" and type(t.totalCostCents) == "number" then
-    return true -- the common case, unrolled: it runs on every answer and every row
+  if numbers(t, "totalEvents", "totalTokens", "totalInputTokens", "totalOutputTokens", "totalCostCents") then
+    return true -- the common case, in one call: it runs on every answer and every row
   end
+  if type(t) ~= "table" then return false, "is not an object" end
   for _, m in ipairs(METRICS) do
     if type(t[m]) ~= "number" then return false, "lacks the number " .. m end
   end
