@@ -46,7 +46,7 @@ local function launch(c, req)
   local call = req.call
   -- A 2xx JSON answer comes back decoded (headers on demand), except for limit decisions.
   local multi = s.multi
-  local cfg, url = c:_curl_target(call.path)
+  local cfg, url = M.curl_target(c, call.path) -- set by limitry (init.lua)
   multi:add(h, cfg, url, call.method, call.body, FLAGS[call.shape], req)
   if n > 0 then free[n] = nil end
   req.handle = h

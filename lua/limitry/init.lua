@@ -250,11 +250,12 @@ local function curl_config(self, s)
   return cfg
 end
 function Client:_curl_config() return curl_config(self, secrets[self]) end
--- curl_config and the full URL of path (see Client:_url), with one lookup of the client's secrets.
-function Client:_curl_target(path)
-  local s = secrets[self]
+-- curl_config and the full URL of path (see Client:_url), with one lookup of the client's secrets:
+-- what limitry.async hands the multi handle for each attempt.
+function async.curl_target(client, path)
+  local s = secrets[client]
   if s.last_path ~= path then s.last_path, s.last_url = path, s.url .. path end
-  return curl_config(self, s), s.last_url
+  return curl_config(client, s), s.last_url
 end
 
 function Client:_secret() return secrets[self] and secrets[self].key end
@@ -353,7 +354,7 @@ end
 -- One call with retries, on the transport that suits where it runs (limitry.transport).
 -- req: { path, method (default GET), body (JSON text), shape, retry ("safe" or "connect") }.
 -- Returns the result, or nil, msg, err.
-function Client:_call(req)
+local function call_with_retries(self, req)
   if self.closed then error("limitry: this client is closed", 3) end
   local how, mode = "curl", self.openresty
   if (mode ~= "auto" and mode ~= "blocking") or rawget(_G, "ngx") ~= nil then how = transport_of(self, 4) end
@@ -372,10 +373,11 @@ function Client:_call(req)
     SLEEP[how](delay)
   end
 end
+Client._call = call_with_retries
 
 -- Starts req (see Client:_call) without waiting: an nginx light thread inside nginx, the libcurl
 -- multi handle elsewhere. Returns the request object.
-function Client:_start(req, callback)
+local function start_call(self, req, callback)
   if self.closed then error("limitry: this client is closed", 3) end
   local mode = self.openresty
   if ((mode ~= "auto" and mode ~= "blocking") or rawget(_G, "ngx") ~= nil) and transport_of(self, 4) ~= "curl" then
@@ -383,6 +385,7 @@ function Client:_start(req, callback)
   end
   return async.start(self, req, callback)
 end
+Client._start = start_call
 
 -- The usage object; the same one on every call.
 function Client:usage() return self._usage end
@@ -437,7 +440,7 @@ end
 local function define(class, label, name, build, memo)
   class[name] = function(self, ...)
     if getmetatable(self) ~= class then check_self(self, class, label, name) end
-    return self.client:_call(build(...))
+    return call_with_retries(self.client, build(...))
   end
   local start_name = "start_" .. name:gsub("^get_", "")
   local blocking_prefix = "^" .. (label .. ":" .. name .. ":"):gsub("%p", "%%%0")
@@ -455,14 +458,14 @@ local function define(class, label, name, build, memo)
       if type(last) == "function" then
         local req = memo and memo.req
         if not (req and a == memo.a and b == memo.b) then req = build_for_start(a, b) end
-        return self.client:_start(req, last)
+        return start_call(self.client, req, last)
       end
     end
     local last = n > 0 and select(n, ...)
-    if type(last) ~= "function" then return self.client:_start(build_for_start(...)) end
+    if type(last) ~= "function" then return start_call(self.client, build_for_start(...)) end
     local callback, args
     callback, args, n = split_callback(...)
-    return self.client:_start(build_for_start(unpack(args, 1, n)), callback)
+    return start_call(self.client, build_for_start(unpack(args, 1, n)), callback)
   end
 end
 
