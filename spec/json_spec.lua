@@ -112,6 +112,25 @@ describe("core.decode", function()
     pending("comma-decimal locale test: no de_DE/fr_FR/nl_NL locale is installed (locale-gen de_DE.UTF-8 enables it)")
   end
 
+  it("gives every object key back exactly, however keys repeat, collide or are escaped", function()
+    -- The decoder keeps recent keys in 64 slots (src/json.c): 500 distinct keys must collide.
+    local parts, want = {}, {}
+    for i = 1, 500 do
+      local k = ("k%d_%s"):format(i, ("x"):rep(i % 40)) -- 3 to 45 bytes: around the 32-byte limit
+      parts[#parts + 1] = ('"%s":%d'):format(k, i)
+      want[k] = i
+    end
+    local doc = "{" .. table.concat(parts, ",") .. "}"
+    for _ = 1, 3 do assert.same(want, core.decode(doc)) end -- the second and third pass hit the cache
+    -- the same bytes spelled with an escape, a prefix, a longer key and the empty key
+    assert.same({ ab = 1, a = 2, abc = 3, [""] = 4 }, core.decode('{"ab":1,"a":2,"abc":3,"":4}'))
+    assert.same({ ab = 5 }, core.decode('{"a\\u0062":5}'))
+    assert.same({ ab = 6, a = 7 }, core.decode('{"ab":6,"a":7}'))
+    -- a key cut short by the end of the input is still an error, not a cached key
+    assert.is_nil((core.decode('{"ab')))
+    assert.same({ ["ab"] = { ab = true } }, core.decode('{"ab":{"ab":true}}'))
+  end)
+
   it("raises on a non-string argument", function()
     local ok, err = pcall(core.decode, {})
     assert.is_false(ok)

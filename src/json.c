@@ -13,11 +13,26 @@
 
 #define MAX_DEPTH 200
 
+/* Object keys repeat from answer to answer and from row to row ("totalTokens" 8,760 times in a
+ * year of hourly buckets). The last key seen in each of KEY_SLOTS slots is kept with its Lua
+ * string, so that a repeat is pushed from the cache instead of being hashed and interned again.
+ * One cache per Lua state (a userdata in the registry, its strings in the userdata's user value):
+ * states in different threads share nothing, and the cache holds no C memory of its own. */
+#define KEY_SLOTS 64
+#define KEY_MAX 32
+typedef struct {
+    unsigned char len[KEY_SLOTS]; /* 0: empty slot */
+    char bytes[KEY_SLOTS][KEY_MAX];
+} key_cache;
+static const char KEY_CACHE_ID = 0; /* its address names the cache in the registry */
+
 typedef struct {
     const char *s;
     const char *p;
     const char *end;
     int depth;
+    key_cache *keys;
+    int key_strings; /* stack index of the cache's strings, by slot + 1 */
 } parser;
 
 static void value(lua_State *L, parser *ps);
@@ -136,6 +151,34 @@ static void string_value(lua_State *L, parser *ps)
         run = ps->p;
     }
     luaL_pushresult(&b);
+}
+
+/* An object key: from the cache when it is short, has no escapes and was seen last in its slot. */
+static void key_value(lua_State *L, parser *ps)
+{
+    const char *start = ps->p + 1, *q;
+    key_cache *kc = ps->keys;
+    unsigned h = 2166136261u; /* FNV-1a */
+    size_t len;
+    int slot;
+    for (q = start; q < ps->end && *q != '"' && *q != '\\' && (unsigned char)*q >= 0x20; q++)
+        h = (h ^ (unsigned char)*q) * 16777619u;
+    len = (size_t)(q - start);
+    if (q >= ps->end || *q != '"' || len == 0 || len > KEY_MAX) {
+        string_value(L, ps); /* escapes, long keys, errors: the general path */
+        return;
+    }
+    slot = (int)(h % KEY_SLOTS);
+    if (kc->len[slot] == len && memcmp(kc->bytes[slot], start, len) == 0) {
+        lua_rawgeti(L, ps->key_strings, slot + 1);
+    } else {
+        lua_pushlstring(L, start, len);
+        lua_pushvalue(L, -1);
+        lua_rawseti(L, ps->key_strings, slot + 1);
+        memcpy(kc->bytes[slot], start, len); /* only once the string is in place (rawseti may raise) */
+        kc->len[slot] = (unsigned char)len;
+    }
+    ps->p = q + 1;
 }
 
 static int is_digit(const parser *ps)
@@ -276,7 +319,7 @@ static void object_value(lua_State *L, parser *ps)
         skip_ws(ps);
         if (ps->p >= ps->end || *ps->p != '"')
             fail(L, ps, "expected a string key");
-        string_value(L, ps);
+        key_value(L, ps);
         skip_ws(ps);
         if (ps->p >= ps->end || *ps->p != ':')
             fail(L, ps, "expected ':'");
@@ -357,10 +400,31 @@ static void value(lua_State *L, parser *ps)
     fail(L, ps, "unexpected character");
 }
 
+/* Pushes this state's key cache and its strings table, made on first use; sets ps->keys. */
+static void open_key_cache(lua_State *L, parser *ps)
+{
+    lua_pushlightuserdata(L, (void *)&KEY_CACHE_ID);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    if (lua_type(L, -1) != LUA_TUSERDATA) {
+        lua_pop(L, 1);
+        ps->keys = (key_cache *)lua_newuserdata(L, sizeof(key_cache));
+        memset(ps->keys, 0, sizeof(key_cache));
+        lua_createtable(L, KEY_SLOTS, 0);
+        lm_setuservalue(L, -2);
+        lua_pushlightuserdata(L, (void *)&KEY_CACHE_ID);
+        lua_pushvalue(L, -2);
+        lua_rawset(L, LUA_REGISTRYINDEX);
+    }
+    ps->keys = (key_cache *)lua_touserdata(L, -1);
+    lm_getuservalue(L, -1);
+    ps->key_strings = lua_gettop(L);
+}
+
 static int decode_protected(lua_State *L)
 {
     parser *ps = (parser *)lua_touserdata(L, 1);
     lua_settop(L, 0);
+    open_key_cache(L, ps);
     skip_ws(ps);
     value(L, ps);
     skip_ws(ps);
