@@ -18,7 +18,7 @@ local P = QUICK and {
   rounds = 1, seq = 300, seq_s = 1, socket = 100, tls = 300, luasec = 10, async = 300, async_s = 1,
   wrk_s = 1, decode = 2, rss1 = 100, rss2 = 500, rss_s = 10, cg = 100,
 } or {
-  rounds = 3, seq = 40000, seq_s = 2, socket = 5000, tls = 40000, luasec = 60, async = 100000, async_s = 3,
+  rounds = 5, seq = 40000, seq_s = 2, socket = 5000, tls = 40000, luasec = 60, async = 100000, async_s = 3,
   wrk_s = 3, decode = 20, rss1 = 1000, rss2 = 100000, rss_s = 60, cg = 2000,
 }
 
@@ -77,22 +77,24 @@ local function numbers(what, cmd, limit)
   return t
 end
 
+-- calls/s of the "calls seconds [...]" a command printed, and the numbers themselves.
 local function rate(what, cmd, limit)
   local t = numbers(what, cmd, limit or 60)
-  if t and t[1] > 0 and t[2] > 0 then return t[1] / t[2] end
+  if t and t[1] > 0 and t[2] > 0 then return t[1] / t[2], t end
   return nil
 end
 
--- Best calls/s of each command over ROUNDS rounds, the commands taking turns.
+-- Best calls/s of each command over ROUNDS rounds, the commands taking turns; also the numbers
+-- printed by each command's best round.
 local function best_rates(list)
-  local best = {}
+  local best, printed = {}, {}
   for _ = 1, P.rounds do
     for i, item in ipairs(list) do
-      local r = rate(item[1], item[2], item[3])
-      if r and (not best[i] or r > best[i]) then best[i] = r end
+      local r, t = rate(item[1], item[2], item[3])
+      if r and (not best[i] or r > best[i]) then best[i], printed[i] = r, t end
     end
   end
-  return best
+  return best, printed
 end
 
 local function wrk(connections, url)
@@ -189,11 +191,14 @@ local ok, err = pcall(function()
   -- Async.
   local async = {}
   for _, depth in ipairs { 8, 64 } do
-    local r = best_rates {
+    local r, printed = best_rates {
       { "limitry async " .. depth, worker("5.4", "limitry_async", url, depth, P.async, P.async_s) },
       { "bare multi " .. depth, c_loop("multi_loop", full, depth, P.async, P.async_s) },
     }
-    async[depth] = { lim = r[1], bare = r[2], wrk = wrk(depth, full) }
+    -- minor page faults per 1,000 calls in the best round (a page fault costs system time)
+    local function faults(t) return t and t[3] and t[3] * 1000 / t[1] end
+    async[depth] = { lim = r[1], bare = r[2], wrk = wrk(depth, full), lim_faults = faults(printed[1]),
+      bare_faults = faults(printed[2]) }
   end
 
   -- HTTPS keep-alive vs luasocket + luasec (a TLS handshake per call).
@@ -233,6 +238,8 @@ local ok, err = pcall(function()
       ("bare libcurl multi loop (C), %d in flight"):format(depth), "high", 0.9)
     row(("async calls/s, %d in flight, Lua 5.4"):format(depth), async[depth].lim, async[depth].wrk,
       ("wrk -t1 -c%d"):format(depth), "high")
+    row(("minor page faults per 1,000 async calls, %d in flight"):format(depth), async[depth].lim_faults,
+      async[depth].bare_faults, ("bare libcurl multi loop (C), %d in flight"):format(depth), "low", nil, "%.1f")
   end
   row("HTTPS keep-alive sequential calls/s, Lua 5.4", tls, luasec, "luasocket + luasec, a connection per call", "high")
   for _, v in ipairs { "5.4", "luajit" } do
@@ -263,7 +270,7 @@ local ok, err = pcall(function()
     return fmt:format(v)
   end
   for _, r in ipairs(rows) do
-    local ratio = (r.lim and r.ref) and r.lim / r.ref
+    local ratio = (r.lim and r.ref and r.ref ~= 0) and r.lim / r.ref
     local target, met = "", ""
     if r.target then
       target = (r.better == "low" and "<= %.2fx" or ">= %.2fx"):format(r.target)

@@ -1,11 +1,12 @@
 /* The floor for async calls: one libcurl multi handle keeping DEPTH transfers of the same URL in
  * flight, re-adding an easy handle as soon as its transfer finishes, until N have completed.
- *   multi_loop URL DEPTH N MAX_SECONDS [HEADER...]      prints "calls seconds"
+ *   multi_loop URL DEPTH N MAX_SECONDS [HEADER...]      prints "calls seconds minor_page_faults"
  * Stops after N completed calls or MAX_SECONDS, whichever comes first. */
 #include <curl/curl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "loop_common.h"
@@ -42,6 +43,8 @@ int main(int argc, char **argv)
         curl_easy_setopt(h, CURLOPT_WRITEDATA, &slots[i].b);
         curl_easy_setopt(h, CURLOPT_PRIVATE, &slots[i]);
     }
+    struct rusage ru0, ru1;
+    getrusage(RUSAGE_SELF, &ru0);
     double t0 = now();
     for (int i = 0; i < depth && started < n; i++, started++) curl_multi_add_handle(m, slots[i].h);
     int running = 1, failed = 0;
@@ -73,7 +76,8 @@ int main(int argc, char **argv)
         if (done < started && !failed) curl_multi_poll(m, NULL, 0, 1000, NULL);
     }
     double elapsed = now() - t0;
-    if (!failed) printf("%ld %.6f\n", done, elapsed);
+    getrusage(RUSAGE_SELF, &ru1);
+    if (!failed) printf("%ld %.6f %ld\n", done, elapsed, ru1.ru_minflt - ru0.ru_minflt);
     for (int i = 0; i < depth; i++) {
         curl_multi_remove_handle(m, slots[i].h);
         curl_easy_cleanup(slots[i].h);

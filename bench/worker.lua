@@ -5,7 +5,7 @@
 -- clock is read every 64 calls so that reading it costs nothing measurable.
 -- Modes (URL is the fixed server's base URL, .../v1):
 --   limitry URL N MAX [CA_FILE]      sequential get_summary on one client      -> calls seconds
---   limitry_async URL DEPTH N MAX    start_summary, DEPTH in flight, poll      -> calls seconds
+--   limitry_async URL DEPTH N MAX    start_summary, DEPTH in flight, poll      -> calls seconds minor_faults
 --   luacurl URL N MAX                Debian lua-curl (require "curl") + cjson  -> calls seconds
 --   luasocket URL N MAX [CA_FILE]    socket.http (or ssl.https with CA_FILE) + cjson, a connection per call
 --   decode_limitry FILE K            core.decode of FILE, K times  -> decodes seconds fastest_seconds
@@ -58,6 +58,14 @@ local function rss_kib()
   return tonumber(s:match("VmRSS:%s+(%d+)"))
 end
 
+-- Minor page faults of this process so far (field 10 of /proc/self/stat, after the command name).
+local function minor_faults()
+  local stat = read_file("/proc/self/stat")
+  local fields = {}
+  for f in stat:match("%) (.*)$"):gmatch("%S+") do fields[#fields + 1] = f end
+  return tonumber(fields[8])
+end
+
 local modes = {}
 
 function modes.limitry(url, n, max, ca_file)
@@ -86,10 +94,11 @@ function modes.limitry_async(url, depth, n, max)
   -- Warm-up: open the DEPTH connections first.
   for _ = 1, depth do usage:start_summary(S, E, function(res, msg) if not res then error(msg, 0) end end) end
   while client:poll(1) > 0 do end
+  local faults = minor_faults()
   t0 = now()
   for _ = 1, math.min(depth, n) do start() end
   while client:poll(1) > 0 and now() - t0 < max + 30 do end
-  print(string.format("%d %.6f", done, now() - t0))
+  print(string.format("%d %.6f %d", done, now() - t0, minor_faults() - faults))
   client:close()
 end
 
