@@ -178,6 +178,59 @@ describe("async calls", function()
     assert.has_error(function() c:usage():start_summary(S, E) end, "limitry: this client is closed")
   end)
 
+  it("a value the C core refuses names the caller's line at start, and no file on a retry", function()
+    local c = client({ max_retries = 1 }, "status=503;times=1")
+    c.max_response_size = 1.5 -- a field assigned after new is checked by the core only
+    local ok, msg = pcall(c:usage().start_summary, c:usage(), S, E)
+    assert.is_false(ok)
+    assert.matches("^spec/async_spec%.lua:%d+: request option 'max_body' must be a whole number of bytes$", msg)
+    c.max_response_size = 1e6
+    local req = c:usage():start_summary(S, E) -- answered 503, then retried
+    c.max_response_size = 1.5 -- the retry cannot start
+    local _, rmsg, err = req:wait()
+    assert.equal("LimitryError", err.name)
+    assert.matches("could not start the retry: request option 'max_body'", rmsg, 1, true)
+    assert.is_nil(rmsg:find(".lua:", 1, true))
+    c:close()
+  end)
+
+  it("the core's multi hands back each transfer's owner, the handle when none (or false) is given", function()
+    local core = require "limitry.core"
+    local cfg = { headers = { "Authorization: Bearer " .. server.api_key }, timeout_ms = 5000 }
+    local url = server.base_url .. "/usage?startDate=" .. S .. "&endDate=" .. E
+    local m, h1, h2, h3 = core.multi(), core.new(), core.new(), core.new()
+    local owner = {}
+    m:add(h1, cfg, url, nil, nil, true, owner)
+    m:add(h2, cfg, url, nil, nil, true, false)
+    m:add(h3, cfg, url, nil, nil, true)
+    assert.equal(3, #m:owners())
+    local got = {}
+    for _ = 1, 500 do
+      m:perform()
+      local who, status = m:next_done()
+      if who then
+        assert.equal(200, status)
+        got[#got + 1] = who
+      end
+      if #got == 3 then break end
+      m:wait(10)
+    end
+    table.sort(got, function(a, b) return tostring(a) < tostring(b) end)
+    local want = { owner, h2, h3 }
+    table.sort(want, function(a, b) return tostring(a) < tostring(b) end)
+    assert.same(want, got)
+    assert.same({}, m:owners())
+    -- a handle closed in flight leaves its owner listed until removed, so close() can cancel it
+    m:add(h1, cfg, url, nil, nil, true, owner)
+    h1:close()
+    assert.same({ owner }, m:owners())
+    m:remove(h1)
+    assert.same({}, m:owners())
+    m:close()
+    h2:close()
+    h3:close()
+  end)
+
   it("checks arguments at once, like the blocking calls", function()
     local c = client()
     local ok, err = pcall(function() c:usage():start_breakdown("colour", S, E) end)

@@ -11,7 +11,7 @@
  *   handle:headers()           -> the last response's headers (after call returned `false`)
  *   handle:stats()             -> { configs_applied = n }
  *   handle:close()             frees everything; also __gc and (5.4) __close
- *   handle:id()                -> a number naming the handle (for multi:next_done)
+ *   handle:id()                -> a number naming the handle while it lives
  *   core.decode(json)          -> value | nil, message
  *   core.numbers(t, key...)    -> whether t is a table whose raw fields key... are all numbers
  *   core.sleep(seconds), core.now() (monotonic seconds), core.null, core.curl_version */

@@ -2,7 +2,7 @@
  *   core.multi()                -> multi
  *   multi:add(handle, opts)     configures handle (as handle:request would) and starts it
  *   multi:add(handle, cfg, url [, method [, body [, flags [, owner]]]])
- *                               the same, options split as for handle:call; owner (default:
+ *                               the same, options split as for handle:call; owner (nil or false:
  *                               the handle) is what next_done hands back for this transfer
  *   multi:perform()             -> transfers still running, transfers finished and not yet read
  *                               by next_done (never blocks)
@@ -16,7 +16,7 @@
  *   multi:changes()             -> { fd, what, fd, what, ... } sockets to watch since the last
  *                               call (what: 1 read, 2 write, 3 both, 4 stop), or nil
  *   multi:watched()             -> { fd, what, ... } every socket watched now
- *   multi:owners()              -> { owner, ... } of the transfers attached
+ *   multi:owners()              -> { owner, ... }: every owner not yet handed back by next_done
  *   multi:remove(handle)        cancels a transfer
  *   multi:close()               detaches every transfer and frees the multi handle */
 #include <poll.h>
@@ -224,21 +224,31 @@ static void set_owner(lua_State *L, lm_request *r, int idx)
     lua_pop(L, 1);
 }
 
-/* Pushes the owner of r and forgets it; false when r has none (a transfer removed meanwhile). */
-static int take_owner(lua_State *L, lm_request *r)
+/* Pushes the multi's owner table (index 2 after lua_settop(L, 1)) and the owner of r above it;
+ * returns 0, with both popped, when r has none (a transfer removed meanwhile). */
+static int push_owner(lua_State *L, lm_request *r)
 {
     lm_getuservalue(L, 1);
     lua_pushlightuserdata(L, r);
-    lua_rawget(L, -2);
+    lua_rawget(L, 2);
     if (lua_isnil(L, -1)) {
         lua_pop(L, 2);
         return 0;
     }
+    return 1;
+}
+
+/* After push_owner and the n result values above it: forgets the owner (assigning nil to a key
+ * that exists allocates nothing, so this cannot fail) and drops the owner table from under the
+ * values. Only now, so that a raise while pushing the results (out of memory) leaves the owner
+ * listed for multi:owners and close. */
+static int forget_owner(lua_State *L, lm_request *r, int n)
+{
     lua_pushlightuserdata(L, r);
     lua_pushnil(L);
-    lua_rawset(L, -4);
-    lua_remove(L, -2);
-    return 1;
+    lua_rawset(L, 2);
+    lua_remove(L, 2);
+    return 1 + n;
 }
 
 static int multi_add(lua_State *L)
@@ -260,7 +270,7 @@ static int multi_add(lua_State *L)
         lua_settop(L, 3);
         lm_request_setup(L, r, 3, m);
     }
-    set_owner(L, r, split && !lua_isnil(L, 8) ? 8 : 2); /* first: it may raise (memory) */
+    set_owner(L, r, split && lua_toboolean(L, 8) ? 8 : 2); /* first: it may raise (memory) */
     if (curl_multi_add_handle(m->multi, r->easy) != CURLM_OK) {
         set_owner(L, r, 0);
         lm_request_finish(r);
@@ -395,15 +405,16 @@ static int multi_next_done(lua_State *L)
     CURLMsg *msg;
     lm_request *lost;
     lua_settop(L, 1);
+    luaL_checkstack(L, LM_RESULT_MAX + 4, "limitry result");
     for (lost = m->lost > 0 ? m->attached : NULL; lost != NULL; lost = lost->next) {
         if (!lost->fork_lost)
             continue;
         lm_multi_detach(lost);
-        if (!take_owner(L, lost)) {
+        if (!push_owner(L, lost)) {
             lm_request_finish(lost);
             return multi_next_done(L); /* the list changed: start again */
         }
-        return 1 + lm_request_push_fork_lost(L, lost);
+        return forget_owner(L, lost, lm_request_push_fork_lost(L, lost));
     }
     while ((msg = curl_multi_info_read(m->multi, &left)) != NULL) {
         lm_request *r = NULL;
@@ -415,12 +426,11 @@ static int multi_next_done(lua_State *L)
         if (r == NULL)
             continue;
         lm_multi_detach(r);
-        if (!take_owner(L, r)) {
+        if (!push_owner(L, r)) {
             lm_request_finish(r);
             continue;
         }
-        luaL_checkstack(L, LM_RESULT_MAX, "limitry result");
-        return 1 + lm_request_push_result(L, r, code);
+        return forget_owner(L, r, lm_request_push_result(L, r, code));
     }
     return 0;
 }
@@ -514,22 +524,18 @@ static int multi_watched(lua_State *L)
     return 1;
 }
 
+/* Every owner the multi holds: those of the transfers attached, and any whose transfer ended
+ * without being handed back (a raise while next_done pushed it, a handle closed in flight). */
 static int multi_owners(lua_State *L)
 {
-    lm_multi *m = check_multi(L);
-    lm_request *r;
     int n = 0;
+    check_multi(L);
     lua_settop(L, 1);
-    lua_createtable(L, m->count, 0);
+    lua_newtable(L);
     lm_getuservalue(L, 1);
-    for (r = m->attached; r != NULL; r = r->next) {
-        lua_pushlightuserdata(L, r);
-        lua_rawget(L, 3);
-        if (lua_isnil(L, -1))
-            lua_pop(L, 1);
-        else
-            lua_rawseti(L, 2, ++n);
-    }
+    lua_pushnil(L);
+    while (lua_next(L, 3) != 0)
+        lua_rawseti(L, 2, ++n);
     lua_pop(L, 1);
     return 1;
 }
@@ -541,8 +547,8 @@ static int multi_remove(lua_State *L)
     if (r->owner == m) {
         lm_multi_detach(r);
         lm_request_finish(r);
-        set_owner(L, r, 0);
     }
+    set_owner(L, r, 0); /* also the owner of a transfer that ended but was not handed back */
     return 0;
 }
 

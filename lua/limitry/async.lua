@@ -37,7 +37,8 @@ end
 
 -- Starts one attempt. Nothing changes before multi:add has succeeded (the idle handle is taken
 -- off the list only then), so a raise there (an option libcurl refuses, out of memory) leaves
--- nothing behind that wait() would wait for.
+-- nothing behind that wait() would wait for. Returns true, or false and the error (its message
+-- without a position: add is called by pcall itself, and the caller names the user's line).
 local function launch(c, req)
   local s = c._async
   local free = s.free
@@ -47,11 +48,13 @@ local function launch(c, req)
   -- A 2xx JSON answer comes back decoded (headers on demand), except for limit decisions.
   local multi = s.multi
   local cfg, url = M.curl_target(c, call.path) -- set by limitry (init.lua)
-  multi:add(h, cfg, url, call.method, call.body, FLAGS[call.shape], req)
+  local ok, why = pcall(multi.add, multi, h, cfg, url, call.method, call.body, FLAGS[call.shape], req)
+  if not ok then return false, why end
   if n > 0 then free[n] = nil end
   req.handle = h
   req.attempts = req.attempts + 1
   s.running = s.running + 1
+  return true
 end
 
 local function release(s, h)
@@ -119,7 +122,7 @@ local function start_due(c)
       table.remove(s.waiting, i)
       req.due = nil
       if req.state == "running" then
-        local ok, why = pcall(launch, c, req)
+        local ok, why = launch(c, req)
         if not ok then
           local err = errors.finish(errors.new { name = "LimitryError", message = "could not start the retry: " .. tostring(why) },
             req.attempts, c._host)
@@ -250,7 +253,8 @@ function M.start(c, call, callback)
   -- err and a retry's due grow it, on that rarer path only.
   local req = setmetatable({ client = c, call = call, state = "running", attempts = 0, callback = callback,
     handle = false, res = false }, Request)
-  launch(c, req)
+  local ok, why = launch(c, req)
+  if not ok then error(why, 3) end
   s.pending = s.pending + 1
   return req
 end
