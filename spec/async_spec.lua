@@ -183,7 +183,10 @@ describe("async calls", function()
     c.max_response_size = 1.5 -- a field assigned after new is checked by the core only
     local ok, msg = pcall(c:usage().start_summary, c:usage(), S, E)
     assert.is_false(ok)
-    assert.matches("^spec/async_spec%.lua:%d+: request option 'max_body' must be a whole number of bytes$", msg)
+    -- The caller's line where the VM keeps it through tail calls (5.3+), never a library file.
+    assert.matches("request option 'max_body' must be a whole number of bytes$", msg)
+    assert.is_nil(msg:find("limitry/", 1, true), msg)
+    if _VERSION ~= "Lua 5.1" then assert.matches("^spec/async_spec%.lua:%d+: ", msg) end
     c.max_response_size = 1e6
     local req = c:usage():start_summary(S, E) -- answered 503, then retried
     c.max_response_size = 1.5 -- the retry cannot start
