@@ -249,23 +249,16 @@ local function curl_config(self, s)
   s.curl_config = cfg
   return cfg
 end
-function Client:_curl_config() return curl_config(self, secrets[self]) end
--- curl_config and the full URL of path (see Client:_url), with one lookup of the client's secrets:
--- what limitry.async hands the multi handle for each attempt.
-function async.curl_target(client, path)
-  local s = secrets[client]
+-- curl_config and the full URL of path (with any user:password@ of base_url, which is never shown;
+-- the last one is kept, since a loop usually asks for the same). s: the client's secrets.
+local function curl_target(client, s, path)
   if s.last_path ~= path then s.last_path, s.last_url = path, s.url .. path end
   return curl_config(client, s), s.last_url
 end
+-- What limitry.async hands the multi handle for each attempt.
+function async.curl_target(client, path) return curl_target(client, secrets[client], path) end
 
 function Client:_secret() return secrets[self] and secrets[self].key end
--- The full URL of a path (with any user:password@ of base_url, which is never shown); the last one
--- is kept, since a loop usually asks for the same.
-function Client:_url(path)
-  local s = secrets[self]
-  if s.last_path ~= path then s.last_path, s.last_url = path, s.url .. path end
-  return s.last_url
-end
 
 function Client:_handle()
   if not self.handle then self.handle = core.new() end
@@ -325,10 +318,10 @@ end
 local FLAGS, SHAPES = protocol.FLAGS, protocol.SHAPES -- resources add their shapes to both
 local SEND = {
   curl = function(c, req)
-    local h, shape, s, path = c.handle or c:_handle(), req.shape, secrets[c], req.path
-    if s.last_path ~= path then s.last_path, s.last_url = path, s.url .. path end
+    local h, shape, s = c.handle or c:_handle(), req.shape, secrets[c]
+    local cfg, url = curl_target(c, s, req.path)
     -- A 2xx JSON answer comes back decoded and the headers only on demand (limit decisions read them).
-    local status, headers, body, n, doc = h:call(curl_config(c, s), s.last_url, req.method, req.body, FLAGS[shape])
+    local status, headers, body, n, doc = h:call(cfg, url, req.method, req.body, FLAGS[shape])
     if headers == false then
       if SHAPES[shape](doc) then return doc end
       headers = h:headers()
@@ -343,21 +336,15 @@ local SEND = {
 }
 local SLEEP = { curl = core.sleep, cosocket = function(s) ngx.sleep(s) end }
 
--- Which transport (limitry.transport.select); outside nginx, "auto" and "blocking" are libcurl,
--- decided without the call. `level` as for select, from the caller of this function.
-local function transport_of(client, level)
-  local mode = client.openresty
-  if rawget(_G, "ngx") == nil and (mode == "auto" or mode == "blocking") then return "curl" end
-  return transport.select(client, level + 1)
-end
-
 -- One call with retries, on the transport that suits where it runs (limitry.transport).
 -- req: { path, method (default GET), body (JSON text), shape, retry ("safe" or "connect") }.
 -- Returns the result, or nil, msg, err.
 local function call_with_retries(self, req)
   if self.closed then error("limitry: this client is closed", 3) end
+  -- Outside nginx, "auto" and "blocking" are libcurl without asking limitry.transport (the same
+  -- shortcut as in start_call, written out on both hot paths).
   local how, mode = "curl", self.openresty
-  if (mode ~= "auto" and mode ~= "blocking") or rawget(_G, "ngx") ~= nil then how = transport_of(self, 4) end
+  if (mode ~= "auto" and mode ~= "blocking") or rawget(_G, "ngx") ~= nil then how = transport.select(self, 4) end
   if how == "worker_thread" then return require("limitry.ngx_thread").call(self, req) end
   local send = SEND[how]
   local attempt = 0
@@ -380,7 +367,7 @@ Client._call = call_with_retries
 local function start_call(self, req, callback)
   if self.closed then error("limitry: this client is closed", 3) end
   local mode = self.openresty
-  if ((mode ~= "auto" and mode ~= "blocking") or rawget(_G, "ngx") ~= nil) and transport_of(self, 4) ~= "curl" then
+  if ((mode ~= "auto" and mode ~= "blocking") or rawget(_G, "ngx") ~= nil) and transport.select(self, 4) ~= "curl" then
     return require("limitry.ngx_async").start(self, req, callback)
   end
   return async.start(self, req, callback)
@@ -435,8 +422,9 @@ end
 -- Installs `name` (blocking: result or nil, msg, err) and its async twin start_ + name without a
 -- leading get_ (the same arguments plus an optional callback; returns a request at once) on
 -- class. build(...) returns the request (see Client:_call) or raises on a wrong argument.
--- memo (usage calls): the request of the last call with two positional arguments that are not
--- tables, { a =, b =, req = }, which start_*(a, b, callback) reuses without calling build.
+-- memo (usage calls): the request of the last call with positional arguments that are not tables,
+-- { req =, n =, a =, b =, c = }, which start_*(a, b, callback) reuses without calling build when
+-- that call had the same two arguments.
 local function define(class, label, name, build, memo)
   class[name] = function(self, ...)
     if getmetatable(self) ~= class then check_self(self, class, label, name) end
@@ -456,7 +444,7 @@ local function define(class, label, name, build, memo)
     if n == 3 then -- the usual (start, end, callback), without a table
       local a, b, last = ...
       if type(last) == "function" then
-        local req = memo and memo.req
+        local req = memo and memo.n == 2 and memo.req
         if not (req and a == memo.a and b == memo.b) then req = build_for_start(a, b) end
         return start_call(self.client, req, last)
       end
@@ -473,15 +461,14 @@ for name, call in pairs(protocol.CALLS) do
   -- The request of the last call made with positional arguments that are not tables, reused while they
   -- are the same (requests are never changed): a loop asking for the same dates again pays neither
   -- the checks nor the encoding.
-  local last, n1, a1, b1, c1
-  local memo = {} -- the same, for two arguments, read by start_* directly
+  -- start_*(a, b, callback) reads it directly (see define).
+  local memo = {} -- { req, n, a, b, c }
   define(Usage, "usage", name, function(...)
     local n, a, b, c = select("#", ...), ...
-    if last and n == n1 and a == a1 and b == b1 and c == c1 then return last end
+    if memo.req and n == memo.n and a == memo.a and b == memo.b and c == memo.c then return memo.req end
     local req = { shape = call.shape, path = protocol.build_query(name, ...) }
     if n <= 3 and type(a) ~= "table" and type(b) ~= "table" and type(c) ~= "table" then
-      last, n1, a1, b1, c1 = req, n, a, b, c
-      if n == 2 then memo.req, memo.a, memo.b = req, a, b end
+      memo.req, memo.n, memo.a, memo.b, memo.c = req, n, a, b, c
     end
     return req
   end, memo)
