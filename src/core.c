@@ -11,7 +11,6 @@
  *   handle:headers()           -> the last response's headers (after call returned `false`)
  *   handle:stats()             -> { configs_applied = n }
  *   handle:close()             frees everything; also __gc and (5.4) __close
- *   handle:id()                -> a number naming the handle while it lives
  *   core.decode(json)          -> value | nil, message
  *   core.numbers(t, key...)    -> whether t is a table whose raw fields key... are all numbers
  *   core.sleep(seconds), core.now() (monotonic seconds), core.null, core.curl_version */
@@ -117,13 +116,6 @@ static int handle_close(lua_State *L)
     return 0;
 }
 
-static int handle_id(lua_State *L)
-{
-    lm_request *r = check_handle(L);
-    lua_pushinteger(L, lm_request_id(r));
-    return 1;
-}
-
 static int core_decode(lua_State *L)
 {
     size_t len;
@@ -181,7 +173,6 @@ static const luaL_Reg handle_methods[] = {
     {"headers", handle_headers},
     {"stats", handle_stats},
     {"close", handle_close},
-    {"id", handle_id},
     {NULL, NULL},
 };
 

@@ -14,7 +14,7 @@
  * stays in glibc's per-thread cache when libcurl frees it after each transfer, whereas its
  * default 16 KiB buffer, freed next to the top of the heap, lets glibc give the top back to the
  * system and fault it in again on the next transfer (measured: 0.35 page faults per async call
- * at 64 in flight, 0.01 with this size; bench/README). 1024 is libcurl's minimum. */
+ * at 64 in flight, 0.01 with this size; README, Performance). 1024 is libcurl's minimum. */
 #define SMALL_BUFFER_BYTES 1024L
 #define KEEP_BUFFER_BYTES (256 * 1024)
 

@@ -6,7 +6,6 @@
 #include <curl/curl.h>
 
 #include "buffer.h"
-#include <stdint.h>
 #include <sys/types.h>
 
 #include "lua.h"
@@ -85,9 +84,6 @@ int lm_request_push_result(lua_State *L, lm_request *r, CURLcode code);
 #define LM_RESULT_MAX 5
 /* Frees per-transfer state (headers list, buffers beyond a small reserve). */
 void lm_request_finish(lm_request *r);
-/* A number naming r while it lives (its address), used to find it again after a multi transfer. */
-#define lm_request_id(r) ((lua_Integer)(intptr_t)(r))
-
 /* Frees everything, including the easy handle; safe to call twice. */
 void lm_request_free(lm_request *r);
 
