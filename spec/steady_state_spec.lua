@@ -50,6 +50,10 @@ describe("steady-state calls", function()
     -- other fields are plain fields, and the client still prints and refuses a dot call
     c.max_retries = 1
     assert.equal(1, rawget(c, "max_retries"))
+    -- the libcurl fields live behind the client's own metatable (README, Options)
+    assert.is_nil(rawget(c, "connect_timeout"))
+    assert.equal(2, c.connect_timeout)
+    assert.are_not.equal(require("limitry").Client, getmetatable(c))
     assert.matches("^limitry.client %(", tostring(c))
     assert.has_error(function() c.poll(1) end, "limitry: call it as client:poll(...) with a colon")
     c:close()
