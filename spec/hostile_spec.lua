@@ -113,6 +113,28 @@ describe("a hostile server", function()
     end
   end)
 
+  -- libcurl sends a request again by itself when a reused connection dies before any answer;
+  -- the URL it sends must be this call's, not the previous call's on the same handle.
+  describe("a keep-alive connection closed as the next request arrives", function()
+    local function month_range(m) return ("2024-%02d-01T00:00:00Z"):format(m), ("2024-%02d-01T00:00:00Z"):format(m + 1) end
+
+    it("gets this call's URL sent again (blocking)", function()
+      local u = client("drop-second"):usage()
+      local before = control("hits", "drop-second")
+      assert.equal(1, assert(u:get_summary(month_range(1))).totalEvents)
+      assert.equal(3, assert(u:get_summary(month_range(3))).totalEvents)
+      assert.equal(before + 3, control("hits", "drop-second"))
+    end)
+
+    it("gets this call's URL sent again (async)", function()
+      local u = client("drop-second-async"):usage()
+      local before = control("hits", "drop-second-async")
+      assert.equal(1, assert(u:start_summary(month_range(1)):wait()).totalEvents)
+      assert.equal(3, assert(u:start_summary(month_range(3)):wait()).totalEvents)
+      assert.equal(before + 3, control("hits", "drop-second-async"))
+    end)
+  end)
+
   describe("lying Content-Length", function()
     it("longer than the body: a NetworkError, not a short result", function()
       local err = fails("cl-longer", "NetworkError")

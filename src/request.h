@@ -38,6 +38,7 @@ typedef struct lm_request {
     const void *applied_tag;
     struct curl_slist *plain_headers, *json_headers;
     char *url; /* the CURLOPT_URL set last by lm_request_setup_config (a copy), or NULL */
+    void *parsed_url; /* a CURLU holding url, handed to libcurl with CURLOPT_CURLU (request.c) */
     int last_mode; /* 0: unknown, else method index * 2 + has_body + 1 */
     int decode;    /* decode a 2xx JSON body in C (see lm_request_push_result) */
     lua_Integer applies; /* configurations applied to easy: handle:stats() */

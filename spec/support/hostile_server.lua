@@ -165,6 +165,19 @@ push_after_first("idle408", "HTTP/1.1 408 Request Timeout\r\nConnection: close\r
 push_after_first("idle408-open", "HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\n\r\n", true)
 push_after_first("stray", ok(666), true)
 
+-- Every second request of the case is read and its connection closed unanswered, as a server
+-- does that drops a keep-alive connection just as a request arrives: libcurl sends the request
+-- again on a new connection. An answer's totalEvents is the month of the startDate asked for,
+-- so the spec sees which URL went out again.
+local function drop_every_second(case)
+  CASES[case] = function(c, n, target)
+    if n % 2 == 0 then return false end
+    return c:send(ok(tonumber(target:match("startDate=%d+%-(%d+)")) or 0))
+  end
+end
+drop_every_second("drop-second")
+drop_every_second("drop-second-async")
+
 local running = true
 
 local function serve(sock)
@@ -190,7 +203,7 @@ local function serve(sock)
       keep = c:send(http("200 OK", tostring(count)))
     elseif case and CASES[case] then
       hits[case] = (hits[case] or 0) + 1
-      keep = CASES[case](c, hits[case])
+      keep = CASES[case](c, hits[case], rest)
     else
       keep = c:send(http("404 Not Found", '{"error":"no such case"}'))
     end
