@@ -65,6 +65,11 @@ local function c_loop(prog, ...)
   return BIN .. "/" .. prog .. " " .. table.concat(args, " ")
 end
 
+-- The same C loop with a URL handle parsed once (CURLOPT_CURLU), as limitry sets its URL: the rows
+-- against it show limitry's own cost apart from what that setting saves inside libcurl.
+local function preparsed(cmd) return "env LOOP_PREPARSED_URL=1 " .. cmd end
+local PREPARSED = ", URL parsed once (CURLOPT_CURLU)"
+
 -- Runs cmd (bounded by `timeout`), returns the numbers it printed, or nil after noting the failure.
 local function numbers(what, cmd, limit)
   local out, err = capture(("timeout -k 5 %d %s"):format(limit, cmd))
@@ -184,6 +189,7 @@ local ok, err = pcall(function()
     { "bare libcurl", c_loop("curl_loop", full, P.seq, P.seq_s) },
     { "Lua-cURL", worker("5.1", "luacurl", url, P.seq, P.seq_s) },
     { "limitry LuaJIT", worker("luajit", "limitry", url, P.seq, P.seq_s) },
+    { "bare libcurl, pre-parsed URL", preparsed(c_loop("curl_loop", full, P.seq, P.seq_s)) },
   }
   local sock = rate("luasocket", worker("5.4", "luasocket", url, P.socket, P.seq_s))
   local wrk1 = wrk(1, full)
@@ -194,10 +200,11 @@ local ok, err = pcall(function()
     local r, printed = best_rates {
       { "limitry async " .. depth, worker("5.4", "limitry_async", url, depth, P.async, P.async_s) },
       { "bare multi " .. depth, c_loop("multi_loop", full, depth, P.async, P.async_s) },
+      { "bare multi, pre-parsed URL " .. depth, preparsed(c_loop("multi_loop", full, depth, P.async, P.async_s)) },
     }
     -- minor page faults per 1,000 calls in the best round (a page fault costs system time)
     local function faults(t) return t and t[3] and t[3] * 1000 / t[1] end
-    async[depth] = { lim = r[1], bare = r[2], wrk = wrk(depth, full), lim_faults = faults(printed[1]),
+    async[depth] = { lim = r[1], bare = r[2], preparsed = r[3], wrk = wrk(depth, full), lim_faults = faults(printed[1]),
       bare_faults = faults(printed[2]) }
   end
 
@@ -220,15 +227,19 @@ local ok, err = pcall(function()
   -- Instructions (callgrind).
   local ins_lim = instructions("limitry", function(n) return worker("5.4", "limitry", url, n, 1e6) end)
   local ins_bare = instructions("bare", function(n, wrap) return wrap .. c_loop("curl_loop", full, n, 1e6) end)
+  local ins_preparsed = instructions("bare, pre-parsed URL",
+    function(n, wrap) return preparsed(wrap .. c_loop("curl_loop", full, n, 1e6)) end)
   local ins_luacurl = instructions("luacurl", function(n) return worker("5.1", "luacurl", url, n, 1e6) end)
   local ins_sock = instructions("luasocket", function(n) return worker("5.4", "luasocket", url, n, 1e6) end)
 
   local function K(n) return ("%d"):format(n) end
   row("instructions per sequential get_summary (callgrind, " .. K(2 * P.cg) .. " minus " .. K(P.cg) .. " calls)",
     ins_lim, ins_bare, "bare libcurl easy loop (C)", "low", 1.25)
+  row("instructions per sequential get_summary", ins_lim, ins_preparsed, "bare libcurl easy loop (C)" .. PREPARSED, "low")
   row("instructions per sequential get_summary", ins_lim, ins_luacurl, "Lua-cURL + cjson, Lua 5.1", "low", 1.0)
   row("instructions per sequential get_summary", ins_lim, ins_sock, "luasocket + cjson, a connection per call", "low")
   row("sequential calls/s, keep-alive, Lua 5.4", seq[1], seq[2], "bare libcurl easy loop (C)", "high", 0.97)
+  row("sequential calls/s, keep-alive, Lua 5.4", seq[1], seq[5], "bare libcurl easy loop (C)" .. PREPARSED, "high")
   row("sequential calls/s, keep-alive, Lua 5.4", seq[1], seq[3], "Lua-cURL + cjson, Lua 5.1", "high", 1.0)
   row("sequential calls/s, keep-alive, Lua 5.4", seq[1], sock, "luasocket + cjson, a connection per call", "high")
   row("sequential calls/s, keep-alive, Lua 5.4", seq[1], wrk1, "wrk -t1 -c1 (the server's ceiling)", "high")
@@ -236,6 +247,8 @@ local ok, err = pcall(function()
   for _, depth in ipairs { 8, 64 } do
     row(("async calls/s, %d in flight, Lua 5.4"):format(depth), async[depth].lim, async[depth].bare,
       ("bare libcurl multi loop (C), %d in flight"):format(depth), "high", 0.9)
+    row(("async calls/s, %d in flight, Lua 5.4"):format(depth), async[depth].lim, async[depth].preparsed,
+      ("bare libcurl multi loop (C), %d in flight"):format(depth) .. PREPARSED, "high")
     row(("async calls/s, %d in flight, Lua 5.4"):format(depth), async[depth].lim, async[depth].wrk,
       ("wrk -t1 -c%d"):format(depth), "high")
     row(("minor page faults per 1,000 async calls, %d in flight"):format(depth), async[depth].lim_faults,

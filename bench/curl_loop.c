@@ -1,7 +1,8 @@
 /* The floor for a sequential call: one libcurl easy handle reused for N GETs of the same URL with
  * the same request headers limitry sends, the body appended to a buffer, nothing decoded.
  *   curl_loop URL N MAX_SECONDS [HEADER...]      prints "calls seconds"
- * Stops after N calls or MAX_SECONDS, whichever comes first (checked every 64 calls). */
+ * Stops after N calls or MAX_SECONDS, whichever comes first (checked every 64 calls).
+ * LOOP_PREPARSED_URL=1 in the environment: the URL is set as limitry sets it (loop_common.h). */
 #include <curl/curl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,7 +24,10 @@ int main(int argc, char **argv)
     curl_global_init(CURL_GLOBAL_DEFAULT);
     CURL *h = curl_easy_init();
     struct buf b = {0};
-    curl_easy_setopt(h, CURLOPT_URL, argv[1]);
+    if (set_url(h, argv[1]) != 0) {
+        fprintf(stderr, "%s: libcurl refused the URL\n", argv[0]);
+        return 1;
+    }
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
     curl_easy_setopt(h, CURLOPT_ACCEPT_ENCODING, "");
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);

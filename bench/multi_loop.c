@@ -1,7 +1,8 @@
 /* The floor for async calls: one libcurl multi handle keeping DEPTH transfers of the same URL in
  * flight, re-adding an easy handle as soon as its transfer finishes, until N have completed.
  *   multi_loop URL DEPTH N MAX_SECONDS [HEADER...]      prints "calls seconds minor_page_faults"
- * Stops after N completed calls or MAX_SECONDS, whichever comes first. */
+ * Stops after N completed calls or MAX_SECONDS, whichever comes first.
+ * LOOP_PREPARSED_URL=1 in the environment: the URL is set as limitry sets it (loop_common.h). */
 #include <curl/curl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,7 +36,10 @@ int main(int argc, char **argv)
     for (int i = 0; i < depth; i++) {
         CURL *h = curl_easy_init();
         slots[i].h = h;
-        curl_easy_setopt(h, CURLOPT_URL, argv[1]);
+        if (set_url(h, argv[1]) != 0) {
+            fprintf(stderr, "%s: libcurl refused the URL\n", argv[0]);
+            return 1;
+        }
         curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
         curl_easy_setopt(h, CURLOPT_ACCEPT_ENCODING, "");
         curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
