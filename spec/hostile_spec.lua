@@ -133,6 +133,44 @@ describe("a hostile server", function()
       assert.equal(3, assert(u:start_summary(month_range(3)):wait()).totalEvents)
       assert.equal(before + 3, control("hits", "drop-second-async"))
     end)
+
+    -- The raw core takes any URL libcurl takes; one without a scheme is libcurl's to guess again.
+    it("gets a scheme-less URL sent again to the same place (raw core, multi)", function()
+      local core = require "limitry.core"
+      local m = core.multi()
+      local function run(url)
+        m:add(core.new(), {}, url)
+        local deadline = socket.gettime() + TIMEOUT * 2
+        while socket.gettime() < deadline do
+          m:perform()
+          local r = { m:next_done() }
+          if r[1] ~= nil then return r[2], r[4] end
+          m:wait(50)
+        end
+        error("no answer within " .. TIMEOUT * 2 .. " s")
+      end
+      local before = control("hits", "drop-second-core")
+      for month = 1, 2 do
+        local status, doc = run(("%s/drop-second-core/v1/usage?startDate=2024-%02d-01T00:00:00Z")
+          :format(root:sub(#"http://" + 1), month))
+        assert.equal(200, status)
+        assert.equal(month, require("limitry.core").decode(doc).totalEvents)
+      end
+      assert.equal(before + 3, control("hits", "drop-second-core"))
+      m:close()
+    end)
+  end)
+
+  it("raw core: a URL without a host after an absolute one on the same handle is refused, not sent to the last host", function()
+    local core = require "limitry.core"
+    local h = core.new()
+    assert.equal(200, (h:call({}, root .. "/ok/v1/usage?startDate=2024-01-01T00:00:00Z")))
+    local before = control("hits", "ok")
+    local status, kind = h:call({}, "/ok/v1/usage?startDate=2024-01-01T00:00:00Z")
+    assert.is_nil(status)
+    assert.equal("usage", kind)
+    assert.equal(before, control("hits", "ok"))
+    h:close()
   end)
 
   describe("lying Content-Length", function()

@@ -17,6 +17,8 @@
  * at 64 in flight, 0.01 with this size; README, Performance). 1024 is libcurl's minimum. */
 #define SMALL_BUFFER_BYTES 1024L
 #define KEEP_BUFFER_BYTES (256 * 1024)
+/* CURLOPT_CURLU as set_url uses it: libcurl copies the handle from 7.65 on */
+#define LM_HAVE_CURLU (LIBCURL_VERSION_NUM >= 0x074100)
 
 /* libcurl callbacks: C memory only, never a Lua call, so nothing can longjmp across libcurl. */
 static size_t on_body(char *p, size_t size, size_t n, void *ud)
@@ -63,7 +65,7 @@ int lm_request_init(lm_request *r)
 
 static void free_parsed_url(lm_request *r)
 {
-#if LIBCURL_VERSION_NUM >= 0x073f00
+#if LM_HAVE_CURLU
     curl_url_cleanup((CURLU *)r->parsed_url); /* plain memory: no socket, no libcurl state */
 #endif
     r->parsed_url = NULL;
@@ -386,25 +388,34 @@ void lm_request_setup(lua_State *L, lm_request *r, int idx, const void *tag)
  * (about 18,000 instructions a call on a 100-byte URL, 17% of a keep-alive call; README,
  * Performance); given a URL handle (CURLOPT_CURLU, which overrides CURLOPT_URL) parsed here once,
  * it copies the parts. CURLOPT_URL is set too, to the same text, so that libcurl's own copy (its
- * effective URL, the URL of a re-sent request) never names an earlier URL. Where the handle
- * cannot be had (libcurl before 7.63, out of memory, a URL it refuses), libcurl parses the text as
- * before and reports what it finds wrong at the transfer, as it always did. */
+ * effective URL, the URL of a request it sends again on a new connection) names this URL. Only an
+ * absolute http(s) URL goes this way, parsed into a new handle (a handle that holds a URL would
+ * resolve a relative one against it), and only from libcurl 7.65, which copies the handle (7.63
+ * and 7.64 crash with it behind a proxy); anything else is parsed by libcurl as it always was. */
 static CURLcode set_url(lm_request *r, const char *url)
 {
     CURLcode code = curl_easy_setopt(r->easy, CURLOPT_URL, url);
-#if LIBCURL_VERSION_NUM >= 0x073f00
-    CURLU *parsed = (CURLU *)r->parsed_url;
+#if LM_HAVE_CURLU
+    CURLU *parsed = NULL;
     if (code != CURLE_OK)
         return code;
-    if (parsed == NULL)
-        r->parsed_url = parsed = curl_url();
-    /* the flags libcurl itself parses CURLOPT_URL with */
-    if (parsed != NULL && curl_url_set(parsed, CURLUPART_URL, url, CURLU_GUESS_SCHEME | CURLU_NON_SUPPORT_SCHEME) == CURLUE_OK)
-        return curl_easy_setopt(r->easy, CURLOPT_CURLU, parsed);
-    return curl_easy_setopt(r->easy, CURLOPT_CURLU, (CURLU *)NULL);
-#else
-    return code;
+    if (curl_strnequal(url, "http://", 7) || curl_strnequal(url, "https://", 8)) {
+        parsed = curl_url();
+        /* the flags libcurl itself parses CURLOPT_URL with */
+        if (parsed != NULL && curl_url_set(parsed, CURLUPART_URL, url, CURLU_GUESS_SCHEME | CURLU_NON_SUPPORT_SCHEME) != CURLUE_OK) {
+            curl_url_cleanup(parsed);
+            parsed = NULL;
+        }
+    }
+    code = curl_easy_setopt(r->easy, CURLOPT_CURLU, parsed);
+    if (code != CURLE_OK) {
+        curl_url_cleanup(parsed);
+        return code;
+    }
+    curl_url_cleanup((CURLU *)r->parsed_url); /* libcurl points to parsed now */
+    r->parsed_url = parsed;
 #endif
+    return code;
 }
 
 void lm_request_setup_config(lua_State *L, lm_request *r, int cfg, const void *tag)

@@ -177,6 +177,7 @@ local function drop_every_second(case)
 end
 drop_every_second("drop-second")
 drop_every_second("drop-second-async")
+drop_every_second("drop-second-core")
 
 local running = true
 
