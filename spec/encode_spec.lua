@@ -737,3 +737,41 @@ describe("core.random_id", function()
     end)
   end)
 end)
+
+describe("query values (core.percent_encode, core.has_control)", function()
+  local core = require "limitry.core"
+  local function unreserved(b)
+    return (b >= 65 and b <= 90) or (b >= 97 and b <= 122) or (b >= 48 and b <= 57) or b == 45 or b == 46
+      or b == 95 or b == 126
+  end
+
+  it("percent_encode keeps exactly A-Z a-z 0-9 - . _ ~ and writes every other byte as upper-case %XX", function()
+    local all, want = {}, {}
+    for b = 0, 255 do
+      all[#all + 1] = string.char(b)
+      want[#want + 1] = unreserved(b) and string.char(b) or ("%%%02X"):format(b)
+    end
+    assert.equal(table.concat(want), core.percent_encode(table.concat(all)))
+    assert.equal("cust_42", core.percent_encode("cust_42"))
+    assert.equal("2024-01-01T00%3A00%3A00%2B02%3A00", core.percent_encode("2024-01-01T00:00:00+02:00"))
+    assert.equal("a%00b", core.percent_encode("a\0b"))
+    assert.equal("", core.percent_encode(""))
+    assert.equal("%C3%A9t%C3%A9", core.percent_encode("été"))
+  end)
+
+  it("has_control is true exactly for bytes 0-31 and 127, wherever they are", function()
+    for b = 0, 255 do
+      local control = b < 32 or b == 127
+      assert.equal(control, core.has_control("ab" .. string.char(b) .. "cd"), "byte " .. b)
+    end
+    assert.is_false(core.has_control(""))
+    assert.is_true(core.has_control(("x"):rep(10000) .. "\0"))
+  end)
+
+  it("a query sent to the server carries the encoded values", function()
+    local protocol = require "limitry.protocol"
+    assert.equal("/usage?startDate=2024-01-01T00%3A00%3A00Z&endDate=2024-02-01&customerId=a%20b%2Fc%26d%3D%C3%A9&model=gpt-4o",
+      protocol.build_query("get_summary", { start_date = "2024-01-01T00:00:00Z", end_date = "2024-02-01",
+        customer_id = "a b/c&d=é", model = "gpt-4o" }))
+  end)
+end)

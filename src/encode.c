@@ -1,4 +1,5 @@
-/* core.encode(value) -> JSON text; core.random_id() -> 32 hex digits; core.array_mt.
+/* core.encode(value) -> JSON text; core.random_id() -> 32 hex digits; core.array_mt;
+ * core.percent_encode(s) and core.has_control(s) for query values (at the end of this file).
  * Request bodies are encoded here rather than by lua-cjson: Debian's 2.1.0 prints 14 digits
  * (2^53 - 1 becomes 9.007199254741e+15) and its settings are shared with the host.
  *
@@ -724,6 +725,53 @@ static int core_random_id(lua_State *L)
     return 1;
 }
 
+static int is_unreserved(unsigned char c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.'
+        || c == '_' || c == '~';
+}
+
+/* core.percent_encode(s): every byte but RFC 3986's unreserved ones (ALPHA DIGIT - . _ ~) as %XX
+ * (upper-case hex); s itself when nothing needs it. Lua's gsub with a class pays ~150
+ * instructions a byte; a query value is encoded on every call whose arguments changed. */
+static int core_percent_encode(lua_State *L)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t len, i;
+    const unsigned char *s = (const unsigned char *)luaL_checklstring(L, 1, &len);
+    luaL_Buffer b;
+    for (i = 0; i < len && is_unreserved(s[i]); i++)
+        ;
+    if (i == len) {
+        lua_settop(L, 1);
+        return 1;
+    }
+    luaL_buffinit(L, &b);
+    luaL_addlstring(&b, (const char *)s, i);
+    for (; i < len; i++) {
+        if (is_unreserved(s[i])) {
+            luaL_addchar(&b, (char)s[i]);
+        } else {
+            luaL_addchar(&b, '%');
+            luaL_addchar(&b, hex[s[i] >> 4]);
+            luaL_addchar(&b, hex[s[i] & 15]);
+        }
+    }
+    luaL_pushresult(&b);
+    return 1;
+}
+
+/* core.has_control(s): whether s holds a byte 0-31 or 127. */
+static int core_has_control(lua_State *L)
+{
+    size_t len, i;
+    const unsigned char *s = (const unsigned char *)luaL_checklstring(L, 1, &len);
+    for (i = 0; i < len && s[i] >= 32 && s[i] != 127; i++)
+        ;
+    lua_pushboolean(L, i < len);
+    return 1;
+}
+
 void lm_encode_register(lua_State *L)
 {
     /* luaL_newmetatable returns the existing tables when the module is required again. */
@@ -737,4 +785,8 @@ void lm_encode_register(lua_State *L)
     lua_setfield(L, -2, "encode");
     lua_pushcfunction(L, core_random_id);
     lua_setfield(L, -2, "random_id");
+    lua_pushcfunction(L, core_percent_encode);
+    lua_setfield(L, -2, "percent_encode");
+    lua_pushcfunction(L, core_has_control);
+    lua_setfield(L, -2, "has_control");
 }
