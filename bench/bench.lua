@@ -299,7 +299,7 @@ local ok, err = pcall(function()
   end
   if rss then
     local growth = rss[4] - rss[2]
-    print(("| RSS after %d and %d sequential calls, Lua 5.4 (VmRSS, after a full GC) | %d -> %d KiB | (limitry alone) | | +%d KiB | growth < 1024 KiB | %s |"):format(
+    print(("| RSS after %d and %d sequential calls, Lua 5.4 (VmRSS, after a full GC) | %d -> %d KiB | (limitry alone) | | %+d KiB | growth < 1024 KiB | %s |"):format(
       rss[1], rss[3], rss[2], rss[4], growth, (growth < 1024 and rss[3] == P.rss2) and "met" or "missed"))
   else
     missing = missing + 1
