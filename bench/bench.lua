@@ -226,6 +226,7 @@ local ok, err = pcall(function()
 
   -- Instructions (callgrind).
   local ins_lim = instructions("limitry", function(n) return worker("5.4", "limitry", url, n, 1e6) end)
+  local ins_new_query = instructions("limitry, new query", function(n) return worker("5.4", "limitry_new_query", url, n, 1e6) end)
   local ins_bare = instructions("bare", function(n, wrap) return wrap .. c_loop("curl_loop", full, n, 1e6) end)
   local ins_preparsed = instructions("bare, pre-parsed URL",
     function(n, wrap) return preparsed(wrap .. c_loop("curl_loop", full, n, 1e6)) end)
@@ -236,6 +237,8 @@ local ok, err = pcall(function()
   row("instructions per sequential get_summary (callgrind, " .. K(2 * P.cg) .. " minus " .. K(P.cg) .. " calls)",
     ins_lim, ins_bare, "bare libcurl easy loop (C)", "low", 1.25)
   row("instructions per sequential get_summary", ins_lim, ins_preparsed, "bare libcurl easy loop (C)" .. PREPARSED, "low")
+  row("instructions per sequential get_summary, a new customer_id each call", ins_new_query, ins_lim,
+    "limitry, the same query each call", "low")
   row("instructions per sequential get_summary", ins_lim, ins_luacurl, "Lua-cURL + cjson, Lua 5.1", "low", 1.0)
   row("instructions per sequential get_summary", ins_lim, ins_sock, "luasocket + cjson, a connection per call", "low")
   row("sequential calls/s, keep-alive, Lua 5.4", seq[1], seq[2], "bare libcurl easy loop (C)", "high", 0.97)

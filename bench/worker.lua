@@ -5,6 +5,7 @@
 -- clock is read every 64 calls so that reading it costs nothing measurable.
 -- Modes (URL is the fixed server's base URL, .../v1):
 --   limitry URL N MAX [CA_FILE]      sequential get_summary on one client      -> calls seconds
+--   limitry_new_query URL N MAX       the same with a different customer_id each call (the query is built again)
 --   limitry_async URL DEPTH N MAX    start_summary, DEPTH in flight, poll      -> calls seconds minor_faults
 --   luacurl URL N MAX                Debian lua-curl (require "curl") + cjson  -> calls seconds
 --   luasocket URL N MAX [CA_FILE]    socket.http (or ssl.https with CA_FILE) + cjson, a connection per call
@@ -71,6 +72,15 @@ local modes = {}
 function modes.limitry(url, n, max, ca_file)
   local usage = limitry_client(url, ca_file):usage()
   timed(tonumber(n), tonumber(max), function() check(assert(usage:get_summary(S, E))) end)
+end
+
+function modes.limitry_new_query(url, n, max)
+  local usage = limitry_client(url):usage()
+  local i = 0
+  timed(tonumber(n), tonumber(max), function()
+    i = i + 1
+    check(assert(usage:get_summary(S, E, { customer_id = "cust_" .. i % 1000 })))
+  end)
 end
 
 function modes.limitry_async(url, depth, n, max)
