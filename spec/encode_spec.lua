@@ -739,7 +739,6 @@ describe("core.random_id", function()
 end)
 
 describe("query values (core.percent_encode, core.has_control)", function()
-  local core = require "limitry.core"
   local function unreserved(b)
     return (b >= 65 and b <= 90) or (b >= 97 and b <= 122) or (b >= 48 and b <= 57) or b == 45 or b == 46
       or b == 95 or b == 126
