@@ -725,10 +725,12 @@ static int core_random_id(lua_State *L)
     return 1;
 }
 
+/* RFC 3986's unreserved bytes as a bitmap, 32 bytes to a word: - . 0-9 (word 1), A-Z _ (2), a-z ~ (3). */
+static const unsigned long UNRESERVED[8] = {0, 0x03FF6000UL, 0x87FFFFFEUL, 0x47FFFFFEUL, 0, 0, 0, 0};
+
 static int is_unreserved(unsigned char c)
 {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.'
-        || c == '_' || c == '~';
+    return (int)((UNRESERVED[c >> 5] >> (c & 31)) & 1);
 }
 
 /* core.percent_encode(s): every byte but RFC 3986's unreserved ones (ALPHA DIGIT - . _ ~) as %XX
