@@ -230,6 +230,15 @@ local ok, err = pcall(function()
   local ins_bare = instructions("bare", function(n, wrap) return wrap .. c_loop("curl_loop", full, n, 1e6) end)
   local ins_preparsed = instructions("bare, pre-parsed URL",
     function(n, wrap) return preparsed(wrap .. c_loop("curl_loop", full, n, 1e6)) end)
+  local ins_async = {}
+  for _, depth in ipairs { 8, 64 } do
+    ins_async[depth] = {
+      lim = instructions("limitry async " .. depth, function(n) return worker("5.4", "limitry_async", url, depth, n, 1e6) end),
+      bare = instructions("bare multi " .. depth, function(n, wrap) return wrap .. c_loop("multi_loop", full, depth, n, 1e6) end),
+      preparsed = instructions("bare multi, pre-parsed URL " .. depth,
+        function(n, wrap) return preparsed(wrap .. c_loop("multi_loop", full, depth, n, 1e6)) end),
+    }
+  end
   local ins_luacurl = instructions("luacurl", function(n) return worker("5.1", "luacurl", url, n, 1e6) end)
   local ins_sock = instructions("luasocket", function(n) return worker("5.4", "luasocket", url, n, 1e6) end)
 
@@ -247,6 +256,12 @@ local ok, err = pcall(function()
   row("sequential calls/s, keep-alive, Lua 5.4", seq[1], sock, "luasocket + cjson, a connection per call", "high")
   row("sequential calls/s, keep-alive, Lua 5.4", seq[1], wrk1, "wrk -t1 -c1 (the server's ceiling)", "high")
   row("sequential calls/s, keep-alive, LuaJIT", seq[4], seq[2], "bare libcurl easy loop (C)", "high")
+  for _, depth in ipairs { 8, 64 } do
+    local measure = ("instructions per async start_summary, %d in flight"):format(depth)
+    row(measure, ins_async[depth].lim, ins_async[depth].bare, ("bare libcurl multi loop (C), %d in flight"):format(depth), "low")
+    row(measure, ins_async[depth].lim, ins_async[depth].preparsed,
+      ("bare libcurl multi loop (C), %d in flight"):format(depth) .. PREPARSED, "low")
+  end
   for _, depth in ipairs { 8, 64 } do
     row(("async calls/s, %d in flight, Lua 5.4"):format(depth), async[depth].lim, async[depth].bare,
       ("bare libcurl multi loop (C), %d in flight"):format(depth), "high", 0.9)
