@@ -1,6 +1,6 @@
 /* A pthread host for ThreadSanitizer: 8 threads, each with its own lua_State, load limitry.core
  * at the same moment (libcurl's global init must run once, race-free) and make calls to the
- * local server. Usage: tsan_host CPATH URL [calls]. Exits 0 when every call answered 200. */
+ * local server, with both request forms (handle:request and handle:call), blocking and async. Usage: tsan_host CPATH URL [calls]. Exits 0 when every call answered 200. */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,7 +33,21 @@ static const char *SCRIPT =
     "  if done then assert(status == 200, 'async call failed') break end\n"
     "  m:wait(10)\n"
     "end\n"
-    "m:close(); h2:close(); h:close()\n";
+    "-- the fast form (a configuration table, the URL apart: parsed once, again when it changes)\n"
+    "local cfg = { timeout_ms = 10000 }\n"
+    "for i = 1, calls do\n"
+    "  local status = h:call(cfg, url .. '?call=' .. (i % 2))\n"
+    "  if status ~= 200 then error('fast call failed: ' .. tostring(status)) end\n"
+    "end\n"
+    "local h3 = core.new()\n"
+    "m:add(h3, cfg, url .. '?async=1')\n"
+    "for _ = 1, 1000 do\n"
+    "  m:perform()\n"
+    "  local done, status = m:next_done()\n"
+    "  if done then assert(status == 200, 'fast async call failed') break end\n"
+    "  m:wait(10)\n"
+    "end\n"
+    "m:close(); h3:close(); h2:close(); h:close()\n";
 
 static void *run(void *arg)
 {
@@ -75,6 +89,6 @@ int main(int argc, char **argv)
         pthread_join(t[i], NULL);
         bad += failed[i];
     }
-    printf("%d threads, %d calls each (blocking) + 1 async: %d failed\n", THREADS, calls, bad);
+    printf("%d threads, 2 x %d calls each (blocking) + 2 async: %d failed\n", THREADS, calls, bad);
     return bad ? 1 : 0;
 }
