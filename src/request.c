@@ -17,7 +17,7 @@
  * at 64 in flight, 0.01 with this size; README, Performance). 1024 is libcurl's minimum. */
 #define SMALL_BUFFER_BYTES 1024L
 #define KEEP_BUFFER_BYTES (256 * 1024)
-/* CURLOPT_CURLU as set_url uses it: libcurl copies the handle from 7.65 on */
+/* CURLOPT_CURLU as set_url uses it: libcurl treats the handle as read-only from 7.65 on */
 #define LM_HAVE_CURLU (LIBCURL_VERSION_NUM >= 0x074100)
 
 /* libcurl callbacks: C memory only, never a Lua call, so nothing can longjmp across libcurl. */
@@ -387,11 +387,13 @@ void lm_request_setup(lua_State *L, lm_request *r, int idx, const void *tag)
  * and prints it back into a normalized copy at the start of every transfer, a byte at a time
  * (about 18,000 instructions a call on a 100-byte URL, 17% of a keep-alive call; README,
  * Performance); given a URL handle (CURLOPT_CURLU, which overrides CURLOPT_URL) parsed here once,
- * it copies the parts. CURLOPT_URL is set too, to the same text, so that libcurl's own copy (its
- * effective URL, the URL of a request it sends again on a new connection) names this URL. Only an
+ * it copies the parts (also when it sends a request again on a new connection). CURLOPT_URL is
+ * set too, to the same text: libcurl keeps that text as the transfer's URL
+ * (CURLINFO_EFFECTIVE_URL, its own messages), which must not name an earlier one. Only an
  * absolute http(s) URL goes this way, parsed into a new handle (a handle that holds a URL would
- * resolve a relative one against it), and only from libcurl 7.65, which copies the handle (7.63
- * and 7.64 crash with it behind a proxy); anything else is parsed by libcurl as it always was. */
+ * resolve a relative one against it), and only from libcurl 7.65: 7.63 and 7.64.0 crash with it
+ * behind a proxy, and before 7.65 libcurl wrote into the application's handle. Anything else is
+ * parsed by libcurl as it always was. */
 static CURLcode set_url(lm_request *r, const char *url)
 {
     CURLcode code = curl_easy_setopt(r->easy, CURLOPT_URL, url);
