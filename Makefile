@@ -49,7 +49,7 @@ valgrind:
 rock:
 	luarocks --lua-version 5.4 make --deps-mode=none CURL_INCDIR=$(CURL_INCDIR)
 
-# limitry vs bare libcurl, Lua-cURL, luasocket and wrk in one markdown table (about 3 minutes;
+# limitry vs bare libcurl, Lua-cURL, luasocket and wrk in one markdown table (about 4 minutes;
 # BENCH_QUICK=1 for a smoke run). profile: callgrind top functions into build/bench/profile.txt.
 bench:
 	@sh bench/bench.sh

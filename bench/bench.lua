@@ -256,21 +256,21 @@ local ok, err = pcall(function()
   row("sequential calls/s, keep-alive, Lua 5.4", seq[1], sock, "luasocket + cjson, a connection per call", "high")
   row("sequential calls/s, keep-alive, Lua 5.4", seq[1], wrk1, "wrk -t1 -c1 (the server's ceiling)", "high")
   row("sequential calls/s, keep-alive, LuaJIT", seq[4], seq[2], "bare libcurl easy loop (C)", "high")
+  local function multi_loop_name(depth) return ("bare libcurl multi loop (C), %d in flight"):format(depth) end
   for _, depth in ipairs { 8, 64 } do
     local measure = ("instructions per async start_summary, %d in flight"):format(depth)
-    row(measure, ins_async[depth].lim, ins_async[depth].bare, ("bare libcurl multi loop (C), %d in flight"):format(depth), "low")
-    row(measure, ins_async[depth].lim, ins_async[depth].preparsed,
-      ("bare libcurl multi loop (C), %d in flight"):format(depth) .. PREPARSED, "low")
+    row(measure, ins_async[depth].lim, ins_async[depth].bare, multi_loop_name(depth), "low")
+    row(measure, ins_async[depth].lim, ins_async[depth].preparsed, multi_loop_name(depth) .. PREPARSED, "low")
   end
   for _, depth in ipairs { 8, 64 } do
     row(("async calls/s, %d in flight, Lua 5.4"):format(depth), async[depth].lim, async[depth].bare,
-      ("bare libcurl multi loop (C), %d in flight"):format(depth), "high", 0.9)
+      multi_loop_name(depth), "high", 0.9)
     row(("async calls/s, %d in flight, Lua 5.4"):format(depth), async[depth].lim, async[depth].preparsed,
-      ("bare libcurl multi loop (C), %d in flight"):format(depth) .. PREPARSED, "high")
+      multi_loop_name(depth) .. PREPARSED, "high")
     row(("async calls/s, %d in flight, Lua 5.4"):format(depth), async[depth].lim, async[depth].wrk,
       ("wrk -t1 -c%d"):format(depth), "high")
     row(("minor page faults per 1,000 async calls, %d in flight"):format(depth), async[depth].lim_faults,
-      async[depth].bare_faults, ("bare libcurl multi loop (C), %d in flight"):format(depth), "low", nil, "%.1f")
+      async[depth].bare_faults, multi_loop_name(depth), "low", nil, "%.1f")
   end
   row("HTTPS keep-alive sequential calls/s, Lua 5.4", tls, luasec, "luasocket + luasec, a connection per call", "high")
   for _, v in ipairs { "5.4", "luajit" } do

@@ -1,6 +1,7 @@
 /* A pthread host for ThreadSanitizer: 8 threads, each with its own lua_State, load limitry.core
  * at the same moment (libcurl's global init must run once, race-free) and make calls to the
- * local server, with both request forms (handle:request and handle:call), blocking and async. Usage: tsan_host CPATH URL [calls]. Exits 0 when every call answered 200. */
+ * local server, with both request forms (handle:request and handle:call), blocking and async.
+ * Usage: tsan_host CPATH URL [calls]. Exits 0 when every call answered 200. */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>

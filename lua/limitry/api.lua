@@ -176,7 +176,7 @@ end
 
 local function encode(value) return core.encode(value) end
 
-local function percent(s) return protocol.percent_encode(s) end
+local percent = protocol.percent_encode
 
 local function id_arg(where, name, v) return percent(check_string(where, name, v)) end
 

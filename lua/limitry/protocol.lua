@@ -81,8 +81,7 @@ end
 local percent_encode = core.percent_encode
 M.percent_encode = percent_encode
 
--- Normalises the arguments of a call (table form or the positional form of the Python SDK) into
--- the query string. Raises on any argument error, before anything is sent.
+-- Per usage call: the name its argument errors carry, and the argument names it takes.
 local WHERE, ALLOWED = {}, {}
 for fn, call in pairs(M.CALLS) do
   WHERE[fn] = "usage:" .. fn
@@ -90,6 +89,8 @@ for fn, call in pairs(M.CALLS) do
   if call.lead then ALLOWED[fn][call.lead] = true end
 end
 
+-- Normalises the arguments of a call (table form or the positional form of the Python SDK) into
+-- the query string. Raises on any argument error, before anything is sent.
 function M.build_query(fn, ...)
   local call = M.CALLS[fn]
   local where = WHERE[fn]
