@@ -347,4 +347,40 @@ M.CALLS = {
   },
 }
 
+-- limitry.encode_event(event): the JSON text events:record would send for this event (checked as
+-- events:record checks it, the encoder's UTF-8 check included, with an idempotency key generated
+-- when it has none), without sending it. For code that queues events itself (limitry.recorder):
+-- the key is fixed when the event is made, so every resend of the text counts once.
+function M.encode_event(ev, where)
+  local wire = event_wire(where or "limitry.encode_event", ev)
+  return encode(wire)
+end
+
+-- client:request(method, path [, body [, options]]): an endpoint the library does not wrap.
+local RAW_METHODS = { GET = true, POST = true, PUT = true, DELETE = true }
+local RAW_OPTIONS = { idempotent = "boolean" }
+function M.raw_request(where, method, path, body, opts)
+  if not RAW_METHODS[method] then raise(where, "method must be 'GET', 'POST', 'PUT' or 'DELETE' (got " .. describe(method) .. ")") end
+  if type(path) ~= "string" or path:sub(1, 1) ~= "/" or path:find("[%s%c]") or path:find("#", 1, true) then
+    raise(where, "path must be a string starting with '/' (relative to base_url, without spaces or control characters), such as '/events'")
+  end
+  if #path > protocol.MAX_PARAM_BYTES then raise(where, "path must be at most " .. protocol.MAX_PARAM_BYTES .. " bytes") end
+  if body ~= nil and type(body) ~= "string" and type(body) ~= "table" then
+    raise(where, "body must be JSON text (a string) or a table to encode (got " .. type(body) .. ")")
+  end
+  if body ~= nil and method == "GET" then raise(where, "a GET request has no body") end
+  if type(body) == "table" then body = encode(body) end
+  if opts ~= nil then
+    if type(opts) ~= "table" then raise(where, "options must be a table (idempotent)") end
+    for k, v in pairs(opts) do
+      if not RAW_OPTIONS[k] then raise(where, "unknown option '" .. tostring(k) .. "' (allowed: idempotent)") end
+      if type(v) ~= RAW_OPTIONS[k] then raise(where, "option '" .. k .. "' must be a " .. RAW_OPTIONS[k]) end
+    end
+  end
+  -- Retried like the usage calls when it is a GET or said to be idempotent, else only when nothing was sent.
+  local safe = method == "GET" or (opts and opts.idempotent)
+  return request(method, path, body, "any", safe and "safe" or "connect")
+end
+protocol.SHAPES.any = function() return true end
+
 return M

@@ -505,6 +505,20 @@ function Client:start_track(...)
   return self:_start(req, callback)
 end
 
+-- client:request(method, path [, body [, options]]) and client:start_request(... [, callback]): a call
+-- to an endpoint the library does not wrap (path relative to base_url, such as "/events"); the
+-- answer's JSON as a plain table, errors and retries as for every call.
+function Client:request(method, path, body, opts)
+  check_self(self, Client, "client", "request")
+  return self:_call(api.raw_request("client:request", method, path, body, opts))
+end
+function Client:start_request(...)
+  check_self(self, Client, "client", "start_request")
+  local callback, args, n = split_callback(...)
+  local method, path, body, opts = unpack(args, 1, n)
+  return self:_start(api.raw_request("client:start_request", method, path, body, opts), callback)
+end
+
 -- for event in events:each{ customer_id = ... } do ... end: every page, fetched as the loop goes
 -- (following nextCursor while hasMore; an empty page with hasMore is not the end). A failed page
 -- raises its error value, as io.lines raises on a read error.
@@ -527,6 +541,19 @@ RESOURCES.events.each = function(self, args)
       page, i = res, 0
     end
   end
+end
+
+-- A fresh idempotency key (32 hex digits, 128 bits from the OS's random source), for events that
+-- are queued before they are sent: the key is fixed when the event is made, so every resend of it
+-- counts once.
+function limitry.idempotency_key() return core.random_id() end
+function limitry.encode_event(ev) return api.encode_event(ev) end
+
+-- The JSON decoder answers go through (integers stay integers on 5.3+, null is limitry.null):
+-- value, or nil and a message naming the byte where the text stops being JSON.
+function limitry.decode(text)
+  if type(text) ~= "string" then error("limitry.decode: expected a string (got " .. type(text) .. ")", 2) end
+  return core.decode(text)
 end
 
 limitry.Client = Client
