@@ -1,0 +1,431 @@
+-- limitry.recorder: record events now, deliver them in the background in batches.
+--
+--   local recorder = require("limitry.recorder").new { client = { api_key = ... }, spool = "events.spool" }
+--   recorder:record { customer_id = "c1", event_type = "model_call", input_tokens = 120 }
+--   recorder:tick()            -- from the host's loop: never blocks (the multi-handle client)
+--   recorder:flush(5)          -- waits up to 5 s for the queue to empty
+--   recorder:close(5)          -- flushes, then frees the client (what is left stays in the spool)
+--
+-- Inside nginx, with `dict` (a lua_shared_dict), the queue is shared by every worker and outlives a
+-- worker's crash and a reload; recorder:start() (in init_worker) runs the flusher on a timer.
+--
+-- An event gets its idempotency key when it is recorded, so every resend of it counts once. Batches
+-- go out with events:batch when batch_size events wait or every flush_interval seconds, one
+-- flusher at a time; failures are retried with backoff and jitter (Retry-After honoured), and no
+-- event is dropped while there is room. A batch Limitry refuses as invalid (400) is split until the
+-- bad event is alone; that one is dead-lettered (counted, logged with the reason, handed to the
+-- dead_letter hook) and the rest delivered. A full queue refuses new events (counted, logged at a
+-- bounded rate), never dropping old ones. Built on the library's public API only.
+local limitry = require "limitry"
+local api = require "limitry.api"
+
+local M = {}
+local Recorder = {}
+Recorder.__index = Recorder
+
+M.DEFAULTS = {
+  batch_size = 1000,       -- events per events:batch call (1 to 1000)
+  flush_interval = 1,      -- seconds: a partial batch goes out after this long
+  max_queued = nil,        -- events waiting at most: 100,000 in memory; in nginx, dict capacity / 1 KiB
+  concurrency = 2,         -- batches in flight at once (plain hosts; the nginx flusher sends one at a time)
+  backoff = 0.5,           -- seconds before the first retry of a failed batch, doubled each time
+  max_backoff = 30,        -- seconds
+  max_retry_after = 300,   -- seconds: a longer Retry-After is waited out at this length
+  timeout = 10,            -- seconds per batch call (the recorder's own client)
+  shutdown_timeout = 3,    -- seconds a stopping nginx worker spends flushing
+  log_interval = 10,       -- seconds between two log lines of one kind
+  prefix = "rec:",         -- nginx: the recorder's keys in the dict
+}
+
+local OPTION_TYPES = {
+  client = "table", dict = "string", spool = "string", batch_size = "number", flush_interval = "number",
+  max_queued = "number", concurrency = "number", backoff = "number", max_backoff = "number",
+  max_retry_after = "number", timeout = "number", shutdown_timeout = "number", log_interval = "number",
+  prefix = "string", log = "function", dead_letter = "function",
+  on_delivered = "function", clock = "function",
+}
+
+local function raise(msg) error("limitry.recorder: " .. msg, 3) end
+
+local function check_options(opts)
+  for k, v in pairs(opts) do
+    local want = OPTION_TYPES[k]
+    if not want then
+      local names = {}
+      for name in pairs(OPTION_TYPES) do names[#names + 1] = name end
+      table.sort(names)
+      raise("unknown option '" .. tostring(k) .. "' (allowed: " .. table.concat(names, ", ") .. ")")
+    end
+    if type(v) ~= want then raise("option '" .. k .. "' must be a " .. want .. " (got " .. type(v) .. ")") end
+  end
+  local b = opts.batch_size
+  if b and not (b >= 1 and b <= 1000 and b % 1 == 0) then raise("batch_size must be a whole number from 1 to 1000") end
+  for _, k in ipairs { "max_queued", "concurrency" } do
+    local v = opts[k]
+    if v and not (v >= 1 and v % 1 == 0 and v < 2 ^ 31) then raise(k .. " must be a whole number >= 1") end
+  end
+  for _, k in ipairs { "flush_interval", "backoff", "max_backoff", "max_retry_after", "timeout", "shutdown_timeout",
+    "log_interval" } do
+    local v = opts[k]
+    if v and not (v >= 0 and v <= 1e6) then raise(k .. " must be a number of seconds from 0 to 1e6") end
+  end
+  if opts.dict and opts.spool then raise("spool is for plain Lua hosts; in nginx the dict is the queue") end
+end
+
+-- The recorder's own client: no retries of its own (the queue retries) and its own timeout.
+local function make_client(given, timeout)
+  if type(given) == "table" and getmetatable(given) and given.events then return given, false end
+  local o = {}
+  for k, v in pairs(given or {}) do o[k] = v end
+  o.max_retries = 0
+  if o.timeout == nil then o.timeout = timeout end
+  return limitry.new(o), true
+end
+
+local function in_nginx() return type(rawget(_G, "ngx")) == "table" and ngx.shared ~= nil end
+
+-- Counters: in the dict (shared by workers, read by limitry.gateway's metrics) or a plain table.
+-- In the dict they are summed in the worker first and added to the dict by sync() (the flusher's
+-- timer calls it every run): a counter costs no dict operation on the request path.
+local function dict_counters(dict, prefix)
+  local pending = {}
+  local c = {
+    incr = function(name, n) pending[name] = (pending[name] or 0) + n end,
+    get = function(name) return (dict:get(prefix .. name) or 0) + (pending[name] or 0) end,
+  }
+  function c.sync()
+    for name, n in pairs(pending) do
+      local key = prefix .. name
+      if not dict:incr(key, n) then
+        dict:safe_add(key, 0)
+        dict:incr(key, n)
+      end
+    end
+    pending = {}
+  end
+  return c
+end
+local function table_counters()
+  local t = {}
+  return { incr = function(name, n) t[name] = (t[name] or 0) + n end, get = function(name) return t[name] or 0 end }
+end
+M.dict_counters = dict_counters
+
+-- Histogram buckets of a batch call's duration (seconds), as Prometheus' defaults.
+M.BUCKETS = { 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10 }
+
+function M.new(opts)
+  if opts ~= nil and type(opts) ~= "table" then raise("expected an options table (got " .. type(opts) .. ")") end
+  opts = opts or {}
+  check_options(opts)
+  local self = setmetatable({}, Recorder)
+  for k, v in pairs(M.DEFAULTS) do self[k] = v end
+  for k, v in pairs(opts) do self[k] = v end
+  self.client, self.owns_client = make_client(opts.client, self.timeout)
+  self.inflight, self.last_flush, self.failures, self.backoff_until = 0, 0, 0, 0
+  self.log_at = {}
+  if opts.dict then
+    if not in_nginx() then raise("dict needs nginx (lua-nginx-module); leave it out in a plain Lua host") end
+    local dict = ngx.shared[opts.dict]
+    if not dict then raise("no lua_shared_dict named '" .. opts.dict .. "' in nginx.conf") end
+    self.dict = dict
+    self.max_queued = self.max_queued or math.max(1000, math.floor(dict:capacity() / 1024))
+    self.queue = require("limitry.recorder.shdict_queue").new(dict, self.prefix, self.max_queued)
+    self.counters = dict_counters(dict, "m:" .. self.prefix)
+    self.clock = self.clock or ngx.now
+    self.token = tostring(ngx.worker.pid()) .. ":" .. limitry.idempotency_key()
+  else
+    self.max_queued = self.max_queued or 100000
+    self.counters = table_counters()
+    local restored
+    self.queue, restored = require("limitry.recorder.memory_queue").new { max_queued = self.max_queued, spool = opts.spool }
+    self.restored = restored
+    self.clock = self.clock or require("limitry.core").now
+  end
+  return self
+end
+
+local find, sub, concat = string.find, string.sub, table.concat
+
+-- Queue items: the tag (what on_delivered gets back) and the event's JSON text.
+local function item_of(json, tag)
+  if tag == nil then return "0|" .. json end
+  return #tag .. "|" .. tag .. json
+end
+
+-- The JSON text and the tag of an item.
+local function split_item(item)
+  local bar = find(item, "|", 1, true)
+  local n = tonumber(sub(item, 1, bar - 1))
+  return sub(item, bar + n + 1), n > 0 and sub(item, bar + 1, bar + n) or nil
+end
+
+-- Writes a log line of `kind` unless one was written less than log_interval seconds ago.
+function Recorder:_log(kind, level, msg)
+  local now = self.clock()
+  if self.dict then
+    if not self.dict:safe_add("log:" .. self.prefix .. kind, true, self.log_interval) then return end
+    ngx.log(level == "error" and ngx.ERR or ngx.WARN, "limitry recorder: ", msg)
+    return
+  end
+  if self.log_at[kind] and now - self.log_at[kind] < self.log_interval then return end
+  self.log_at[kind] = now
+  if self.log then self.log(level, msg) else io.stderr:write("limitry recorder: ", level, ": ", msg, "\n") end
+end
+
+-- Records an event (the table events:record takes). Returns true, or nil, msg when the queue
+-- is full (the event is refused and counted; nothing older is dropped). `tag` (a string) is handed
+-- back to on_delivered once Limitry has the event. Raises on a wrong event, as events:record does.
+function Recorder:record(ev, tag)
+  if getmetatable(self) ~= Recorder then error("limitry.recorder: call it as recorder:record(event)", 2) end
+  if self.closed then error("limitry.recorder: this recorder is closed", 2) end
+  if type(ev) ~= "table" then error("limitry.recorder: record expects an event table (got " .. type(ev) .. ")", 2) end
+  if tag ~= nil and type(tag) ~= "string" then error("limitry.recorder: tag must be a string", 2) end
+  if ev.idempotency_key == false then
+    error("limitry.recorder: events need an idempotency key (leave idempotency_key out to get one)", 2)
+  end
+  local copy = {}
+  for k, v in pairs(ev) do copy[k] = v end
+  copy.idempotency_key = copy.idempotency_key or self:new_key()
+  if copy.timestamp == nil then copy.timestamp = self.dict and ngx.now() or os.time() end
+  return self:_push(api.encode_event(copy, "recorder:record"), tag)
+end
+
+-- Keys unique to this recorder: a random prefix (128 bits from the OS, once) and a counter, so
+-- recording costs no system call per event.
+function Recorder:new_key()
+  local n = (self.key_count or 0) + 1
+  self.key_count = n
+  if not self.key_prefix then self.key_prefix = limitry.idempotency_key() .. "-" end
+  return self.key_prefix .. n
+end
+
+-- Records an event given as its JSON text, as limitry.encode_event makes it (with its
+-- idempotencyKey, which must be unique to the event): for hosts that build the text themselves.
+-- Returns like record(); the text is not checked here (Limitry refusing it dead-letters it).
+function Recorder:record_json(json, tag)
+  if getmetatable(self) ~= Recorder then error("limitry.recorder: call it as recorder:record_json(text)", 2) end
+  if self.closed then error("limitry.recorder: this recorder is closed", 2) end
+  if type(json) ~= "string" or sub(json, 1, 1) ~= "{" then
+    error("limitry.recorder: record_json expects an event's JSON object text", 2)
+  end
+  if tag ~= nil and type(tag) ~= "string" then error("limitry.recorder: tag must be a string", 2) end
+  return self:_push(json, tag)
+end
+
+function Recorder:_push(json, tag)
+  local ok, why = self.queue:push(item_of(json, tag))
+  if ok then
+    self.counters.incr("events_queued", 1)
+    return true
+  end
+  self.counters.incr("events_refused", 1)
+  self:_log("full", "error", "queue full (" .. self.max_queued .. " events): new events are refused until Limitry takes some")
+  return nil, "limitry.recorder: queue " .. why
+end
+
+-- How a batch attempt ended: "done", "split" (send the halves next) or "retry" (after a backoff).
+function Recorder:_settle(b, jsons, tags, res, err, raised, seconds)
+  local c, n = self.counters, #b.items
+  c.incr("calls:events_batch", 1)
+  if res then
+    self.queue:ack(b)
+    c.incr("events_sent", n)
+    c.incr("batches_sent", 1)
+    for _, le in ipairs(M.BUCKETS) do if seconds <= le then c.incr("batch_seconds_le:" .. le, 1) end end
+    c.incr("batch_seconds_sum", seconds)
+    c.incr("batch_seconds_count", 1)
+    self.failures = 0
+    if self.on_delivered then
+      local list = {}
+      for i = 1, n do if tags[i] then list[#list + 1] = tags[i] end end
+      if list[1] then self.on_delivered(list) end
+    end
+    return "done"
+  end
+  local status = err and err.status
+  if raised or status == 400 or status == 413 or status == 422 then
+    c.incr("call_errors:events_batch:" .. (raised and "ArgumentError" or err.name), 1)
+    if n == 1 then
+      local reason = raised or err.msg
+      self.queue:ack(b)
+      c.incr("events_dead_lettered", 1)
+      local ev = limitry.decode(jsons[1])
+      self:_log("dead", "error", "dropped an event Limitry will not take (" .. tostring(reason) .. "); customer "
+        .. tostring(type(ev) == "table" and ev.customerId))
+      if self.dead_letter then pcall(self.dead_letter, jsons[1], reason) end
+      return "done"
+    end
+    self.queue:split(b)
+    c.incr("batches_split", 1)
+    return "split"
+  end
+  c.incr("call_errors:events_batch:" .. (err and err.name or "LimitryError"), 1)
+  c.incr("events_retried", n)
+  c.incr("batches_failed", 1)
+  self.queue:keep(b)
+  self.failures = self.failures + 1
+  local delay = err and err.retry_after
+  if delay then
+    delay = math.min(delay, self.max_retry_after)
+  else
+    local cap = math.min(self.max_backoff, self.backoff * 2 ^ (self.failures - 1))
+    delay = cap / 2 + math.random() * cap / 2
+  end
+  self.backoff_until = self.clock() + delay
+  if self.dict then self.dict:safe_set(self.prefix .. "backoff", self.backoff_until) end
+  local hint = (err and err.name == "AuthenticationError") and " (check the API key)" or ""
+  self:_log("retry", "warn", string.format("could not deliver %d events, retrying in %.1f s: %s%s", n, delay,
+    err and err.msg or "unknown error", hint))
+  return "retry"
+end
+
+-- The JSON texts and tags of batch b, and the events:batch body.
+local function unpack_batch(b)
+  local jsons, tags = {}, {}
+  for i, item in ipairs(b.items) do jsons[i], tags[i] = split_item(item) end
+  return jsons, tags, '{"events":[' .. concat(jsons, ",") .. "]}"
+end
+
+local BATCH_OPTIONS = { idempotent = true } -- every event carries its key: a resend counts once
+
+local function due(self, now)
+  local depth = self.queue:depth()
+  if depth == 0 then return false end
+  return depth >= self.batch_size or now - self.last_flush >= self.flush_interval or self.queue:has_pending()
+end
+
+-- Plain hosts ----------------------------------------------------------------------------------
+
+function Recorder:_start_batches(force)
+  local now = self.clock()
+  while self.inflight < self.concurrency and now >= self.backoff_until and (force or due(self, now)) do
+    local b = self.queue:take(self.batch_size)
+    if not b then return end
+    self.last_flush = now
+    local jsons, tags, body = unpack_batch(b)
+    local started = self.clock()
+    local ok, raised = pcall(self.client.start_request, self.client, "POST", "/events/batch", body, BATCH_OPTIONS,
+      function(res, _, err)
+        self.inflight = self.inflight - 1
+        self:_settle(b, jsons, tags, res, err, nil, self.clock() - started)
+      end)
+    if ok then
+      self.inflight = self.inflight + 1
+    else
+      self:_settle(b, jsons, tags, nil, nil, raised, 0)
+    end
+  end
+end
+
+-- Drives delivery; never blocks. Returns the number of events not yet delivered.
+function Recorder:tick()
+  if self.closed then return 0 end
+  if self.dict then error("limitry.recorder: in nginx the flusher runs on its own (recorder:start())", 2) end
+  if self.inflight > 0 then self.client:poll(0) end
+  self:_start_batches(false)
+  return self.queue:depth()
+end
+
+-- Sends everything queued, waiting at most `timeout` seconds (default 10). Returns true, or nil and
+-- a message saying how many events are still waiting.
+function Recorder:flush(timeout)
+  timeout = timeout or 10
+  if self.dict then return self:_nginx_flush(true, timeout) end
+  local deadline = self.clock() + timeout
+  while true do
+    if self.inflight > 0 then self.client:poll(0) end
+    self:_start_batches(true)
+    local left = self.queue:depth()
+    if left == 0 then return true end
+    local now = self.clock()
+    if now >= deadline then return nil, "limitry.recorder: " .. left .. " events not delivered yet" end
+    if self.inflight > 0 then
+      self.client:poll(math.min(0.05, deadline - now))
+    else
+      require("limitry.core").sleep(math.min(0.05, deadline - now, math.max(0, self.backoff_until - now)))
+    end
+  end
+end
+
+-- Flushes for at most `timeout` seconds, then frees the client it made. What is left stays in the
+-- spool for the next start (without a spool it is lost: the message says how many).
+function Recorder:close(timeout)
+  if self.closed then return true end
+  local ok, msg = self:flush(timeout or 5)
+  self.closed = true
+  if self.owns_client then self.client:close() end
+  self.queue:close()
+  if ok then return true end
+  return nil, msg
+end
+
+function Recorder:stats()
+  local c = self.counters
+  return { queued = c.get("events_queued"), sent = c.get("events_sent"), retried = c.get("events_retried"),
+    refused = c.get("events_refused"), dead_lettered = c.get("events_dead_lettered"), depth = self.queue:depth(),
+    batches = c.get("batches_sent"), restored = self.restored }
+end
+
+-- nginx --------------------------------------------------------------------------------------
+
+-- One flusher run under the dict's lock: batches go out one after another while they are due
+-- (`force`: until the queue is empty or `budget` seconds have passed).
+function Recorder:_nginx_flush(force, budget)
+  local dict, queue = self.dict, self.queue
+  local now = ngx.now()
+  self.last_flush = dict:get(self.prefix .. "last") or 0
+  self.backoff_until = dict:get(self.prefix .. "backoff") or 0
+  if not force and (now < self.backoff_until or not due(self, now)) then return true end
+  local lease = self.timeout + 5
+  if not queue:lock(self.token, lease) then return nil, "limitry.recorder: another worker is flushing" end
+  local stop_at = now + (budget or 5)
+  while ngx.now() < stop_at and queue:holds(self.token) do
+    now = ngx.now()
+    if now < self.backoff_until and not force then break end
+    if not force and not due(self, now) then break end
+    local b = queue:take(self.batch_size)
+    if not b then break end
+    dict:safe_set(self.prefix .. "last", now)
+    self.last_flush = now
+    local jsons, tags, body = unpack_batch(b)
+    local started = ngx.now()
+    local ok, res, _, err = pcall(self.client.request, self.client, "POST", "/events/batch", body, BATCH_OPTIONS)
+    local outcome = self:_settle(b, jsons, tags, ok and res or nil, ok and err or nil, not ok and res or nil,
+      ngx.now() - started)
+    if outcome == "retry" then
+      if force and ngx.now() + (self.backoff_until - ngx.now()) < stop_at then
+        ngx.sleep(math.max(0, self.backoff_until - ngx.now()))
+      else
+        break
+      end
+    end
+    queue:lock(self.token, lease)
+  end
+  queue:unlock(self.token)
+  local left = queue:depth()
+  if force and left > 0 then return nil, "limitry.recorder: " .. left .. " events not delivered yet" end
+  return true
+end
+
+-- Starts the flusher of this worker (call it in init_worker_by_lua): a timer every `every` seconds
+-- (default a quarter of flush_interval, at most 0.25 s) that flushes what is due; when the worker
+-- stops (QUIT, HUP), it flushes what it can within shutdown_timeout and leaves the rest in the dict.
+function Recorder:start(every)
+  if not self.dict then error("limitry.recorder: start() is for nginx; plain hosts call tick()", 2) end
+  every = every or math.min(0.25, math.max(0.01, self.flush_interval / 4))
+  local running = false
+  local function run(premature)
+    self.counters.sync()
+    if running then return end
+    running = true
+    local ok, err = pcall(self._nginx_flush, self, premature, premature and self.shutdown_timeout or nil)
+    running = false
+    if not ok then self:_log("crash", "error", "flusher failed: " .. tostring(err)) end
+  end
+  local ok, err = ngx.timer.every(every, run)
+  if not ok then error("limitry.recorder: cannot start the flusher timer: " .. tostring(err), 2) end
+  return true
+end
+
+return M
