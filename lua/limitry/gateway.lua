@@ -1,0 +1,351 @@
+-- limitry.gateway: metering and limiting in an OpenResty gateway in front of a model API, as the
+-- phase handlers of a Kong-style plugin:
+--
+--   lua_shared_dict limitry 64m;
+--   init_by_lua_block        { require("limitry.gateway").configure { fail_open = true } }
+--   init_worker_by_lua_block { require("limitry.gateway").init_worker() }
+--   location /v1/ {
+--     access_by_lua_block      { require("limitry.gateway").access() }
+--     body_filter_by_lua_block { require("limitry.gateway").body_filter() }
+--     log_by_lua_block         { require("limitry.gateway").log() }
+--     proxy_pass ...;
+--   }
+--   location = /metrics { content_by_lua_block { require("limitry.gateway").metrics() } }
+--
+-- access decides from cached limits (limitry.gateway.decisions), body_filter reads the answer's
+-- token usage as it streams (limitry.gateway.usage), log records the call through the background
+-- recorder (limitry.recorder), whose queue lives in the shared dict. No handler ever raises into
+-- nginx: an internal failure is logged (at a bounded rate) and fail_open decides.
+local limitry = require "limitry"
+local recorder_mod = require "limitry.recorder"
+local decisions_mod = require "limitry.gateway.decisions"
+local usage = require "limitry.gateway.usage"
+local event = require "limitry.gateway.event"
+
+local M = {}
+
+-- Every option and its default (README: "limitry.gateway").
+M.DEFAULTS = {
+  client = nil,              -- options for limitry.new; nil: LIMITRY_API_KEY / LIMITRY_BASE_URL
+  dict = "limitry",          -- the lua_shared_dict: the queue, the cached limits, the metrics
+  customer = "X-Customer-Id", -- a request header, or function() -> customer id
+  model = "X-Model",         -- a request header or function() -> model; else the request body's "model"
+  event_type = "model_call",
+  provider = nil,            -- a string or function(); else what the answer's shape says
+  fail_open = true,          -- no decision possible (Limitry unreachable, not configured): serve (true) or 503
+  stream_usage = true,       -- add stream_options.include_usage to streamed chat completions lacking it
+  extract = nil,             -- function(usage, ctx) -> usage: reads other answer shapes (see README)
+  batch_size = 1000,         -- recorder: events per events:batch call
+  flush_interval = 1,        -- recorder: seconds before a partial batch goes out
+  max_queued = nil,          -- recorder: events held at most (default: the dict's capacity / 1 KiB)
+  refresh_after = 5,         -- seconds before a cached limit status is refreshed in the background
+  ttl = 15,                  -- seconds a status counts as current ("cached"); older is "stale"
+  stale_ttl = 60,            -- seconds a stale status is still used when Limitry cannot be reached
+  rules_interval = 30,       -- seconds between two reads of the quota and rate-limit list
+  cold_timeout = 0.5,        -- seconds a request with nothing cached waits on Limitry at most
+  check_budget = 300,        -- Limitry calls per minute for checks and lists, across workers
+  decision_header = "X-Limitry-Decision", -- fresh, cached, stale or skipped on every answer
+  log_interval = 10,         -- seconds between two error-log lines of one kind
+}
+
+local TYPES = {
+  client = "table", dict = "string", customer = { "string", "function" }, model = { "string", "function" },
+  event_type = "string", provider = { "string", "function" }, fail_open = "boolean", stream_usage = "boolean",
+  extract = "function", batch_size = "number", flush_interval = "number", max_queued = "number",
+  refresh_after = "number", ttl = "number", stale_ttl = "number", rules_interval = "number", cold_timeout = "number",
+  check_budget = "number", decision_header = "string", log_interval = "number",
+}
+
+local config -- set by configure (in init_by_lua, before nginx forks)
+local state  -- this worker's: { recorder, decisions, dict, broken }
+
+local function check_config(cfg)
+  for k, v in pairs(cfg) do
+    local want = TYPES[k]
+    if not want then
+      local names = {}
+      for name in pairs(TYPES) do names[#names + 1] = name end
+      table.sort(names)
+      error("limitry.gateway.configure: unknown option '" .. tostring(k) .. "' (allowed: " .. table.concat(names, ", ") .. ")", 3)
+    end
+    local ok = type(v) == want or (type(want) == "table" and (type(v) == want[1] or type(v) == want[2]))
+    if not ok then
+      error("limitry.gateway.configure: option '" .. k .. "' must be a "
+        .. (type(want) == "table" and table.concat(want, " or ") or want) .. " (got " .. type(v) .. ")", 3)
+    end
+  end
+  for _, k in ipairs { "refresh_after", "ttl", "stale_ttl", "rules_interval", "cold_timeout", "log_interval", "flush_interval" } do
+    if cfg[k] and not (cfg[k] >= 0 and cfg[k] <= 86400) then
+      error("limitry.gateway.configure: " .. k .. " must be a number of seconds from 0 to 86400", 3)
+    end
+  end
+  if cfg.check_budget and not (cfg.check_budget >= 1 and cfg.check_budget % 1 == 0) then
+    error("limitry.gateway.configure: check_budget must be a whole number of calls per minute >= 1", 3)
+  end
+end
+
+-- A header option's nginx variable name (http_x_customer_id), or the function itself.
+local function source_of(spec)
+  if type(spec) == "function" then return spec end
+  return "http_" .. spec:lower():gsub("-", "_")
+end
+
+local function read_source(src)
+  if type(src) == "function" then return src() end
+  return ngx.var[src]
+end
+
+-- configure(options): call it in init_by_lua (every worker inherits it). Raises on a wrong option.
+function M.configure(cfg)
+  cfg = cfg or {}
+  if type(cfg) ~= "table" then error("limitry.gateway.configure: expected an options table", 2) end
+  check_config(cfg)
+  local c = {}
+  for k, v in pairs(M.DEFAULTS) do c[k] = v end
+  for k, v in pairs(cfg) do c[k] = v end
+  c.customer_source, c.model_source = source_of(c.customer), source_of(c.model)
+  c.model_header = type(c.model) == "string"
+  c.event_type_json = event.quote(c.event_type)
+  config = c
+  state = nil
+  return c
+end
+
+-- Error-log lines at a bounded rate: one per kind and log_interval across workers.
+local function log(kind, level, msg)
+  local dict = state and state.dict
+  if dict and not dict:safe_add("log:gw:" .. kind, true, config.log_interval) then return end
+  ngx.log(level == "error" and ngx.ERR or ngx.WARN, "limitry gateway: ", msg)
+end
+
+local function client_options(overrides)
+  local o = {}
+  for k, v in pairs(config.client or {}) do o[k] = v end
+  for k, v in pairs(overrides) do o[k] = v end
+  return o
+end
+
+-- init_worker(): this worker's clients, recorder and decision cache; starts the flusher.
+function M.init_worker()
+  if not config then M.configure {} end
+  local dict = ngx.shared[config.dict]
+  if not dict then
+    error("limitry.gateway: nginx.conf needs 'lua_shared_dict " .. config.dict .. " 64m;' in the http block", 2)
+  end
+  state = { dict = dict, counters = recorder_mod.dict_counters(dict, "m:") }
+  local ok, err = pcall(function()
+    local request_path = limitry.new(client_options { timeout = config.cold_timeout,
+      connect_timeout = math.min(config.cold_timeout, 1), max_retries = 0 })
+    local background = limitry.new(client_options { max_retries = 0, timeout = 5, connect_timeout = 2 })
+    state.decisions = decisions_mod.new { dict = dict, client = request_path, background = background,
+      ttl = config.ttl, refresh_after = config.refresh_after, stale_ttl = config.stale_ttl,
+      cold_wait = config.cold_timeout, check_budget = config.check_budget, counters = state.counters, log = log }
+    state.recorder = recorder_mod.new { client = background, dict = config.dict, batch_size = config.batch_size,
+      flush_interval = config.flush_interval, max_queued = config.max_queued,
+      log_interval = config.log_interval,
+      on_delivered = function(tags) state.decisions:delivered(tags) end }
+    if not rawget(_G, "LIMITRY_NOFLUSH") then state.recorder:start() end
+    ngx.timer.every(0.25, function(premature)
+      state.counters.sync()
+      if premature then return end
+      local rules = state.decisions:rules()
+      if not rules or ngx.now() - rules.at > config.rules_interval then
+        state.decisions:_refresh("rules", function() return state.decisions:fetch_rules(background) end)
+      end
+    end)
+  end)
+  if not ok then
+    state.broken = tostring(err)
+    ngx.log(ngx.ERR, "limitry gateway: not working in this worker: ", state.broken)
+  end
+end
+
+local function json_string(s)
+  return '"' .. s:gsub('[%c"\\]', function(c)
+    return c == '"' and '\\"' or c == "\\" and "\\\\" or string.format("\\u%04x", c:byte())
+  end) .. '"'
+end
+
+-- A refusal's answer: a JSON object of strings, numbers and booleans.
+local function reply(status, body, headers)
+  ngx.status = status
+  ngx.header["Content-Type"] = "application/json"
+  for k, v in pairs(headers or {}) do ngx.header[k] = v end
+  local parts = {}
+  for k, v in pairs(body) do
+    parts[#parts + 1] = json_string(k) .. ":" .. (type(v) == "string" and json_string(v) or tostring(v))
+  end
+  table.sort(parts)
+  ngx.print("{" .. table.concat(parts, ",") .. "}")
+  return ngx.exit(status)
+end
+
+-- The request body's JSON text when it is small enough to be in memory (nil otherwise).
+local function request_body()
+  ngx.req.read_body()
+  return ngx.req.get_body_data()
+end
+
+-- The string value of "name" in a JSON text (the first one), found with plain searches.
+local function json_field(body, name, value_pattern)
+  local at = string.find(body, '"' .. name .. '"', 1, true)
+  return at and string.match(body, value_pattern, at + #name + 2)
+end
+
+-- Streamed chat completions report usage only with stream_options.include_usage: added when absent.
+local function add_stream_usage(body)
+  if not json_field(body, "stream", "^%s*:%s*(true)") or body:find("include_usage", 1, true) then return end
+  local new
+  local s, e = body:find('"stream_options"%s*:%s*{%s*')
+  if s then
+    local sep = body:sub(e + 1, e + 1) == "}" and "" or ","
+    new = body:sub(1, e) .. '"include_usage":true' .. sep .. body:sub(e + 1)
+  else
+    local open = body:find("{", 1, true)
+    if not open then return end
+    local rest = body:sub(open + 1)
+    new = body:sub(1, open) .. '"stream_options":{"include_usage":true}' .. (rest:find("^%s*}") and "" or ",") .. rest
+  end
+  ngx.req.set_body_data(new)
+end
+
+local find, floor = string.find, math.floor
+
+local byte = string.byte
+
+-- A customer or model id: 1 to 256 bytes, no control characters (checked byte by byte: a compiled
+-- loop, where a pattern search would try every position).
+local function valid_id(v)
+  if type(v) ~= "string" then return false end
+  local n = #v
+  if n == 0 or n > 256 then return false end
+  for i = 1, n do
+    local b = byte(v, i)
+    if b < 32 or b == 127 then return false end
+  end
+  return true
+end
+
+local DECISION_COUNTER = { [true] = {}, [false] = {} }
+for _, src in ipairs { "fresh", "cached", "stale", "skipped" } do
+  DECISION_COUNTER[true][src] = "dec:refused:" .. src
+  DECISION_COUNTER[false][src] = "dec:allowed:" .. src
+end
+
+local function decide(ctx)
+  return state.decisions:decide(ctx.customer, ctx.model, config.event_type)
+end
+
+-- access phase: the limit decision (429 refused; 503 when fail_open is false and no decision).
+function M.access()
+  if not state then return ngx.log(ngx.ERR, "limitry gateway: init_worker() was not called (init_worker_by_lua_block)") end
+  local customer = read_source(config.customer_source)
+  if not valid_id(customer) then
+    return reply(400, { error = type(config.customer) == "string"
+      and ("the " .. config.customer .. " header must name the customer (1 to 256 characters)")
+      or "no customer id for this request" })
+  end
+  local model = read_source(config.model_source)
+  if (model == nil and config.model_header) or (config.stream_usage and find(ngx.var.uri, "/chat/completions", 1, true)) then
+    local body = request_body()
+    if body then
+      if model == nil then model = json_field(body, "model", '^%s*:%s*"([^"\\]+)"') end
+      if config.stream_usage then add_stream_usage(body) end
+    end
+  end
+  if model ~= nil and not valid_id(model) then model = nil end
+  local ctx = { customer = customer, model = model }
+  ngx.ctx.limitry = ctx
+  local source, allowed, retry_after, why
+  if state.broken then
+    source = "skipped"
+  else
+    local ok, a, s, r, w, admits, limits = pcall(decide, ctx)
+    if ok then
+      allowed, source, retry_after, why, ctx.admits, ctx.limits = a, s, r, w, admits, limits
+    else
+      log("decide", "error", "deciding failed: " .. tostring(a))
+      source = "skipped"
+    end
+  end
+  state.counters.incr(DECISION_COUNTER[allowed == false][source] or "dec:allowed:skipped", 1)
+  ngx.header[config.decision_header] = source
+  if allowed == false then
+    ctx.refused = true
+    local seconds = math.max(1, math.ceil(retry_after or 1))
+    return reply(429, { error = (why and why.kind == "r" and "rate limit" or "quota") .. " exceeded for this customer",
+      allowed = false, retry_after = seconds }, { ["Retry-After"] = tostring(seconds) })
+  end
+  if allowed == nil and not config.fail_open then
+    ctx.refused = true
+    if state.broken then log("broken", "error", "not configured: " .. state.broken) end
+    return reply(503, { error = "usage limits cannot be checked right now" }, { ["Retry-After"] = "1" })
+  end
+end
+
+local function feed(ctx, chunk)
+  local x = ctx.usage
+  if not x then
+    x = usage.new(ngx.var.sent_http_content_type, ctx.model)
+    ctx.usage = x
+  end
+  x:feed(chunk)
+end
+
+-- body_filter phase: reads the answer's usage as it passes.
+function M.body_filter()
+  local ctx = ngx.ctx.limitry
+  if not ctx or ctx.refused then return end
+  local chunk = ngx.arg[1]
+  if chunk == "" and ctx.usage then return end
+  local ok, err = pcall(feed, ctx, chunk)
+  if not ok then log("extract", "error", "reading usage failed: " .. tostring(err)) end
+end
+
+local PROPERTIES = {} -- the properties table for each combination of the three flags
+local function properties(stream, incomplete, unknown)
+  local k = (stream and 1 or 0) + (incomplete and 2 or 0) + (unknown and 4 or 0)
+  if k == 0 then return nil end
+  local p = PROPERTIES[k]
+  if not p then
+    p = { stream = stream and "true" or nil, incomplete = incomplete and "true" or nil, usage = unknown and "unknown" or nil }
+    PROPERTIES[k] = p
+  end
+  return p
+end
+
+local function record(ctx)
+  local u = ctx.usage and ctx.usage:finish() or { complete = false }
+  if config.extract then u = config.extract(u, ctx) or u end
+  local started = ngx.req.start_time()
+  local now = ngx.now()
+  local p = config.provider
+  if type(p) == "function" then p = p() end
+  local f = { customer = ctx.customer, event_type = config.event_type_json, model = ctx.model or u.model,
+    provider = p or u.provider, input = u.input_tokens, output = u.output_tokens,
+    latency_ms = floor((now - started) * 1000), t = started, key = state.recorder:new_key(), cost = u.cost_cents,
+    properties = properties(u.stream, not u.complete, u.input_tokens == nil) }
+  local tag = state.decisions:account(ctx.limits, ctx.admits, u, started)
+  state.recorder:record_json(event.json(f), tag)
+end
+
+-- log phase: records the call (served answers only) through the recorder.
+function M.log()
+  local ctx = ngx.ctx.limitry
+  if not ctx or ctx.refused or not state or state.broken then return end
+  local status = ngx.status
+  if status < 200 or status >= 300 then return end
+  local ok, err = pcall(record, ctx)
+  if not ok then log("record", "error", "recording failed: " .. tostring(err)) end
+end
+
+-- content phase of a /metrics location: Prometheus text.
+function M.metrics()
+  ngx.header["Content-Type"] = "text/plain; version=0.0.4"
+  ngx.print(require("limitry.gateway.metrics").render(state and state.dict, state and state.recorder))
+end
+
+-- For specs and operators: this worker's recorder and decisions (nil before init_worker).
+function M.state() return state end
+
+return M
