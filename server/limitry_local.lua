@@ -1,7 +1,7 @@
 -- limitry-local: start or stop the local Limitry-compatible server (nginx + its Lua module).
 --
 --   limitry-local start [--dir DIR] [--port N] [--key KEY] [--empty] [--faults]
---                       [--tls-cert FILE --tls-key FILE] [--delay MS]
+--                       [--tls-cert FILE --tls-key FILE] [--delay MS] [--latency MS] [--api-limit N]
 --   limitry-local stop  [--dir DIR]
 --
 -- `start` prints shell `export` lines (LIMITRY_BASE_URL, LIMITRY_API_KEY, LIMITRY_SERVER_PID,
@@ -11,6 +11,21 @@
 -- start of a DIR the deterministic sample data is loaded unless --empty is given.
 -- --faults enables the test-only fault injection and request recording (see faults.lua).
 -- --delay MS (test-only) holds every usage answer MS milliseconds, without blocking nginx.
+--
+-- A "Limitry stand-in" for load tests of gateways (see standin.lua):
+-- --latency MS holds every /v1/... answer (every route, errors too) MS milliseconds, without
+--   blocking nginx.
+-- --api-limit N answers at most N requests per minute per API key (fixed windows aligned to the
+--   minute, counted across workers in a shared dict); over it a 429
+--   {"error":"Too many requests: the API limit is N requests per minute"} (no `allowed` field: the
+--   client reads it as Limitry's own limit, not a limit decision) with Retry-After (seconds to the
+--   window's end, at least 1), X-RateLimit-Limit: N, X-RateLimit-Remaining: 0 and X-RateLimit-Reset
+--   (unix seconds).
+-- With --faults, also: POST /_test/outage?seconds=S[&status=N] makes every /v1/... request answer N
+--   (default 503, 400 to 599) with {"error": ...} and Retry-After: 1 for the next S seconds
+--   (seconds=0 ends it); GET /_test/stats answers {"api_requests":n,"api_limited":n,
+--   "outage_answers":n,"events":n}: /v1/... requests, API-limit 429s and outage answers since start,
+--   and the events stored.
 local socket = require "socket"
 
 local M = {}
@@ -33,7 +48,8 @@ function M.parse_args(list)
   local i = 1
   while i <= #list do
     local a = list[i]
-    if a == "--dir" or a == "--port" or a == "--key" or a == "--tls-cert" or a == "--tls-key" or a == "--delay" then
+    if a == "--dir" or a == "--port" or a == "--key" or a == "--tls-cert" or a == "--tls-key" or a == "--delay"
+      or a == "--latency" or a == "--api-limit" then
       opts[a:sub(3):gsub("-", "_")] = list[i + 1] or die(a .. " needs a value")
       i = i + 2
     elseif a == "--empty" or a == "--faults" then
@@ -45,6 +61,18 @@ function M.parse_args(list)
   end
   opts.port = tonumber(opts.port) or die("--port must be a number")
   if opts.delay then opts.delay = tonumber(opts.delay) or die("--delay must be a number of milliseconds") end
+  if opts.latency then
+    opts.latency = tonumber(opts.latency)
+    if not opts.latency or opts.latency < 0 or opts.latency > 600000 then
+      die("--latency must be a number of milliseconds from 0 to 600000")
+    end
+  end
+  if opts.api_limit then
+    opts.api_limit = tonumber(opts.api_limit)
+    if not opts.api_limit or opts.api_limit < 1 or opts.api_limit ~= math.floor(opts.api_limit) or opts.api_limit > 1e9 then
+      die("--api-limit must be a whole number of requests per minute from 1 to 1000000000")
+    end
+  end
   opts.dir = abspath(opts.dir)
   if not opts.key:match("^[%w_%-%.]+$") then die("--key may hold letters, digits, '_', '-' and '.' only") end
   return opts
@@ -128,6 +156,7 @@ local SERVER_HTTP = [[
   gzip_min_length 256;
   lua_package_path "%s/lua/?.lua;;";
   lua_shared_dict limitry_test 32m;
+  lua_shared_dict limitry_standin 1m;
   init_worker_by_lua_block {
     require("limitry_server.api").init(dofile(ngx.config.prefix() .. "conf.lua"))
   }
@@ -210,8 +239,10 @@ function M.start(opts)
     tls = string.format(" ssl;\n    ssl_certificate %s;\n    ssl_certificate_key %s", abspath(opts.tls_cert), abspath(opts.tls_key or die("--tls-cert needs --tls-key")))
   end
   write_file(opts.dir .. "/conf.lua", string.format(
-    "return { data_dir = %q, sample = %s, faults = %s, delay_ms = %s, keys = { [%q] = 'all', [%q] = 'ingest' } }\n",
+    "return { data_dir = %q, sample = %s, faults = %s, delay_ms = %s, latency_ms = %s, api_limit = %s,"
+      .. " keys = { [%q] = 'all', [%q] = 'ingest' } }\n",
     opts.dir .. "/data", tostring(not opts.empty), tostring(opts.faults == true), tostring(opts.delay or "nil"),
+    tostring(opts.latency or "nil"), tostring(opts.api_limit and string.format("%d", opts.api_limit) or "nil"),
     opts.key, M.INGEST_ONLY_KEY))
   local pid = M.run_nginx(opts.dir, M.nginx_conf(nil, SERVER_HTTP:format(here, port, tls)), port, opts.tls_cert and "tcp" or "healthz")
   return { base_url = string.format("%s://127.0.0.1:%d/v1", opts.tls_cert and "https" or "http", port), api_key = opts.key,
@@ -285,7 +316,8 @@ function M.main(argv)
     elseif command == "stop" then
       print("stopped " .. M.stop(M.parse_args(rest).dir))
     else
-      die("usage: limitry-local start|stop [--dir DIR] [--port N] [--key KEY] [--empty] [--faults] [--delay MS] [--tls-cert F --tls-key F]")
+      die("usage: limitry-local start|stop [--dir DIR] [--port N] [--key KEY] [--empty] [--faults] [--delay MS]"
+        .. " [--latency MS] [--api-limit N] [--tls-cert F --tls-key F]")
     end
   end)
   if not ok then

@@ -19,7 +19,7 @@ local function tmpdir(tag)
 end
 M.tmpdir = tmpdir
 
--- opts: faults (default true), empty (default true), tls_cert, tls_key, dir
+-- opts: faults (default true), empty (default true), tls_cert, tls_key, dir, delay, latency, api_limit
 function M.start(opts)
   opts = opts or {}
   local info = local_server.start {
@@ -29,6 +29,8 @@ function M.start(opts)
     tls_cert = opts.tls_cert,
     tls_key = opts.tls_key,
     delay = opts.delay,
+    latency = opts.latency,
+    api_limit = opts.api_limit,
   }
   info.root = info.base_url:gsub("/v1$", "")
   return info

@@ -7,6 +7,7 @@ local faults = require "limitry_server.faults"
 local encode = require "limitry_server.encode"
 local admin = require "limitry_server.admin"
 local limits = require "limitry_server.limits"
+local standin = require "limitry_server.standin"
 
 local M = {}
 local config
@@ -32,6 +33,7 @@ end
 
 function M.init(conf)
   config = conf
+  standin.init(conf)
   cjson.encode_number_precision(14)
   -- cjson would take 0x10, Infinity and NaN as numbers: none of them is JSON.
   cjson.decode_invalid_numbers(false)
@@ -43,6 +45,12 @@ function M.init(conf)
   ngx.log(ngx.NOTICE, "limitry-local: ", store.count, " events (", loaded, " loaded, ", skipped, " unreadable lines skipped)")
   loaded, skipped = admin.open(conf.data_dir .. "/config.jsonl")
   ngx.log(ngx.NOTICE, "limitry-local: ", loaded, " quota/alert/rate-limit changes replayed, ", skipped, " skipped")
+end
+
+-- The API key a request carries, or nil.
+local function bearer()
+  local h = ngx.var.http_authorization
+  return h and h:match("^[Bb]earer%s+(%S+)%s*$")
 end
 
 local function authenticate(need)
@@ -438,8 +446,17 @@ function M.handle()
       if not id then return fail(400, "id is required") end
       return reply(200, faults.report(id))
     end
-    local id = ngx.var.http_x_limitry_test_id
-    local n = id and faults.record(id)
+    if uri == "/_test/outage" then return standin.outage_control(ngx.now()) end
+    if uri == "/_test/stats" then return reply(200, standin.stats(store.count)) end
+  end
+  local test_id = config.faults and ngx.var.http_x_limitry_test_id
+  local n = test_id and faults.record(test_id)
+  -- The stand-in's latency, outage and API limit hold for every /v1/... request.
+  if uri:sub(1, 4) == "/v1/" then
+    local key = bearer()
+    if standin.before(key and config.keys[key] and key, clock()) then return end
+  end
+  if config.faults then
     local spec = ngx.var.http_x_limitry_fault
     if spec then
       local done, extra = faults.apply(spec, n)
