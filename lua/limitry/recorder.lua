@@ -118,6 +118,7 @@ function M.new(opts)
   if opts ~= nil and type(opts) ~= "table" then raise("expected an options table (got " .. type(opts) .. ")") end
   opts = opts or {}
   check_options(opts)
+  if opts.dict and not in_nginx() then raise("dict needs nginx (lua-nginx-module); leave it out in a plain Lua host") end
   local self = setmetatable({}, Recorder)
   for k, v in pairs(M.DEFAULTS) do self[k] = v end
   for k, v in pairs(opts) do self[k] = v end
@@ -125,7 +126,6 @@ function M.new(opts)
   self.inflight, self.last_flush, self.failures, self.backoff_until = 0, 0, 0, 0
   self.log_at = {}
   if opts.dict then
-    if not in_nginx() then raise("dict needs nginx (lua-nginx-module); leave it out in a plain Lua host") end
     local dict = ngx.shared[opts.dict]
     if not dict then raise("no lua_shared_dict named '" .. opts.dict .. "' in nginx.conf") end
     self.dict = dict
