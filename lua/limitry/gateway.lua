@@ -286,7 +286,7 @@ end
 local function feed(ctx, chunk)
   local x = ctx.usage
   if not x then
-    x = usage.new(ngx.var.sent_http_content_type, ctx.model)
+    x = usage.new(nil, ctx.model)
     ctx.usage = x
   end
   x:feed(chunk)
@@ -329,11 +329,20 @@ local function record(ctx)
   state.recorder:record_json(event.json(f), tag)
 end
 
--- log phase: records the call (served answers only) through the recorder.
+-- The status the upstream answered (the last one, after nginx's retries of other servers), else
+-- the status of the answer (a location without an upstream).
+local function served_status()
+  local us = ngx.var.upstream_status
+  if us then return tonumber(us:match("(%d+)%D*$")) or 0 end
+  return ngx.status
+end
+
+-- log phase: records the call through the recorder when the upstream served it (2xx), also when
+-- the client went away before the end (the event then says "incomplete").
 function M.log()
   local ctx = ngx.ctx.limitry
   if not ctx or ctx.refused or not state or state.broken then return end
-  local status = ngx.status
+  local status = served_status()
   if status < 200 or status >= 300 then return end
   local ok, err = pcall(record, ctx)
   if not ok then log("record", "error", "recording failed: " .. tostring(err)) end

@@ -30,6 +30,7 @@ local HTTP = [[
     proxy_http_version 1.1;
     proxy_set_header Connection "";
     proxy_buffering off;
+    proxy_ignore_client_abort @IGNORE_ABORT@;
     location /v1/ {
       access_by_lua_block      { require("limitry.gateway").access() }
       body_filter_by_lua_block { require("limitry.gateway").body_filter() }
@@ -42,6 +43,7 @@ local HTTP = [[
     }
     location = /metrics { content_by_lua_block { require("limitry.gateway").metrics() } }
     location = /_pid { content_by_lua_block { ngx.print(ngx.worker.pid()) } }
+@EXTRA@
   }
   server {
     listen 127.0.0.1:@UPSTREAM@ backlog=4096;
@@ -64,11 +66,12 @@ local function literal(v)
 end
 
 -- opts: config (limitry.gateway.configure's table), workers (default 2), dict (default "64m"),
--- dir. Returns { port, upstream, dir, pid }.
+-- dir, ignore_client_abort (default true), extra (more locations for the gateway's server). Returns { port, upstream, dir, pid }.
 function M.start(opts)
   local port, upstream = local_server.free_port(), local_server.free_port()
-  local http = HTTP:gsub("@(%u+)@", { ROOT = ROOT, DICT = opts.dict or "64m", CONFIG = literal(opts.config or {}),
-    UPSTREAM = tostring(upstream), PORT = tostring(port), INIT = opts.init or "" })
+  local http = HTTP:gsub("@([%u_]+)@", { ROOT = ROOT, DICT = opts.dict or "64m", CONFIG = literal(opts.config or {}),
+    UPSTREAM = tostring(upstream), PORT = tostring(port), INIT = opts.init or "", IGNORE_ABORT = opts.ignore_client_abort == false and "off" or "on",
+    EXTRA = opts.extra or "" })
   local conf = local_server.nginx_conf("worker_shutdown_timeout 10s;", http)
     :gsub("worker_processes 1;", "worker_processes " .. (opts.workers or 2) .. ";")
     :gsub("worker_connections 1024;", "worker_connections 4096;")

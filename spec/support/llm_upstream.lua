@@ -16,11 +16,12 @@ local function served(tokens)
   dict:incr("tokens", tokens, 0)
 end
 
+-- Sends parts one flush each; false when the gateway stopped reading (the call is not served).
 local function send(parts)
   for _, p in ipairs(parts) do
-    ngx.print(p)
-    ngx.flush(true)
+    if not ngx.print(p) or not ngx.flush(true) then return false end
   end
+  return true
 end
 
 local function chat(model, stream, usage_wanted, cut)
@@ -48,7 +49,7 @@ local function chat(model, stream, usage_wanted, cut)
       .. (INPUT + OUTPUT) .. "}}\n\n"
   end
   parts[#parts + 1] = "data: [DONE]\n\n"
-  send(parts)
+  if not send(parts) then return nil end
   return usage_wanted and INPUT + OUTPUT or 0
 end
 
@@ -76,7 +77,7 @@ local function messages(model, stream, cut)
     send { parts[1], parts[2], parts[3] }
     return INPUT
   end
-  send(parts)
+  if not send(parts) then return nil end
   return INPUT + OUTPUT
 end
 
@@ -89,13 +90,12 @@ local function responses(model, stream)
     return INPUT + OUTPUT
   end
   ngx.header["Content-Type"] = "text/event-stream"
-  send {
+  return send {
     'event: response.created\ndata: {"type":"response.created","response":{"id":"resp_1","model":"' .. model .. '","usage":null}}\n\n',
     'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","delta":"Hello"}\n\n',
     'event: response.completed\ndata: {"type":"response.completed","response":{"id":"resp_1","model":"' .. model
       .. '","status":"completed","usage":' .. usage .. "}}\n\n",
-  }
-  return INPUT + OUTPUT
+  } and INPUT + OUTPUT or nil
 end
 
 function M.serve()
@@ -123,11 +123,8 @@ function M.serve()
     ngx.print('{"error":{"message":"no such endpoint"}}')
     return
   end
-  if cut then
-    ngx.ctx.cut = true
-    return ngx.exit(444)
-  end
-  served(tokens)
+  if cut then return ngx.exit(444) end
+  if tokens and ngx.flush(true) then served(tokens) end
 end
 
 function M.counts()

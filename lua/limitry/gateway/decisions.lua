@@ -211,14 +211,26 @@ function D:_refresh(target, fetch)
 end
 
 -- Waits (bounded) for another worker's fetch of `target`, or fetches itself: true when done.
+-- Returns true when fetched, false when the fetch failed or Limitry failed a cold fetch in the last
+-- DOWN_SECONDS (no request waits on a Limitry that is down: the next tries happen in the
+-- background), nil when another worker is fetching (wait for it).
+local DOWN_SECONDS = 2
 function D:_cold(target, fetch)
+  local dict = self.dict
+  if dict:get("d:down") then
+    self:_refresh(target, fetch)
+    return false
+  end
   local lock = "d:l:" .. target
-  if self.dict:safe_add(lock, true, self.cold_wait + 2) then
+  if dict:safe_add(lock, true, self.cold_wait + 2) then
     self:_budget_ok(true)
     local ok, err = fetch()
-    self.dict:delete(lock)
-    if not ok then self.log("cold", "warn", "could not check limits: " .. tostring(err and err.msg)) end
-    return ok
+    dict:delete(lock)
+    if not ok then
+      self.log("cold", "warn", "could not check limits: " .. tostring(err and err.msg))
+      if not (err and err.status and err.status < 500 and err.status ~= 429) then dict:safe_set("d:down", true, DOWN_SECONDS) end
+    end
+    return ok and true or false
   end
   return nil
 end
@@ -349,7 +361,7 @@ end
 
 function D:_wait(ready)
   local deadline = ngx.now() + self.cold_wait
-  while not ready() and ngx.now() < deadline do ngx.sleep(0.005) end
+  while not ready() and ngx.now() < deadline and not self.dict:get("d:down") do ngx.sleep(0.005) end
 end
 
 local METRIC_AMOUNT = {

@@ -22,27 +22,38 @@ local find, sub, match, byte = string.find, string.sub, string.match, string.byt
 
 local QUOTE, COLON, SPACE, BRACE = byte('"'), byte(":"), byte(" "), byte("{")
 
--- Whether s holds a usage object ("usage":{ or "usage": {), with plain searches only: a pattern
--- search tries every position of a chunk, and a search for '"' stops at every quote of the JSON.
-local function has_usage(s)
+-- The text of the last usage object in s ("usage":{...} or "usage": {...}), found with plain
+-- searches: a pattern search tries every position of a chunk, and a search for '"' stops at every
+-- quote of the JSON. Usage objects hold numbers and objects, no braces inside strings, so %b{} fits.
+local function usage_object(s)
+  local found
   local at = find(s, "usage", 1, true)
   while at do
     if byte(s, at - 1) == QUOTE and byte(s, at + 5) == QUOTE and byte(s, at + 6) == COLON then
       local c = byte(s, at + 7)
-      if c == SPACE then c = byte(s, at + 8) end
-      if c == BRACE then return true end
+      if c == BRACE or (c == SPACE and byte(s, at + 8) == BRACE) then
+        found = match(s, "^%s*(%b{})", at + 7) or found
+      end
     end
     at = find(s, "usage", at + 5, true)
   end
-  return false
+  return found
+end
+
+-- The string value of the first "model" member of s, if any.
+local function model_in(s)
+  local at = find(s, '"model"', 1, true)
+  return at and match(s, '^%s*:%s*"([^"\\]*)"', at + 7) or nil
 end
 
 M.MAX_LINE = 1024 * 1024  -- an SSE line longer than this is skipped (its usage, if any, is lost)
 M.JSON_WINDOW = 64 * 1024 -- a JSON answer keeps its first and last this many bytes
 
--- model: the model the request named, if known (the answer's is then not looked for).
+-- content_type: the answer's, or nil to tell SSE from JSON by the first bytes (a JSON answer starts
+-- with "{" or "["); model: the model the request named, if known (the answer's is then not looked for).
 function M.new(content_type, model)
-  local sse = type(content_type) == "string" and find(content_type, "event-stream", 1, true) ~= nil
+  local sse
+  if content_type ~= nil then sse = find(content_type, "event-stream", 1, true) ~= nil end
   return setmetatable({ sse = sse, parts = {}, size = 0, head = nil, complete = false, line = "", model = model },
     Extractor)
 end
@@ -63,42 +74,26 @@ local function take_usage(self, u, provider)
   if provider then self.provider = provider end
 end
 
--- One SSE `data:` payload.
+-- One SSE `data:` payload: only its usage object is decoded.
 local function on_event(self, data)
   if data == "[DONE]" then
     self.complete = true
     return
   end
-  local usage_here = has_usage(data)
-  local marker = find(data, "message_stop", 1, true) or (not self.model and find(data, "model", 1, true))
-  if not usage_here and not marker then return end
-  local doc = decode(data)
-  if type(doc) ~= "table" then return end
-  local kind = doc.type
-  if kind == "message_start" and type(doc.message) == "table" then
-    self.model = self.model or doc.message.model
-    take_usage(self, doc.message.usage, "anthropic")
-  elseif kind == "message_delta" then
-    take_usage(self, doc.usage, "anthropic")
-  elseif kind == "message_stop" then
-    self.complete = true
-  elseif type(kind) == "string" and sub(kind, 1, 9) == "response." and type(doc.response) == "table" then
-    self.model = self.model or doc.response.model
-    if kind == "response.completed" then
-      take_usage(self, doc.response.usage, "openai")
-      self.complete = true
-    end
-  else
-    self.model = self.model or doc.model
-    take_usage(self, doc.usage)
+  local object = usage_object(data)
+  if object then
+    local provider = (find(data, "message_", 1, true) and "anthropic") or (find(data, "response.", 1, true) and "openai") or nil
+    take_usage(self, decode(object), provider)
   end
+  if find(data, "message_stop", 1, true) or find(data, "response.completed", 1, true) then self.complete = true end
+  if not self.model then self.model = model_in(data) end
 end
 
 local function feed_sse(self, chunk)
   local buf = self.line ~= "" and self.line .. chunk or chunk
   -- The common chunk (text deltas) holds no usage object; after one was seen, the end marker is
   -- looked for too. Such a chunk only moves the partial line on.
-  local interesting = has_usage(buf)
+  local interesting = usage_object(buf)
     or (self.input and (find(buf, "[DONE]", 1, true) or find(buf, "message_stop", 1, true)))
     or (not self.model and find(buf, "model", 1, true))
   if not interesting then
@@ -149,9 +144,18 @@ local function feed_json(self, chunk)
   end
 end
 
+local LEADING_JSON = { [byte("{")] = true, [byte("[")] = true }
+
 function Extractor:feed(chunk)
   if chunk == nil or chunk == "" then return end
-  if self.sse then feed_sse(self, chunk) else feed_json(self, chunk) end
+  local sse = self.sse
+  if sse == nil then
+    local first = match(chunk, "^%s*()")
+    if first > #chunk then return end -- only whitespace so far
+    sse = not LEADING_JSON[byte(chunk, first)]
+    self.sse = sse
+  end
+  if sse then feed_sse(self, chunk) else feed_json(self, chunk) end
 end
 
 function Extractor:finish()
@@ -159,35 +163,20 @@ function Extractor:finish()
     if self.line ~= "" and not self.skipping then feed_sse(self, "\n") end
   else
     local tail = table.concat(self.parts)
-    local u
-    if has_usage(tail) then
-      -- The last usage object, found and decoded alone (the answer's text may be long).
-      local at = 0
-      while true do
-        local nxt = find(tail, '"usage":', at + 1, true) or find(tail, '"usage": ', at + 1, true)
-        if not nxt then break end
-        at = nxt
-      end
-      local object = match(tail, "^%s*(%b{})", at + 8)
-      u = object and decode(object)
-    end
+    local object = usage_object(tail) -- the last one, decoded alone (the answer's text may be long)
+    local u = object and decode(object)
     if type(u) == "table" then
       local head = self.head or ""
       local provider
-      if find(head, '"prompt_tokens"', 1, true) or find(tail, '"prompt_tokens"', 1, true) then
+      if find(object, "prompt_tokens", 1, true) or find(head, "response", 1, true) then
         provider = "openai"
-      elseif find(head, '"type":"message"', 1, true) or find(head, '"type": "message"', 1, true) then
+      elseif find(head, "message", 1, true) then
         provider = "anthropic"
-      elseif find(head, '"object":"response"', 1, true) or find(head, '"object": "response"', 1, true) then
-        provider = "openai"
       end
       take_usage(self, u, provider)
       self.complete = true
     end
-    if not self.model then
-      local at = find(self.head or "", '"model"', 1, true)
-      self.model = at and match(self.head, '^%s*:%s*"([^"\\]*)"', at + 7) or nil
-    end
+    if not self.model then self.model = model_in(self.head or "") end
   end
   return { input_tokens = self.input, output_tokens = self.output, model = self.model, provider = self.provider,
     stream = self.sse, complete = self.complete }
