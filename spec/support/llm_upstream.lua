@@ -6,6 +6,7 @@
 -- tokens it reported, in the shared dict `upstream`.
 --   X-Upstream-Status: N   answer N with a JSON error instead (a failed call, nothing served)
 --   X-Upstream-Cut: 1      stop a stream half way (the connection is closed, no last event)
+--   X-Upstream-Pace: MS    wait MS milliseconds before each streamed event
 local M = {}
 
 local INPUT, OUTPUT = 30, 20
@@ -18,7 +19,9 @@ end
 
 -- Sends parts one flush each; false when the gateway stopped reading (the call is not served).
 local function send(parts)
+  local pace = tonumber(ngx.var.http_x_upstream_pace)
   for _, p in ipairs(parts) do
+    if pace then ngx.sleep(pace / 1000) end
     if not ngx.print(p) or not ngx.flush(true) then return false end
   end
   return true
