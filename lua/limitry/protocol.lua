@@ -41,15 +41,19 @@ local function check_length(where, name, v)
 end
 
 -- An ISO 8601 string (sent unchanged) or unix seconds (sent as YYYY-MM-DDTHH:MM:SSZ, with
--- milliseconds when `keep_fraction` and there is a fraction).
+-- milliseconds when `keep_fraction` and the milliseconds are not 0). Seconds are cut, never
+-- rounded, to the millisecond (or the second), so a time never moves into the next second, day
+-- or month: 1704067199.9996 is 2023-12-31T23:59:59.999Z. Seconds and fraction come from one
+-- decimal text rounded to the microsecond, so a value written with 3 decimals keeps them although
+-- its double is a hair below (1704067200.001 is 1704067200.000999927...).
 local function check_date(where, name, v, keep_fraction)
   if type(v) == "number" then
     if not (v >= 0 and v <= MAX_UNIX_TIME) then
       raise(where, name .. " must be a finite, non-negative unix time in seconds, at most " .. MAX_UNIX_TIME .. " (9999-12-31)")
     end
-    local whole = math.floor(v)
-    local fraction = keep_fraction and v ~= whole and string.format("%.3f", v - whole):sub(2) or ""
-    return os.date("!%Y-%m-%dT%H:%M:%S", whole) .. fraction .. "Z"
+    local whole, ms = string.format("%.6f", v):match("^(%d+)%.(%d%d%d)")
+    local fraction = keep_fraction and ms ~= "000" and "." .. ms or ""
+    return os.date("!%Y-%m-%dT%H:%M:%S", tonumber(whole)) .. fraction .. "Z"
   end
   if type(v) ~= "string" then
     raise(where, name .. " is required: an ISO 8601 string such as '2024-01-01T00:00:00Z' or unix seconds (got " .. type(v) .. ")")
