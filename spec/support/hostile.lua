@@ -213,6 +213,9 @@ check { title = "headers dripped 1 byte every 100 ms are a TimeoutError within t
 check { title = "a flood of 100 Continue ends at the 300 KiB cap on all heads, within the timeout", case = "continue-flood",
   calls = "summary", timeout = 1, within = 1.1,
   expect = { name = "DecodeError", kind = "too_large", message = M.ALL_HEADERS_TOO_LARGE, attempts = 1 } }
+check { title = "a flood no limit stops (a chunk extension without end, as fast as it goes) ends at the timeout",
+  case = "long-line=chunk-ext:" .. 64 * 1024 * MIB, calls = "summary", timeout = 1, within = 1.1, hits = 1,
+  expect = { name = "TimeoutError", kind = "timeout" } }
 check { title = "an endless stream of 102 Processing ends within the timeout", case = "1xx-endless", calls = "summary",
   timeout = 1, within = 1.1, check = function(out)
     -- 280 KB/s: the 300 KiB cap on all heads or the 1 s timeout, whichever comes first here
