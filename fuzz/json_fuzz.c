@@ -180,6 +180,35 @@ static void encode(lua_State *S, cbuf *B, int i)
     }
 }
 
+/* The secret redacted by the third decode: short, so that inputs hold it often. */
+#define SECRET "ab"
+
+/* Whether a string anywhere in the value at idx (keys included) holds SECRET. */
+static int holds(lua_State *S, int idx)
+{
+    if (lua_type(S, idx) == LUA_TSTRING) {
+        size_t n, i;
+        const char *p = lua_tolstring(S, idx, &n);
+        for (i = 0; i + 1 < n; i++)
+            if (p[i] == 'a' && p[i + 1] == 'b')
+                return 1;
+        return 0;
+    }
+    if (lua_type(S, idx) == LUA_TTABLE) {
+        int found = 0;
+        luaL_checkstack(S, 4, "holds");
+        lua_pushnil(S);
+        while (!found && lua_next(S, idx)) {
+            found = holds(S, lua_gettop(S) - 1) || holds(S, lua_gettop(S));
+            lua_pop(S, 1);
+        }
+        if (found)
+            lua_pop(S, 1); /* the key lua_next left */
+        return found;
+    }
+    return 0;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -191,10 +220,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         luaL_openlibs(L);
     }
     top = lua_gettop(L);
-    ok1 = lm_json_decode(L, (const char *)data, size, msg1, sizeof msg1);
+    ok1 = lm_json_decode(L, (const char *)data, size, msg1, sizeof msg1, NULL, 0);
     if (lua_gettop(L) != top + (ok1 ? 1 : 0))
         die("the stack does not hold exactly the result");
-    ok2 = lm_json_decode(L, (const char *)data, size, msg2, sizeof msg2);
+    ok2 = lm_json_decode(L, (const char *)data, size, msg2, sizeof msg2, NULL, 0);
     if (ok1 != ok2)
         die("two decodes of the same text disagree on accepting it");
     if (!ok1) {
@@ -208,12 +237,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (!same(L, top + 1, top + 2))
         die("two decodes of the same text give different values");
     lua_pop(L, 1);
+    /* With a secret: accepted alike, and no string of the value, key or element, holds it. */
+    if (!lm_json_decode(L, (const char *)data, size, msg2, sizeof msg2, SECRET, sizeof SECRET - 1))
+        die("a secret changes whether a text is accepted");
+    if (holds(L, lua_gettop(L)))
+        die("a decoded string still holds the secret");
+    lua_pop(L, 1);
     {
         /* Round trip through the encoder. */
         cbuf B = { NULL, 0, 0 };
         int value = lua_gettop(L);
         encode(L, &B, value);
-        if (!lm_json_decode(L, B.p, B.n, msg3, sizeof msg3)) {
+        if (!lm_json_decode(L, B.p, B.n, msg3, sizeof msg3, NULL, 0)) {
             fprintf(stderr, "re-encoded text: %.*s\nerror: %s\n", (int)(B.n > 400 ? 400 : B.n), B.p, msg3);
             die("the re-encoded value does not decode");
         }

@@ -32,6 +32,7 @@
 ---@field rate_limit {limit: number?, remaining: number?, reset: number?}|nil
 ---@field headers table<string, string>|nil
 ---@field attempts integer
+---@field sent boolean|nil  false: no attempt can have reached the server (nothing was written)
 ---@field kind string|nil
 ---@field curl_code integer|nil
 local Error = {}
@@ -124,8 +125,8 @@ function Usage:start_timeseries(...) end
 ---@field input_tokens integer?
 ---@field output_tokens integer?
 ---@field total_tokens integer?  sent only when given
----@field latency_ms number?
----@field cost_cents number?
+---@field latency_ms integer?  whole milliseconds, 0 to 2^53 - 1
+---@field cost_cents number?  0 to 1e12
 ---@field properties table<string, string|number|boolean>?
 ---@field idempotency_key string|false|nil  default: a random key; false: none
 ---@field timestamp limitry.Date?

@@ -79,6 +79,139 @@ describe("the rest of the API", function()
       assert.equal("mine-1", body_of(recorded(id2)[1]).idempotencyKey)
     end)
 
+    it("cuts a timestamp's fraction to the millisecond, never into the next second (issue #21, item 7)", function()
+      local c, id = client()
+      local customer = unique("ts")
+      for _, at in ipairs { 1704067199.9996, 1704067199.99999, 1704067200.001 } do
+        assert(c:events():record { customer_id = customer, event_type = "e", timestamp = at })
+      end
+      local sent = {}
+      for i, rec in ipairs(recorded(id)) do sent[i] = body_of(rec).timestamp end
+      assert.same({ "2023-12-31T23:59:59.999Z", "2023-12-31T23:59:59.999Z", "2024-01-01T00:00:00.001Z" }, sent)
+      local stored = {}
+      for ev in c:events():each { customer_id = customer } do stored[#stored + 1] = ev.timestamp end
+      table.sort(stored)
+      assert.same({ "2023-12-31T23:59:59.999Z", "2023-12-31T23:59:59.999Z", "2024-01-01T00:00:00.001Z" }, stored)
+    end)
+
+    -- Issue #21, item 9: every rule of the local server (store.lua's normalize, admin.lua) holds in
+    -- the client too: the largest value it takes is taken by the server, the next one raises here.
+    it("agrees with the server's limits: the last value allowed is stored, the next raises naming it", function()
+      local c, id = client()
+      local ev = c:events()
+      local function props(n, key_len, value)
+        local t = {}
+        for i = 1, n do t[(("k%03d"):format(i) .. string.rep("p", key_len)):sub(1, math.max(4, key_len))] = value end
+        return t
+      end
+      local customer = unique("limits")
+      local function event(extra)
+        local e = { customer_id = customer, event_type = "e" }
+        for k, v in pairs(extra) do e[k] = v end
+        return e
+      end
+      local taken = {
+        event { model = string.rep("m", 256), provider = string.rep("p", 256), event_type = string.rep("e", 256),
+          idempotency_key = string.rep("i", 256) },
+        event { latency_ms = 2 ^ 53 - 1, cost_cents = 1e12 },
+        event { properties = props(64, 4, string.rep("v", 1024)) },
+        event { properties = { [string.rep("k", 128)] = 1e300, neg = -1e300 } },
+        event { timestamp = "2024-01-01T00:00:00.123456789+23:59" },
+      }
+      for i, e in ipairs(taken) do
+        local res, msg = ev:record(e)
+        assert.is_nil(msg, "event " .. i)
+        assert.is_string(res.id)
+      end
+      local q = assert(c:quotas():create { name = string.rep("n", 256), metric = "total_events", limit_value = 2 ^ 53 - 1,
+        period = "day", dimension_filters = (function()
+          local f = { customer_id = unique("limits-q") }
+          for i = 2, 32 do f["f" .. i .. string.rep("x", 120)] = string.rep("v", 1024) end
+          return f
+        end)() })
+      assert.is_true(assert(c:quotas():delete(q.id)).success)
+      local r = assert(c:rate_limits():create { name = "r", limit_value = 2 ^ 53 - 1, window = "hour",
+        dimension_filters = { customer_id = unique("limits-r") } })
+      assert.is_true(assert(c:rate_limits():delete(r.id)).success)
+      local sent = #recorded(id)
+
+      local refused = {
+        { event { customer_id = string.rep("c", 257) }, "customer_id must be a non%-empty string of at most 256 bytes %(got 257 bytes%)" },
+        { event { model = string.rep("m", 257) }, "model must be a non%-empty string of at most 256 bytes" },
+        { event { idempotency_key = string.rep("i", 257) }, "idempotency_key must be a non%-empty string of at most 256 bytes" },
+        { event { latency_ms = 0.5 }, "latency_ms must be a whole number from 0 to 2%^53 %- 1 %(got 0%.5%)" },
+        { event { latency_ms = 2 ^ 53 }, "latency_ms must be a whole number from 0 to 2%^53 %- 1" },
+        { event { latency_ms = 1e300 }, "latency_ms must be a whole number from 0 to 2%^53 %- 1 %(got 1e%+300%)" },
+        { event { cost_cents = 1.000001e12 }, "cost_cents must be a finite number from 0 to 1e12" },
+        { event { properties = props(65, 4, "v") }, "properties may hold at most 64 entries" },
+        { event { properties = { [string.rep("k", 129)] = 1 } }, "properties keys must be at most 128 bytes %(got 129 bytes%)" },
+        { event { properties = { k = string.rep("v", 1025) } }, "properties%.k must be a string of at most 1024 bytes %(got 1025 bytes%)" },
+        { event { properties = { k = 1e301 } }, "properties%.k must be a number of magnitude at most 1e300" },
+        { event { properties = { k = -1e301 } }, "properties%.k must be a number of magnitude at most 1e300" },
+        { event { timestamp = "2024-01-01T00:00:00" .. string.rep("0", 60) .. "Z" }, "timestamp must be at most 64 bytes" },
+        { event { customer_id = "a\255b" }, "^events:record: customer_id is not valid UTF%-8 %(byte 2%)$" },
+        { event { properties = { ["k\237\160\128"] = 1 } }, "^events:record: properties key is not valid UTF%-8 %(byte 2%)$" },
+        { event { properties = { k = "\244\144\128\128" } }, "^events:record: properties%.k is not valid UTF%-8 %(byte 1%)$" },
+      }
+      for i, case in ipairs(refused) do
+        local ok, msg = pcall(ev.record, ev, case[1])
+        assert.is_false(ok, "case " .. i .. " did not raise")
+        assert.matches(case[2], msg, nil, false)
+        assert.is_nil(msg:find("%.lua:%d+:"), msg)
+      end
+      local admin = {
+        { function() c:quotas():create { name = string.rep("n", 257), metric = "total_events", limit_value = 1, period = "day" } end,
+          "quotas:create: name must be a non%-empty string of at most 256 bytes" },
+        { function() c:quotas():create { name = "q", metric = "total_events", limit_value = 2 ^ 53, period = "day" } end,
+          "limit_value must be a number > 0 and at most 2%^53 %- 1" },
+        { function() c:rate_limits():create { name = "r", limit_value = 2.5, window = "hour" } end,
+          "rate_limits:create: limit_value must be a whole number from 1 to 2%^53 %- 1 %(got 2%.5%)" },
+        { function() c:quotas():create { name = "q", metric = "total_events", limit_value = 1, period = "day",
+          dimension_filters = { customer_id = "" } } end, "dimension_filters%.customer_id must be a non%-empty string of at most 1024 bytes %(got an empty string%)" },
+        { function()
+          local f = {}
+          for i = 1, 33 do f["f" .. i] = "v" end
+          c:rate_limits():create { name = "r", limit_value = 1, window = "hour", dimension_filters = f }
+        end, "dimension_filters may hold at most 32 entries" },
+        { function() c:quotas():check { customer_id = "\255" } end, "quotas:check: dimensions%.customer_id is not valid UTF%-8" },
+        { function() c:track { customer_id = "c", event_type = "e\192" } end, "^client:track: event_type is not valid UTF%-8 %(byte 2%)$" },
+      }
+      for i, case in ipairs(admin) do
+        local ok, msg = pcall(case[1])
+        assert.is_false(ok, "admin case " .. i .. " did not raise")
+        assert.matches(case[2], msg, nil, false)
+      end
+      assert.equal(sent, #recorded(id)) -- nothing more was sent
+    end)
+
+    it("refuses ids '.' and '..', which a URL path resolves to another resource (issue #21, item 5)", function()
+      local c, id = client()
+      local calls = {
+        function() return c:quotas():get("..") end,
+        function() return c:quotas():delete("..") end,
+        function() return c:quotas():update(".", { limit_value = 2 }) end,
+        function() return c:rate_limits():get(".") end,
+        function() return c:quota_alerts():history(".") end,
+        function() return c:quota_alerts():list("..") end,
+        function() return c:customers():get_usage("..", WIDE[1], WIDE[2]) end,
+        function() return c:customers():start_usage { customer_id = ".", start_date = WIDE[1], end_date = WIDE[2] } end,
+      }
+      for i, call in ipairs(calls) do
+        local ok, msg = pcall(call)
+        assert.is_false(ok, "call " .. i .. " did not raise")
+        assert.matches("^[%a_]+:[%a_]+: [%a_]+ must not be '%.' or '%.%.' %(a URL would resolve it to another resource%)$", msg)
+      end
+      assert.equal(0, #recorded(id))
+      -- ids with dots that are no path segment of their own are ids like any other
+      local _, _, err = c:quotas():get("...")
+      assert.equal(404, err.status)
+      local _, _, err2 = c:quotas():get("a/../b")
+      assert.equal(404, err2.status)
+      local reqs = recorded(id)
+      assert.equal("/v1/quotas/...", reqs[1].request_uri)
+      assert.equal("/v1/quotas/a%2F..%2Fb", reqs[2].request_uri)
+    end)
+
     it("records a batch: POST /v1/events/batch, every event keyed, { count = N }", function()
       local c, id = client()
       local customer = unique("batch")
@@ -158,7 +291,7 @@ describe("the rest of the API", function()
         { function() c:track {} end, "client:track: customer_id is required" }, -- the first in name order, on every Lua
         { function() ev:record { customer_id = "c", event_type = "e", input_tokens = 2 ^ 53 } end,
           "input_tokens must be a whole number from 0 to 2%^53 %- 1 %(got 9%.007" },
-        { function() ev:record { customer_id = "c", event_type = "e", latency_ms = -5 } end, "latency_ms must be a finite number >= 0 %(got %-5%)" },
+        { function() ev:record { customer_id = "c", event_type = "e", latency_ms = -5 } end, "latency_ms must be a whole number from 0 to 2%^53 %- 1 %(got %-5%)" },
         { function() c:quotas():check { customer_id = 7 } end, "quotas:check: dimensions.customer_id must be a string %(got 7%)" },
         { function() c.events() end, "call it as client:events%(...%) with a colon" },
         { function() c.usage() end, "call it as client:usage%(...%) with a colon" },

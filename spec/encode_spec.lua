@@ -357,6 +357,7 @@ describe("core.encode", function()
         "\239\191\191", "\240\144\128\128", "\244\143\191\191" }
       for _, s in ipairs(valid) do
         assert.equal('"' .. s .. '"', core.encode(s), hex(s))
+        assert.is_nil(core.utf8_error(s), hex(s))
       end
       assert.equal('{"clé":"naïve ☃"}', core.encode({ ["clé"] = "naïve ☃" }))
     end)
@@ -369,6 +370,8 @@ describe("core.encode", function()
       }
       for _, case in ipairs(invalid) do
         assert.equal("core.encode: value is not valid UTF-8 (byte " .. case[2] .. ")", encode_error(case[1]), hex(case[1]))
+        -- the argument checks' helper finds the same byte
+        assert.equal(case[2], core.utf8_error(case[1]), hex(case[1]))
       end
       assert.equal("core.encode: events[2].model is not valid UTF-8 (byte 4)",
         encode_error({ events = { {}, { model = "gpt\255" } } }))
@@ -394,6 +397,7 @@ describe("core.encode", function()
       local ours = {}
       for i, s in ipairs(cases) do
         ours[i] = encode_error(s) and "bad" or "ok"
+        assert.equal(ours[i] == "bad", core.utf8_error(s) ~= nil, hex(s)) -- the argument checks agree
       end
       local file = TMP .. "/utf8-cases.txt"
       local lines = {}

@@ -1,42 +1,27 @@
 -- The client against a server that misbehaves on purpose (spec/support/hostile_server.lua, a raw
 -- socket server in a subprocess on a free loopback port): every case ends with the documented
--- result, within the timeout, and the client stays usable afterwards.
+-- result, within the timeout, and the client stays usable afterwards. The checks shared with the
+-- nginx transport (spec/openresty_hostile_spec.lua) are listed in spec/support/hostile.lua; the
+-- ones here are libcurl's own.
 local limitry = require "limitry"
-local support = require "spec.support.server"
+local hostile = require "spec.support.hostile"
 local socket = require "socket"
 
-local S, E = "2024-01-01T00:00:00Z", "2024-02-01T00:00:00Z"
+local S, E = hostile.S, hostile.E
 local TIMEOUT = 2
-local NOT_HTTP = "the server's reply is not valid HTTP"
-local HEADERS_TOO_LARGE = "response headers larger than the limit of 65536 bytes"
 
 describe("a hostile server", function()
-  local root, pid, dir
+  local h, root
 
   setup(function()
-    dir = support.tmpdir("hostile")
-    local lua = jit and "luajit" or ("lua" .. _VERSION:sub(5))
-    local p = assert(io.popen(("%s spec/support/hostile_server.lua %s/port 300 >%s/log 2>&1 & echo $!")
-      :format(lua, dir, dir)))
-    pid = tonumber(p:read("*l"))
-    p:close()
-    assert(pid, "hostile server did not start")
-    local deadline = socket.gettime() + 15
-    local port
-    repeat
-      local f = io.open(dir .. "/port")
-      if f then port = f:read("*n") f:close() else socket.select(nil, nil, 0.02) end
-    until port or socket.gettime() > deadline
-    assert(port, "hostile server wrote no port")
-    root = "http://127.0.0.1:" .. port
+    h = hostile.start(300)
+    root = h.root
   end)
 
-  teardown(function()
-    if pid then os.execute("kill " .. pid .. " 2>/dev/null") end
-  end)
+  teardown(function() hostile.stop(h) end)
 
   local function client(case, opts)
-    local o = { api_key = "lm_hostile_secret_key", base_url = root .. "/" .. case .. "/v1", timeout = TIMEOUT,
+    local o = { api_key = hostile.KEY, base_url = root .. "/" .. case .. "/v1", timeout = TIMEOUT,
       connect_timeout = TIMEOUT, max_retries = 0, backoff = 0.01, max_backoff = 0.02 }
     for k, v in pairs(opts or {}) do o[k] = v end
     return limitry.new(o)
@@ -49,11 +34,7 @@ describe("a hostile server", function()
     return res, msg, err, socket.gettime() - t0
   end
 
-  local function control(what, case)
-    local status, body = support.http("GET", root .. "/_" .. what .. "/" .. case)
-    assert.equal(200, status)
-    return tonumber(body)
-  end
+  local function control(what, case) return hostile.control(h, what, case) end
 
   local function fails(case, name, opts)
     local res, msg, err, elapsed = call(client(case, opts))
@@ -61,7 +42,7 @@ describe("a hostile server", function()
     assert.is_table(err, case .. ": " .. tostring(msg))
     assert.equal(name, err.name, case .. ": " .. tostring(msg))
     assert.equal(msg, tostring(err))
-    assert.is_nil(msg:find("lm_hostile_secret_key", 1, true))
+    assert.is_nil(msg:find(hostile.KEY, 1, true))
     assert.is_true(elapsed < TIMEOUT + 1.5, case .. " took " .. elapsed .. " s")
     return err, msg, elapsed
   end
@@ -69,37 +50,6 @@ describe("a hostile server", function()
   it("answers normally on the control path", function()
     local res = assert(call(client("ok")))
     assert.is_number(res.totalEvents)
-  end)
-
-  describe("slow drip", function()
-    it("of the body is a TimeoutError within the timeout", function()
-      local err, _, elapsed = fails("drip", "TimeoutError", { timeout = 1 })
-      assert.equal("timeout", err.kind)
-      assert.is_true(elapsed >= 0.9, "gave up after " .. elapsed .. " s, before the timeout")
-    end)
-
-    it("of the headers is a TimeoutError within the timeout", function()
-      local err = fails("drip-headers", "TimeoutError", { timeout = 1 })
-      assert.equal("timeout", err.kind)
-    end)
-  end)
-
-  describe("oversized headers", function()
-    it("endless header lines are a DecodeError too_large, not retried", function()
-      local err = fails("endless-headers", "DecodeError", { max_retries = 2 })
-      assert.equal("too_large", err.kind)
-      assert.equal(HEADERS_TOO_LARGE, err.message)
-      assert.equal(1, err.attempts)
-    end)
-
-    it("one 1 MiB header line is a DecodeError too_large, not retried", function()
-      local before = control("hits", "long-header")
-      local err = fails("long-header", "DecodeError", { max_retries = 2 })
-      assert.equal("too_large", err.kind)
-      assert.equal(HEADERS_TOO_LARGE, err.message)
-      assert.equal(1, err.attempts)
-      assert.equal(before + 1, control("hits", "long-header"))
-    end)
   end)
 
   describe("compression bombs", function()
@@ -163,60 +113,14 @@ describe("a hostile server", function()
 
   it("raw core: a URL without a host after an absolute one on the same handle is refused, not sent to the last host", function()
     local core = require "limitry.core"
-    local h = core.new()
-    assert.equal(200, (h:call({}, root .. "/ok/v1/usage?startDate=2024-01-01T00:00:00Z")))
+    local handle = core.new()
+    assert.equal(200, (handle:call({}, root .. "/ok/v1/usage?startDate=2024-01-01T00:00:00Z")))
     local before = control("hits", "ok")
-    local status, kind = h:call({}, "/ok/v1/usage?startDate=2024-01-01T00:00:00Z")
+    local status, kind = handle:call({}, "/ok/v1/usage?startDate=2024-01-01T00:00:00Z")
     assert.is_nil(status)
     assert.equal("usage", kind)
     assert.equal(before, control("hits", "ok"))
-    h:close()
-  end)
-
-  describe("lying Content-Length", function()
-    it("longer than the body: a NetworkError, not a short result", function()
-      local err = fails("cl-longer", "NetworkError")
-      assert.equal("network", err.kind)
-    end)
-
-    it("shorter than the body: a DecodeError, and the rest is not taken as the next answer", function()
-      local c = client("cl-shorter")
-      local res, msg, err = call(c)
-      assert.is_nil(res)
-      assert.equal("DecodeError", err.name, msg)
-      assert.equal(200, err.status)
-      res, msg = call(c)
-      assert.is_table(res, msg)
-      assert.equal(control("hits", "cl-shorter"), res.totalEvents)
-    end)
-  end)
-
-  describe("odd statuses", function()
-    for _, s in ipairs { "000", "2000", "99" } do
-      it(s .. " is a NetworkError: the reply is not valid HTTP", function()
-        local err = fails("status-" .. s, "NetworkError")
-        assert.equal("protocol", err.kind)
-        assert.equal(NOT_HTTP, err.message)
-      end)
-    end
-
-    it("600 is an APIError carrying the status", function()
-      local err = fails("status-600", "APIError")
-      assert.equal(600, err.status)
-      assert.equal("odd status", err.message)
-    end)
-
-    it("1000 interim 100 Continue answers before the real one are skipped", function()
-      local res, msg = call(client("1xx-storm"))
-      assert.is_table(res, msg)
-      assert.equal(control("hits", "1xx-storm"), res.totalEvents)
-    end)
-
-    it("an endless stream of 102 Processing is a TimeoutError within the timeout", function()
-      -- Each interim answer is small and complete, so no size cap applies: the timeout ends it.
-      local err = fails("1xx-endless", "TimeoutError", { timeout = 1 })
-      assert.equal("timeout", err.kind)
-    end)
+    handle:close()
   end)
 
   it("a 302 is an APIError and is not followed", function()
@@ -228,14 +132,50 @@ describe("a hostile server", function()
     assert.equal(before, control("hits", "redirected"))
   end)
 
-  describe("replies that are not HTTP", function()
-    for _, case in ipairs { "garbage", "http09" } do
-      it(case .. " is a NetworkError of kind protocol", function()
-        local err = fails(case, "NetworkError")
-        assert.equal("protocol", err.kind)
-        assert.equal(NOT_HTTP, err.message)
+  -- Issue #21 and what held before it, as on the nginx transport (spec/support/hostile.lua).
+  describe("(the checks shared with nginx)", function()
+    for _, t in ipairs(hostile.CHECKS) do
+      it(t.title, function()
+        local counter = hostile.counter(t)
+        local before = control("hits", counter)
+        local outs = hostile.run(hostile.args(h, t))
+        local problem = hostile.verify(t, outs, control("hits", counter) - before)
+        assert.is_nil(problem, problem)
       end)
     end
+  end)
+
+  describe("a server killed after reading a request (kill -9)", function()
+    -- A server of its own, which exits once it has read the request after the warm-up.
+    for _, retries in ipairs { 0, 2 } do
+      it("a keyed batch it read is never reported as 'nothing was sent' (max_retries " .. retries .. ")", function()
+        local dying = hostile.start(60)
+        local outs = hostile.run { root = dying.root, case = "die", calls = "summary,batch", retries = retries }
+        local log = hostile.log(dying)
+        hostile.stop(dying)
+        assert.is_table(outs[1].res, outs[1].msg)
+        local out = outs[2]
+        assert.matches("die: POST /v1/events/batch", log, 1, true)
+        assert.equal("NetworkError", out.name, out.msg)
+        assert.is_true(out.sent, out.msg)
+        assert.equal(retries + 1, out.attempts)
+        if retries == 0 then
+          assert.matches("^NetworkError: connection lost after the request was sent; reconnecting failed: Connection refused", out.msg)
+        else
+          assert.matches("an earlier attempt may have reached the server)", out.msg, 1, true)
+        end
+      end)
+    end
+
+    it("a create it read fails once, sent = true, and is not retried", function()
+      local dying = hostile.start(60)
+      local outs = hostile.run { root = dying.root, case = "die", calls = "summary,create_quota", retries = 2 }
+      local log = hostile.log(dying)
+      hostile.stop(dying)
+      assert.matches("die: POST /v1/quotas", log, 1, true)
+      assert.equal(1, outs[2].attempts, outs[2].msg)
+      assert.is_true(outs[2].sent)
+    end)
   end)
 
   describe("a server speaking on an idle keep-alive connection", function()

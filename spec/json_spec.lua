@@ -131,6 +131,19 @@ describe("core.decode", function()
     assert.same({ ["ab"] = { ab = true } }, core.decode('{"ab":{"ab":true}}'))
   end)
 
+  it("with a secret, replaces it in every string: values, keys, escaped spellings, keys cached before", function()
+    local key = "sk_live_0123456789"
+    -- the key as an object key, decoded (and cached) without a secret first
+    assert.same({ [key] = 1 }, core.decode('{"' .. key .. '":1}'))
+    local doc = core.decode('{"' .. key .. '":1,"note":"no for Bearer ' .. key .. ' and ' .. key .. '",'
+      .. '"escaped":"\\u0073k_live_0123456789!","list":["' .. key .. '",["x' .. key .. 'y"]],"short":"sk_","n":5}', key)
+    assert.same({ ["[REDACTED]"] = 1, note = "no for Bearer [REDACTED] and [REDACTED]", escaped = "[REDACTED]!",
+      list = { "[REDACTED]", { "x[REDACTED]y" } }, short = "sk_", n = 5 }, doc)
+    -- and a key decoded with the secret is not cached for a decode without it
+    assert.same({ [key] = 2 }, core.decode('{"' .. key .. '":2}'))
+    assert.same({ a = "b" }, core.decode('{"a":"b"}', ""))
+  end)
+
   it("raises on a non-string argument", function()
     local ok, err = pcall(core.decode, {})
     assert.is_false(ok)

@@ -7,11 +7,15 @@
  *                              used) is applied to libcurl only when it is not the table applied
  *                              last; flags: true or 1 (decode): a 2xx JSON answer comes back
  *                              decoded: status, false, nil, connections_opened, value; + 2: the
- *                              answer is small (a 1 KiB receive buffer)
+ *                              answer is small (a 1 KiB receive buffer); + 4: send it on a new
+ *                              connection (a call that must not be sent twice). A failure is
+ *                              nil, kind, message, curl_code, sent (false: nothing was sent).
+ *                              cfg.secret (the API key) is redacted from decoded strings.
  *   handle:headers()           -> the last response's headers (after call returned `false`)
  *   handle:stats()             -> { configs_applied = n }
  *   handle:close()             frees everything; also __gc and (5.4) __close
- *   core.decode(json)          -> value | nil, message
+ *   core.decode(json [, secret]) -> value | nil, message; the secret, where a string of the
+ *                              value holds it, is replaced by "[REDACTED]" (keys included)
  *   core.numbers(t, key...)    -> whether t is a table whose raw fields key... are all numbers
  *   core.sleep(seconds), core.now() (monotonic seconds), core.null, core.curl_version */
 #include <errno.h>
@@ -118,10 +122,11 @@ static int handle_close(lua_State *L)
 
 static int core_decode(lua_State *L)
 {
-    size_t len;
+    size_t len, secret_len = 0;
     const char *s = luaL_checklstring(L, 1, &len);
+    const char *secret = luaL_optlstring(L, 2, NULL, &secret_len);
     char msg[128];
-    if (lm_json_decode(L, s, len, msg, sizeof msg))
+    if (lm_json_decode(L, s, len, msg, sizeof msg, secret, secret_len))
         return 1;
     lua_pushnil(L);
     lua_pushstring(L, msg);

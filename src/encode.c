@@ -774,6 +774,25 @@ static int core_has_control(lua_State *L)
     return 1;
 }
 
+/* core.utf8_error(s): nil when s is well-formed UTF-8 (as the encoder requires), else the 1-based
+ * offset of its first bad byte, so an argument check can name the argument instead of leaving it
+ * to core.encode. */
+static int core_utf8_error(lua_State *L)
+{
+    size_t len, i = 0;
+    const unsigned char *s = (const unsigned char *)luaL_checklstring(L, 1, &len);
+    while (i < len) {
+        size_t n = s[i] < 0x80 ? 1 : utf8_length(s + i, s + len);
+        if (n == 0) {
+            lua_pushinteger(L, (lua_Integer)i + 1);
+            return 1;
+        }
+        i += n;
+    }
+    lua_pushnil(L);
+    return 1;
+}
+
 void lm_encode_register(lua_State *L)
 {
     /* luaL_newmetatable returns the existing tables when the module is required again. */
@@ -791,4 +810,6 @@ void lm_encode_register(lua_State *L)
     lua_setfield(L, -2, "percent_encode");
     lua_pushcfunction(L, core_has_control);
     lua_setfield(L, -2, "has_control");
+    lua_pushcfunction(L, core_utf8_error);
+    lua_setfield(L, -2, "utf8_error");
 }

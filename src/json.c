@@ -33,6 +33,8 @@ typedef struct {
     int depth;
     key_cache *keys;
     int key_strings; /* stack index of the cache's strings, by slot + 1 */
+    const char *secret; /* replaced in every decoded string (see lm_json_decode) */
+    size_t secret_len;  /* 0: no secret */
 } parser;
 
 static void value(lua_State *L, parser *ps);
@@ -83,6 +85,47 @@ static void add_utf8(luaL_Buffer *b, unsigned long cp)
     }
 }
 
+/* The first occurrence of needle[0..m) (m > 0) in s[0..n), or NULL. */
+static const char *find(const char *s, size_t n, const char *needle, size_t m)
+{
+    const char *end = s + n;
+    while ((size_t)(end - s) >= m) {
+        const char *c = (const char *)memchr(s, needle[0], (size_t)(end - s) - m + 1);
+        if (c == NULL)
+            return NULL;
+        if (memcmp(c, needle, m) == 0)
+            return c;
+        s = c + 1;
+    }
+    return NULL;
+}
+
+/* Whether s[0..len) holds the secret. Strings shorter than the key (nearly all of an answer's: keys,
+ * dates, names) cost one comparison. */
+static int holds_secret(const parser *ps, const char *s, size_t len)
+{
+    return ps->secret_len > 0 && len >= ps->secret_len && find(s, len, ps->secret, ps->secret_len) != NULL;
+}
+
+/* Replaces the string on top of the stack, whose bytes are s[0..len) and which holds the secret,
+ * with a copy that has LM_REDACTED in place of every occurrence. */
+static void redact_top(lua_State *L, const parser *ps, const char *s, size_t len)
+{
+    luaL_Buffer b;
+    const char *hit = find(s, len, ps->secret, ps->secret_len);
+    luaL_buffinit(L, &b);
+    while (hit != NULL) {
+        luaL_addlstring(&b, s, (size_t)(hit - s));
+        luaL_addstring(&b, LM_REDACTED);
+        len -= (size_t)(hit - s) + ps->secret_len;
+        s = hit + ps->secret_len;
+        hit = find(s, len, ps->secret, ps->secret_len);
+    }
+    luaL_addlstring(&b, s, len);
+    luaL_pushresult(&b);
+    lua_remove(L, -2);
+}
+
 static void string_value(lua_State *L, parser *ps)
 {
     luaL_Buffer b;
@@ -93,6 +136,8 @@ static void string_value(lua_State *L, parser *ps)
         ;
     if (q < ps->end && *q == '"') {
         lua_pushlstring(L, ps->p, (size_t)(q - ps->p));
+        if (holds_secret(ps, ps->p, (size_t)(q - ps->p)))
+            redact_top(L, ps, ps->p, (size_t)(q - ps->p));
         ps->p = q + 1;
         return;
     }
@@ -151,6 +196,12 @@ static void string_value(lua_State *L, parser *ps)
         run = ps->p;
     }
     luaL_pushresult(&b);
+    if (ps->secret_len > 0) { /* an escaped secret is a secret too: checked once unescaped */
+        size_t len;
+        const char *text = lua_tolstring(L, -1, &len);
+        if (holds_secret(ps, text, len))
+            redact_top(L, ps, text, len);
+    }
 }
 
 /* An object key: from the cache when it is short, has no escapes and was seen last in its slot. */
@@ -164,8 +215,8 @@ static void key_value(lua_State *L, parser *ps)
     for (q = start; q < ps->end && *q != '"' && *q != '\\' && (unsigned char)*q >= 0x20; q++)
         h = (h ^ (unsigned char)*q) * 16777619u;
     len = (size_t)(q - start);
-    if (q >= ps->end || *q != '"' || len == 0 || len > KEY_MAX) {
-        string_value(L, ps); /* escapes, long keys, errors: the general path */
+    if (q >= ps->end || *q != '"' || len == 0 || len > KEY_MAX || holds_secret(ps, start, len)) {
+        string_value(L, ps); /* escapes, long keys, errors, the secret (never cached): the general path */
         return;
     }
     slot = (int)(h % KEY_SLOTS);
@@ -433,7 +484,8 @@ static int decode_protected(lua_State *L)
     return 1;
 }
 
-int lm_json_decode(lua_State *L, const char *s, size_t len, char *msg, size_t msgsize)
+int lm_json_decode(lua_State *L, const char *s, size_t len, char *msg, size_t msgsize, const char *secret,
+                   size_t secret_len)
 {
     parser ps;
     int rc;
@@ -441,6 +493,8 @@ int lm_json_decode(lua_State *L, const char *s, size_t len, char *msg, size_t ms
     ps.p = s;
     ps.end = s + len;
     ps.depth = 0;
+    ps.secret = secret;
+    ps.secret_len = secret != NULL ? secret_len : 0;
     lua_pushcfunction(L, decode_protected);
     lua_pushlightuserdata(L, &ps);
     rc = lua_pcall(L, 1, 1, 0);

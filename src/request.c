@@ -90,6 +90,8 @@ typedef struct {
     const char *ca_path;
     const char *proxy;
     const char *no_proxy;
+    const char *secret; /* the API key, redacted from decoded answers */
+    size_t secret_len;
     long timeout_ms;
     long connect_timeout_ms;
     lua_Number max_body;
@@ -189,6 +191,8 @@ static void read_static(lua_State *L, int idx, options *o)
     o->ca_path = opt_string(L, idx, "ca_path", 0);
     o->proxy = opt_string(L, idx, "proxy", 0);
     o->no_proxy = opt_string(L, idx, "no_proxy", 0);
+    o->secret = opt_string(L, idx, "secret", 0);
+    o->secret_len = o->secret ? strlen(o->secret) : 0;
     o->timeout_ms = opt_ms(L, idx, "timeout_ms", 30000);
     o->connect_timeout_ms = opt_ms(L, idx, "connect_timeout_ms", 10000);
     o->max_body = opt_number(L, idx, "max_body", 8 * 1024 * 1024, 1, LM_MAX_BODY);
@@ -266,6 +270,18 @@ static CURLcode apply_static(lm_request *r, const options *o, const void *tag, c
     CURLcode code;
     r->max_body = (size_t)o->max_body;
     r->timeout_ms = o->timeout_ms;
+    free(r->secret);
+    r->secret = NULL;
+    r->secret_len = 0;
+    if (o->secret_len > 0) {
+        r->secret = (char *)malloc(o->secret_len);
+        if (r->secret == NULL) {
+            *refused = "secret";
+            return CURLE_OUT_OF_MEMORY;
+        }
+        memcpy(r->secret, o->secret, o->secret_len);
+        r->secret_len = o->secret_len;
+    }
     SETOPT(CURLOPT_NOSIGNAL, 1L);
     SETOPT(CURLOPT_FOLLOWLOCATION, 0L);
 #if LIBCURL_VERSION_NUM >= 0x075500
@@ -303,8 +319,9 @@ static CURLcode apply_static(lm_request *r, const options *o, const void *tag, c
     return CURLE_OK;
 }
 
-/* Sets the method, body and receive buffer of one transfer; mode is (method index * 2 + has_body)
- * * 2 + small + 1. Unchanged settings from the last transfer of the same mode are left as they are. */
+/* Sets the method, body, receive buffer and connection choice of one transfer; mode is
+ * ((method index * 2 + has_body) * 2 + small) * 2 + fresh + 1, or -1 (neither flag). Unchanged
+ * settings from the last transfer of the same mode are left as they are. */
 static CURLcode apply_method_body(lm_request *r, const options *o, int mode, struct curl_slist *list,
                                   const char **refused)
 {
@@ -321,7 +338,10 @@ static CURLcode apply_method_body(lm_request *r, const options *o, int mode, str
         SETOPT(CURLOPT_HTTPGET, 1L);
     SETOPT(CURLOPT_CUSTOMREQUEST, strcmp(o->method, o->body ? "POST" : "GET") != 0 ? o->method : (const char *)NULL);
     SETOPT(CURLOPT_HTTPHEADER, list);
-    SETOPT(CURLOPT_BUFFERSIZE, mode > 0 && (mode - 1) % 2 ? SMALL_BUFFER_BYTES : (long)CURL_MAX_WRITE_SIZE);
+    SETOPT(CURLOPT_BUFFERSIZE, mode > 0 && ((mode - 1) & 2) ? SMALL_BUFFER_BYTES : (long)CURL_MAX_WRITE_SIZE);
+    /* A new connection, so that libcurl never sends this request twice (see LM_FRESH); the
+     * connection then joins the pool like any other. */
+    SETOPT(CURLOPT_FRESH_CONNECT, mode > 0 && ((mode - 1) & 1) ? 1L : 0L);
     r->last_mode = mode;
     return CURLE_OK;
 }
@@ -347,6 +367,9 @@ void lm_request_forget_config(lm_request *r)
     r->plain_headers = r->json_headers = NULL;
     free(r->url);
     r->url = NULL;
+    free(r->secret);
+    r->secret = NULL;
+    r->secret_len = 0;
 }
 
 void lm_request_setup(lua_State *L, lm_request *r, int idx, const void *tag)
@@ -433,7 +456,7 @@ void lm_request_setup_config(lua_State *L, lm_request *r, int cfg, const void *t
         luaL_error(L, "request option 'url' must not contain NUL bytes");
     mode = read_method_body(L, &o, cfg + 2, cfg + 3) * 2 + (o.body != NULL);
     flags = lua_type(L, cfg + 4) == LUA_TNUMBER ? (int)lua_tointeger(L, cfg + 4) : (lua_toboolean(L, cfg + 4) ? LM_DECODE : 0);
-    mode = mode * 2 + ((flags & LM_SMALL) != 0) + 1; /* 0 is "unknown" */
+    mode = (mode * 2 + ((flags & LM_SMALL) != 0)) * 2 + ((flags & LM_FRESH) != 0) + 1; /* 0 is "unknown" */
 
     lm_request_finish(r);
     r->errbuf[0] = '\0';
@@ -532,7 +555,24 @@ static const struct {
     {CURLE_BAD_CONTENT_ENCODING, "decode", "response body could not be decompressed"},
     {CURLE_WEIRD_SERVER_REPLY, "protocol", "the server's reply is not valid HTTP"},
     {CURLE_URL_MALFORMAT, "usage", "the URL is not a valid http:// or https:// URL"},
+    {CURLE_OUT_OF_MEMORY, "memory", "out of memory"},
 };
+
+#define NOT_HTTP "the server's reply is not valid HTTP"
+
+/* Whether libcurl's own message for the failed transfer starts with text (its wording of 7.88;
+ * another wording falls back to the generic text of the code). */
+static int said(const lm_request *r, const char *text)
+{
+    return strncmp(r->errbuf, text, strlen(text)) == 0;
+}
+
+/* Whether the message ends with text. */
+static int said_last(const lm_request *r, const char *text)
+{
+    size_t n = strlen(r->errbuf), m = strlen(text);
+    return n >= m && strcmp(r->errbuf + n - m, text) == 0;
+}
 
 /* Whether a connection to the server (or proxy) was made: then a refusal is about the reply. */
 static int reached_server(lm_request *r)
@@ -541,7 +581,16 @@ static int reached_server(lm_request *r)
     return curl_easy_getinfo(r->easy, CURLINFO_PRIMARY_IP, &ip) == CURLE_OK && ip != NULL && ip[0] != '\0';
 }
 
-/* Pushes nil, kind, message, curl_code for a failed transfer, in our words, never libcurl's. */
+/* Whether any byte of the request was written to a connection during the transfer: libcurl
+ * counts them (CURLINFO_REQUEST_SIZE) from the start of the transfer, across the new connection it
+ * opens by itself when a reused one died before any answer byte (Curl_retry_request). */
+static int request_sent(lm_request *r)
+{
+    long bytes = 0;
+    return curl_easy_getinfo(r->easy, CURLINFO_REQUEST_SIZE, &bytes) != CURLE_OK || bytes > 0;
+}
+
+/* Pushes nil, kind, message, curl_code, sent for a failed transfer, in our words, never libcurl's. */
 static void push_failure(lua_State *L, lm_request *r, CURLcode code)
 {
     const char *kind = "network";
@@ -549,14 +598,29 @@ static void push_failure(lua_State *L, lm_request *r, CURLcode code)
     char buf[160];
     long os_errno = 0;
     curl_off_t connect_us = 0;
+    int sent = request_sent(r);
     size_t i;
 
-    if (r->head_too_large || (code == CURLE_OUT_OF_MEMORY && !r->out_of_memory && r->head.len > 0)) {
-        /* libcurl itself refuses a header line over its own limit (100 KiB) as "out of memory",
-         * after our header callback saw the status line. */
+    if (r->head_too_large || (code == CURLE_OUT_OF_MEMORY && !r->out_of_memory && reached_server(r))
+        || (code == CURLE_RECV_ERROR && said(r, "Out of memory in chunked-encoding"))) {
+        /* libcurl itself refuses a header line over its own limit (100 KiB), the status line
+         * included, as "out of memory", and a trailer over 64 KiB as a chunked-encoding error. */
         kind = "too_large";
         snprintf(buf, sizeof buf, "response headers larger than the limit of %d bytes", MAX_HEADER_BYTES);
         text = buf;
+    } else if (code == CURLE_RECV_ERROR && said(r, "Too large response headers")) {
+        /* libcurl's cap on the headers of all answers to one request, interim 1xx answers included
+         * (Debian's 7.88.1 and libcurl 8.3+). */
+        kind = "too_large";
+        snprintf(buf, sizeof buf, "response headers larger than the limit of %d bytes (interim answers included)",
+                 LM_MAX_ALL_HEADER_BYTES);
+        text = buf;
+    } else if ((code == CURLE_RECV_ERROR && said_last(r, "in chunked-encoding"))
+               || (code == CURLE_BAD_FUNCTION_ARGUMENT && reached_server(r))) {
+        /* Chunk framing libcurl cannot read (a size that is not hex, or more than 16 digits), or
+         * a trailer that is not a header line. */
+        kind = "protocol";
+        text = NOT_HTTP;
     } else if (r->too_large || code == CURLE_FILESIZE_EXCEEDED) {
         kind = "too_large";
         snprintf(buf, sizeof buf, "response larger than the limit of %lu bytes", (unsigned long)r->max_body);
@@ -568,25 +632,28 @@ static void push_failure(lua_State *L, lm_request *r, CURLcode code)
         kind = "timeout";
         curl_easy_getinfo(r->easy, CURLINFO_CONNECT_TIME_T, &connect_us);
         if (connect_us == 0) {
-            text = "timed out while connecting";
+            text = sent ? "connection lost after the request was sent; reconnecting timed out" : "timed out while connecting";
         } else {
             snprintf(buf, sizeof buf, "no complete response within %ld ms", r->timeout_ms);
             text = buf;
         }
     } else if (code == CURLE_COULDNT_CONNECT) {
+        /* Sent: the request went out on a reused connection that died before any answer, and the
+         * new connection libcurl opened to send it again failed. The server may have it. */
+        const char *what = sent ? "connection lost after the request was sent; reconnecting failed" : "could not connect";
         curl_easy_getinfo(r->easy, CURLINFO_OS_ERRNO, &os_errno);
         if (os_errno != 0) {
-            snprintf(buf, sizeof buf, "could not connect: %s", strerror((int)os_errno));
+            snprintf(buf, sizeof buf, "%s: %s", what, strerror((int)os_errno));
             text = buf;
         } else {
-            text = "could not connect";
+            text = what;
         }
     } else if (code == CURLE_UNSUPPORTED_PROTOCOL) {
         /* The URL was checked before; after connecting, this is HTTP/0.9, garbage or a status
          * line libcurl cannot read. */
         if (reached_server(r)) {
             kind = "protocol";
-            text = "the server's reply is not valid HTTP";
+            text = NOT_HTTP;
         } else {
             kind = "usage";
             text = "the URL is not a valid http:// or https:// URL";
@@ -608,6 +675,7 @@ static void push_failure(lua_State *L, lm_request *r, CURLcode code)
     lua_pushstring(L, kind);
     lua_pushstring(L, text);
     lua_pushinteger(L, code);
+    lua_pushboolean(L, sent);
 }
 
 int lm_request_push_fork_lost(lua_State *L, lm_request *r)
@@ -617,7 +685,8 @@ int lm_request_push_fork_lost(lua_State *L, lm_request *r)
     lua_pushliteral(L, "fork");
     lua_pushliteral(L, "the request was started before fork and cannot complete in the child process");
     lua_pushinteger(L, 0);
-    return 4;
+    lua_pushboolean(L, 1); /* the parent may have sent it, and completes it */
+    return 5;
 }
 
 int lm_request_push_result(lua_State *L, lm_request *r, CURLcode code)
@@ -626,7 +695,7 @@ int lm_request_push_result(lua_State *L, lm_request *r, CURLcode code)
     if (code != CURLE_OK || r->too_large || r->head_too_large || r->out_of_memory) {
         push_failure(L, r, code);
         lm_request_finish(r);
-        return 4;
+        return 5;
     }
     curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
     curl_easy_getinfo(r->easy, CURLINFO_NUM_CONNECTS, &connects);
@@ -636,7 +705,7 @@ int lm_request_push_result(lua_State *L, lm_request *r, CURLcode code)
         lua_pushboolean(L, 0);
         lua_pushnil(L);
         lua_pushinteger(L, connects);
-        if (lm_json_decode(L, r->body.data ? r->body.data : "", r->body.len, msg, sizeof msg)) {
+        if (lm_json_decode(L, r->body.data ? r->body.data : "", r->body.len, msg, sizeof msg, r->secret, r->secret_len)) {
             /* The headers stay in r->head for lm_request_push_headers until the next transfer. */
             lm_buffer_reset(&r->body, KEEP_BUFFER_BYTES);
             return 5;

@@ -15,6 +15,10 @@ struct lm_multi;
 /* Bounds on what C accepts, whoever calls it: 1e9 ms (11.6 days) and 2^53 bytes. */
 #define LM_MAX_TIMEOUT_MS 1e9
 #define LM_MAX_BODY 9007199254740992.0
+/* libcurl's cap on the headers of all answers to one request, interim 1xx answers included
+ * (MAX_HTTP_RESP_HEADER_SIZE: libcurl 8.3+, and Debian's 7.88.1); the cosocket transport keeps the
+ * same one (lua/limitry/cosocket.lua). */
+#define LM_MAX_ALL_HEADER_BYTES (300 * 1024)
 
 typedef struct lm_request {
     CURL *easy;
@@ -41,6 +45,8 @@ typedef struct lm_request {
     void *parsed_url; /* a CURLU holding url, handed to libcurl with CURLOPT_CURLU (request.c) */
     int last_mode; /* 0: unknown, else method index * 2 + has_body + 1 */
     int decode;    /* decode a 2xx JSON body in C (see lm_request_push_result) */
+    char *secret;  /* the API key of the applied configuration (a copy), replaced in decoded strings */
+    size_t secret_len;
     lua_Integer applies; /* configurations applied to easy: handle:stats() */
     char errbuf[CURL_ERROR_SIZE];
 } lm_request;
@@ -65,6 +71,9 @@ void lm_request_setup(lua_State *L, lm_request *r, int idx, const void *tag);
  * its address keeps naming it. Raises like lm_request_setup. */
 #define LM_DECODE 1 /* decode a 2xx JSON answer in C (see lm_request_push_result) */
 #define LM_SMALL 2  /* the answer is small: read it with a small buffer (request.c) */
+#define LM_FRESH 4  /* send on a new connection (CURLOPT_FRESH_CONNECT): a call that must not be
+                     * sent twice, which libcurl would send again on a reused connection that died
+                     * before any answer byte (Curl_retry_request) */
 void lm_request_setup_config(lua_State *L, lm_request *r, int cfg, const void *tag);
 /* Anchors the table at cfg as the user value of the handle userdata at ud (core.c). */
 void lm_anchor_config(lua_State *L, int ud, int cfg);
@@ -72,10 +81,11 @@ void lm_anchor_config(lua_State *L, int ud, int cfg);
 void lm_request_forget_config(lm_request *r);
 /* Pushes a table of the last response's headers (kept until the next transfer starts). */
 void lm_request_push_headers(lua_State *L, lm_request *r);
-/* Pushes nil, "fork", message, 0 for a transfer lost to a fork, then frees per-transfer memory. */
+/* Pushes nil, "fork", message, 0, true for a transfer lost to a fork, then frees per-transfer memory. */
 int lm_request_push_fork_lost(lua_State *L, lm_request *r);
 /* After the transfer ended with code: pushes status, headers, body, connections_opened, or
- * nil, kind, message, curl_code, then frees the per-transfer memory. With r->decode set, a 2xx
+ * nil, kind, message, curl_code, sent (false only when no byte of the request was written to a
+ * connection: the server cannot have seen it), then frees the per-transfer memory. With r->decode set, a 2xx
  * body that is JSON is decoded from C memory instead: status, false, nil, connections_opened,
  * value (the headers stay readable through lm_request_push_headers until the next transfer). Should a push raise (out of
  * memory), that memory stays owned by r and is freed by the next setup or by lm_request_free.

@@ -11,7 +11,19 @@ local protocol = require "limitry.protocol"
 local M = {}
 
 local has_control = protocol.has_control
+local utf8_error = core.utf8_error
 local MAX_COUNT = 2 ^ 53 - 1 -- the largest integer every Lua and the server hold exactly
+-- Limits the local server keeps (server/lua/limitry_server/store.lua and admin.lua; the contract
+-- gives none): a value past one would be a 400 there, so it is an argument error here, naming the
+-- argument, before anything is sent.
+local MAX_STRING = 256        -- an event's strings (customer_id, ...); a quota's or rate limit's name
+local MAX_COST = 1e12         -- cents in one event
+local MAX_PROPERTIES = 64
+local MAX_MAP_KEY = 128       -- bytes of a property name or a dimension filter's name
+local MAX_MAP_STRING = 1024   -- bytes of a property's or a dimension filter's string value
+local MAX_PROPERTY_NUMBER = 1e300
+local MAX_FILTERS = 32
+local MAX_TIMESTAMP = 64      -- bytes of an ISO 8601 timestamp
 
 local function raise(where, msg) error(where .. ": " .. msg, 0) end
 
@@ -28,12 +40,33 @@ local function describe(v)
   return type(v)
 end
 
-local check_string = protocol.check_string
+-- Text that goes into a JSON body must be UTF-8 (core.encode would refuse it, naming the wire
+-- field and the caller's file position instead of the argument).
+local function check_utf8(where, name, v)
+  local bad = utf8_error(v)
+  if bad then raise(where, name .. " is not valid UTF-8 (byte " .. bad .. ")") end
+  return v
+end
+
+-- A non-empty string without control characters, valid UTF-8, at most `max` bytes (default: the
+-- 8 KiB of protocol.check_string).
+local function check_string(where, name, v, max)
+  protocol.check_string(where, name, v)
+  if max and #v > max then
+    raise(where, name .. " must be a non-empty string of at most " .. max .. " bytes (got " .. #v .. " bytes)")
+  end
+  return check_utf8(where, name, v)
+end
+
+-- An event's strings and a limit's name: at most MAX_STRING bytes.
+local function check_short(where, name, v) return check_string(where, name, v, MAX_STRING) end
 
 local function finite(v) return type(v) == "number" and v == v and v > -math.huge and v < math.huge end
 
-local function check_nonneg(where, name, v)
-  if not finite(v) or v < 0 then raise(where, name .. " must be a finite number >= 0 (got " .. describe(v) .. ")") end
+local function check_cost(where, name, v)
+  if not finite(v) or v < 0 or v > MAX_COST then
+    raise(where, name .. " must be a finite number from 0 to 1e12 (got " .. describe(v) .. ")")
+  end
   return v
 end
 
@@ -44,21 +77,56 @@ local function check_count(where, name, v)
   return math.tointeger and math.tointeger(v) or v -- 60.0 goes out as 60
 end
 
-local function check_date(where, name, v) return protocol.check_date(where, name, v, true) end
+-- An event's timestamp: ISO 8601 text of at most MAX_TIMESTAMP bytes, or unix seconds (cut to the
+-- millisecond, see protocol.check_date).
+local function check_date(where, name, v)
+  v = protocol.check_date(where, name, v, true)
+  if #v > MAX_TIMESTAMP then
+    raise(where, name .. " must be at most " .. MAX_TIMESTAMP .. " bytes (got " .. #v .. ")")
+  end
+  return check_utf8(where, name, v)
+end
 
 -- A map sent unchanged (properties, a dimension map, dimension_filters): string keys; string,
--- finite number or boolean values (`strings_only`: strings only).
-local function check_map(where, name, v, strings_only)
+-- finite number or boolean values. `kind` sets what else holds:
+--   "properties"  at most 64 entries, names of 1-128 bytes, strings of at most 1024 bytes,
+--                 numbers of magnitude at most 1e300
+--   "filters"     strings only: at most 32 entries, names of 1-128 bytes, non-empty strings of
+--                 at most 1024 bytes
+--   "dimensions"  strings only (a check's dimension map)
+local MAP_RULES = {
+  properties = { entries = MAX_PROPERTIES, key = MAX_MAP_KEY, string = MAX_MAP_STRING, number = MAX_PROPERTY_NUMBER },
+  filters = { strings_only = true, entries = MAX_FILTERS, key = MAX_MAP_KEY, string = MAX_MAP_STRING, nonempty = true },
+  dimensions = { strings_only = true },
+}
+local function check_map(where, name, v, kind)
+  local rules = MAP_RULES[kind]
+  local strings_only = rules.strings_only
   if type(v) ~= "table" then raise(where, name .. " must be a table (got " .. type(v) .. ")") end
-  local out = {}
+  local out, n = {}, 0
   for k, x in pairs(v) do
     if type(k) ~= "string" or k == "" or has_control(k) then
       raise(where, name .. " keys must be non-empty strings (got " .. describe(k) .. ")")
     end
+    n = n + 1
+    if rules.entries and n > rules.entries then raise(where, name .. " may hold at most " .. rules.entries .. " entries") end
+    if rules.key and #k > rules.key then
+      raise(where, name .. " keys must be at most " .. rules.key .. " bytes (got " .. #k .. " bytes)")
+    end
+    check_utf8(where, name .. " key", k)
     local ok = type(x) == "string" or (not strings_only and (type(x) == "boolean" or finite(x)))
     if not ok then
       raise(where, name .. "." .. k .. " must be a " .. (strings_only and "string" or "string, finite number or boolean")
         .. " (got " .. describe(x) .. ")")
+    end
+    if type(x) == "string" then
+      if (rules.string and #x > rules.string) or (rules.nonempty and x == "") then
+        raise(where, name .. "." .. k .. " must be a " .. (rules.nonempty and "non-empty " or "") .. "string of at most "
+          .. rules.string .. " bytes (got " .. (x == "" and "an empty string" or #x .. " bytes") .. ")")
+      end
+      check_utf8(where, name .. "." .. k, x)
+    elseif type(x) == "number" and rules.number and (x > rules.number or x < -rules.number) then
+      raise(where, name .. "." .. k .. " must be a number of magnitude at most 1e300 (got " .. describe(x) .. ")")
     end
     out[k] = x
   end
@@ -82,8 +150,18 @@ local function check_boolean(where, name, v)
 end
 
 local function check_positive(where, name, v)
-  if not finite(v) or v <= 0 then raise(where, name .. " must be a number > 0 (got " .. describe(v) .. ")") end
+  if not finite(v) or v <= 0 or v > MAX_COUNT then
+    raise(where, name .. " must be a number > 0 and at most 2^53 - 1 (got " .. describe(v) .. ")")
+  end
   return v
+end
+
+-- A rate limit's limit: a whole number of calls.
+local function check_positive_count(where, name, v)
+  if not finite(v) or v <= 0 or v > MAX_COUNT or v % 1 ~= 0 then
+    raise(where, name .. " must be a whole number from 1 to 2^53 - 1 (got " .. describe(v) .. ")")
+  end
+  return math.tointeger and math.tointeger(v) or v
 end
 
 local function check_percent(where, name, v)
@@ -95,18 +173,19 @@ end
 
 local function check_key(where, name, v)
   if v == false then return false end -- opts out of the generated key
-  return check_string(where, name, v)
+  return check_short(where, name, v)
 end
 
 -- Field lists: Lua name -> { wire name, check, required }.
 local EVENT = {
-  customer_id = { "customerId", check_string, true },
-  event_type = { "eventType", check_string, true },
-  model = { "model", check_string }, provider = { "provider", check_string },
+  customer_id = { "customerId", check_short, true },
+  event_type = { "eventType", check_short, true },
+  model = { "model", check_short }, provider = { "provider", check_short },
   input_tokens = { "inputTokens", check_count }, output_tokens = { "outputTokens", check_count },
   total_tokens = { "totalTokens", check_count },
-  latency_ms = { "latencyMs", check_nonneg }, cost_cents = { "costCents", check_nonneg },
-  properties = { "properties", function(w, n, v) return check_map(w, n, v, false) end },
+  latency_ms = { "latencyMs", check_count }, -- whole milliseconds, as the server stores them
+  cost_cents = { "costCents", check_cost },
+  properties = { "properties", function(w, n, v) return check_map(w, n, v, "properties") end },
   idempotency_key = { "idempotencyKey", check_key },
   timestamp = { "timestamp", check_date },
 }
@@ -114,15 +193,15 @@ M.METRICS = { "total_tokens", "total_events", "total_cost_cents" }
 M.PERIODS = { "hour", "day", "week", "month" }
 M.WINDOWS = { "second", "minute", "hour" }
 local QUOTA = {
-  name = { "name", check_string, true },
+  name = { "name", check_short, true },
   metric = { "metric", one_of(M.METRICS), true },
   limit_value = { "limitValue", check_positive, true },
   period = { "period", one_of(M.PERIODS), true },
-  dimension_filters = { "dimensionFilters", function(w, n, v) return check_map(w, n, v, true) end },
+  dimension_filters = { "dimensionFilters", function(w, n, v) return check_map(w, n, v, "filters") end },
 }
 local RATE_LIMIT = {
-  name = { "name", check_string, true },
-  limit_value = { "limitValue", check_positive, true },
+  name = { "name", check_short, true },
+  limit_value = { "limitValue", check_positive_count, true },
   window = { "window", one_of(M.WINDOWS), true },
   dimension_filters = QUOTA.dimension_filters,
   enabled = { "enabled", check_boolean },
@@ -178,7 +257,17 @@ local function encode(value) return core.encode(value) end
 
 local percent = protocol.percent_encode
 
-local function id_arg(where, name, v) return percent(check_string(where, name, v)) end
+-- An id in the URL path, percent-encoded. "." and ".." are refused: percent-encoding keeps dots
+-- (they are unreserved), and every URL normaliser (libcurl's, nginx's, a proxy's) resolves such a
+-- segment, so quotas:get("..") would read /v1/ and customers:get_usage("..") the project's
+-- totals. They are the only ids it rewrites: "/" and "%" are encoded.
+local function id_arg(where, name, v)
+  check_string(where, name, v)
+  if v == "." or v == ".." then
+    raise(where, name .. " must not be '.' or '..' (a URL would resolve it to another resource)")
+  end
+  return percent(v)
+end
 
 local function query(fields, args, where)
   local wire = to_wire(where, fields, args or {}, false)
@@ -277,7 +366,7 @@ M.CALLS = {
   end,
   quotas = {
     check = function(dims)
-      return request("POST", "/quotas/check", encode(check_map("quotas:check", "dimensions", dims or {}, true)), "quota_check")
+      return request("POST", "/quotas/check", encode(check_map("quotas:check", "dimensions", dims or {}, "dimensions")), "quota_check")
     end,
     list = function() return request("GET", "/quotas", nil, "resource_list") end,
     get = function(id) return request("GET", "/quotas/" .. id_arg("quotas:get", "id", id), nil, "resource") end,
@@ -292,7 +381,7 @@ M.CALLS = {
   },
   rate_limits = {
     check = function(dims)
-      return request("POST", "/rate-limits/check", encode(check_map("rate_limits:check", "dimensions", dims or {}, true)), "rate_limit_check")
+      return request("POST", "/rate-limits/check", encode(check_map("rate_limits:check", "dimensions", dims or {}, "dimensions")), "rate_limit_check")
     end,
     list = function() return request("GET", "/rate-limits", nil, "resource_list") end,
     get = function(id) return request("GET", "/rate-limits/" .. id_arg("rate_limits:get", "id", id), nil, "resource") end,

@@ -48,7 +48,9 @@ local function launch(c, req)
   -- A 2xx JSON answer comes back decoded (headers on demand), except for limit decisions.
   local multi = s.multi
   local cfg, url = M.curl_target(c, call.path) -- set by limitry (init.lua)
-  local ok, why = pcall(multi.add, multi, h, cfg, url, call.method, call.body, FLAGS[call.shape], req)
+  local flags = FLAGS[call.shape]
+  if call.retry == "connect" then flags = flags + protocol.FRESH end -- a new connection (see init.lua's SEND)
+  local ok, why = pcall(multi.add, multi, h, cfg, url, call.method, call.body, flags, req)
   if not ok then return false, why end
   if n > 0 then free[n] = nil end
   req.handle = h
@@ -74,11 +76,12 @@ local function settle(c, req, res, err)
   if res ~= nil then return complete(c, req, res) end
   local delay = protocol.retry_delay(err, req.attempts, c, req.call.retry)
   if delay then
+    req.sent = req.sent or err.sent
     req.due = core.now() + delay
     table.insert(c._async.waiting, req)
     return
   end
-  errors.finish(err, req.attempts, c._host)
+  errors.finish(err, req.attempts, c._host, req.sent)
   return complete(c, req, nil, err.msg, err)
 end
 

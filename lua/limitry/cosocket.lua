@@ -1,13 +1,25 @@
 -- OpenResty transport: one HTTP/1.1 exchange over ngx.socket.tcp, with nginx's keep-alive pool.
 -- It moves bytes and nothing else: the request line and headers come from the client, and the
--- answer goes back as status, headers, body (or nil, kind, message) to limitry.protocol, exactly
--- like the libcurl handle's answer. Only the calling request's coroutine waits; the worker serves
--- everything else meanwhile.
+-- answer goes back as status, headers, body (or nil, kind, message, nil, sent) to
+-- limitry.protocol, exactly like the libcurl handle's answer. Only the calling request's
+-- coroutine waits; the worker serves everything else meanwhile. Whatever the server sends, an
+-- attempt ends by its deadline and buffers no more than the limit of what it is reading.
 local M = {}
 
+-- Limits of the bytes read, the same as the libcurl transport's (src/request.c, and libcurl's own):
+-- one answer's status line and headers (and a chunked body's trailers), all the heads of one
+-- attempt, interim 1xx answers included, and the hex digits of a chunk size.
 local MAX_HEADER_BYTES = 65536
+local MAX_ALL_HEADER_BYTES = 300 * 1024
+local MAX_CHUNK_HEX = 16
 local HEADERS_TOO_LARGE = "response headers larger than the limit of 65536 bytes"
+local ALL_HEADERS_TOO_LARGE = "response headers larger than the limit of 307200 bytes (interim answers included)"
 local NOT_HTTP = "the server's reply is not valid HTTP"
+-- Asked of receiveany at most: nginx hands back at most its lua_socket_buffer_size (4 KiB by
+-- default) a read, so this only bounds what one read may add to the reader's buffer.
+local READ_SIZE = 65536
+
+local find, sub, byte, concat, ceil, min = string.find, string.sub, string.byte, table.concat, math.ceil, math.min
 
 -- Where a base URL points, computed once per client.
 -- { https, host, port, prefix, host_header, server_name }
@@ -53,12 +65,91 @@ end
 
 local function now_ms() return ngx.now() * 1000 end
 
--- sock:receive(pattern) (receiveany with `any`) within what is left of the attempt's deadline, so
--- a server that drips bytes cannot stretch an attempt.
-local function receive(sock, deadline, pattern, any)
-  sock:settimeout(math.max(1, deadline - now_ms()))
-  if any then return sock:receiveany(pattern) end
-  return sock:receive(pattern)
+-- The reader of one attempt's answer: { sock, buf (bytes read and not yet used, from pos),
+-- pos, deadline (ms, ngx.now's clock), timeout_ms, reads }. Every read is a receiveany, which
+-- returns as soon as any bytes arrive, with what is left of the attempt's time as its timeout:
+-- so no server, however it drips or floods, keeps an attempt past its deadline, and nothing
+-- is buffered past the limit of what is being read (a line, a chunk, the body).
+local function reader(sock, deadline, timeout_ms)
+  return { sock = sock, buf = "", pos = 1, deadline = deadline, timeout_ms = timeout_ms, reads = 0 }
+end
+
+-- Reads at most `max` more bytes into r.buf. nil, "timeout" past the deadline, or nil, err.
+local function more(r, max)
+  local left = r.deadline - now_ms()
+  if left <= 0 then return nil, "timeout" end
+  local sock = r.sock
+  sock:settimeout(ceil(left)) -- whole ms: 0 would mean "the default" (60 s) to nginx
+  local data, err = sock:receiveany(max)
+  if not data then return nil, err end
+  local reads = r.reads + 1
+  r.reads = reads
+  -- A read that finds bytes waiting does not yield, and ngx.now() moves only when the worker
+  -- does: a server that floods would keep the clock still.
+  if reads % 16 == 0 then ngx.update_time() end
+  local pos = r.pos
+  if pos > #r.buf then
+    r.buf = data
+  else
+    r.buf = sub(r.buf, pos) .. data
+  end
+  r.pos = 1
+  return true
+end
+
+-- The next line, without its LF (and a CR before it), or nil, err ("too_large" when no LF comes
+-- within `cap` bytes: no more than cap + 1 bytes of the line are ever read).
+local function line(r, cap)
+  while true do
+    local buf, pos = r.buf, r.pos
+    local lf = find(buf, "\n", pos, true)
+    if lf then
+      if lf - pos > cap then return nil, "too_large" end
+      r.pos = lf + 1
+      if lf > pos and byte(buf, lf - 1) == 13 then lf = lf - 1 end
+      return sub(buf, pos, lf - 1)
+    end
+    local pending = #buf - pos + 1
+    if pending > cap then return nil, "too_large" end
+    local ok, err = more(r, cap + 1 - pending)
+    if not ok then return nil, err end
+  end
+end
+
+-- Drops everything up to and including the next LF, keeping nothing of it (a chunk extension,
+-- which libcurl skips the same way), or nil, err.
+local function skip_line(r)
+  while true do
+    local lf = find(r.buf, "\n", r.pos, true)
+    if lf then
+      r.pos = lf + 1
+      return true
+    end
+    r.buf, r.pos = "", 1
+    local ok, err = more(r, READ_SIZE)
+    if not ok then return nil, err end
+  end
+end
+
+-- Exactly n bytes as a string, or nil, err.
+local function take(r, n)
+  local buf, pos = r.buf, r.pos
+  local have = #buf - pos + 1
+  if have >= n then
+    r.pos = pos + n
+    return sub(buf, pos, pos + n - 1)
+  end
+  local parts = { sub(buf, pos) }
+  r.buf, r.pos = "", 1
+  n = n - have
+  while n > 0 do
+    local ok, err = more(r, min(n, READ_SIZE)) -- never past what is asked: the rest is the next answer's
+    if not ok then return nil, err end
+    parts[#parts + 1] = r.buf
+    n = n - #r.buf
+    r.buf = ""
+  end
+  return concat(parts)
 end
 
 local function transport_failure(err, timeout_ms, got_any)
@@ -67,6 +158,13 @@ local function transport_failure(err, timeout_ms, got_any)
   end
   if got_any then return nil, "network", "connection broken before the response was complete" end
   return nil, "network", "server closed the connection without a response"
+end
+
+-- A failed read as nil, kind, message. got_any: bytes of the answer had come.
+local function read_failure(r, err, got_any)
+  if err == "too_large" then return nil, "too_large", HEADERS_TOO_LARGE end
+  if err == "protocol" then return nil, "protocol", NOT_HTTP end
+  return transport_failure(err, r.timeout_ms, got_any)
 end
 
 local function connect_failure(err)
@@ -78,28 +176,48 @@ local function connect_failure(err)
   return nil, "network", "could not connect: " .. err
 end
 
+-- Whether what r holds so far can start an answer ("HTTP/"): garbage or an HTTP/0.9 body is not
+-- HTTP as soon as its first bytes are there, not once 64 KiB or the connection's end have come.
+local function may_be_http(r)
+  local start = sub(r.buf, r.pos, r.pos + 4)
+  return start == sub("HTTP/", 1, #start)
+end
+
 -- Reads the status line and the headers. Returns status, headers, http_minor or nil, kind, message.
-local function read_head(sock, deadline, timeout_ms)
+local function read_head(r)
+  local all = 0 -- bytes of every head so far, interim answers included
   while true do
-    local line, err = receive(sock, deadline, "*l")
-    if not line then return transport_failure(err, timeout_ms, false) end
-    local minor, status = line:match("^HTTP/1%.([01]) (%d%d%d)")
+    if r.pos > #r.buf then
+      local ok, err = more(r, READ_SIZE)
+      if not ok then return read_failure(r, err, all > 0) end
+    end
+    if not may_be_http(r) then return nil, "protocol", NOT_HTTP end
+    local l, err = line(r, MAX_HEADER_BYTES)
+    if not l then return read_failure(r, err, true) end
+    -- Three digits, then a space or the end (libcurl reads any three: 600 is an answer too).
+    local minor, status, after = l:match("^HTTP/1%.([01]) (%d%d%d)(.?)")
     status = tonumber(status)
-    if not status or status < 100 or status > 599 then return nil, "protocol", NOT_HTTP end
-    local headers, size = {}, #line
+    if not status or status < 100 or (after ~= "" and after ~= " ") then return nil, "protocol", NOT_HTTP end
+    local headers, size, last = {}, #l + 2, nil
     while true do
-      line, err = receive(sock, deadline, "*l")
-      if not line then return transport_failure(err, timeout_ms, true) end
-      size = size + #line + 2
-      if size > MAX_HEADER_BYTES then return nil, "too_large", HEADERS_TOO_LARGE end
-      if line == "" then break end
-      local name, value = line:match("^([^:%s]+):%s*(.-)%s*$")
+      l, err = line(r, MAX_HEADER_BYTES - size)
+      if not l then return read_failure(r, err, true) end
+      size = size + #l + 2
+      if l == "" then break end
+      local name, value = l:match("^([^:%s]+):%s*(.-)%s*$")
       if name then
         name = name:lower()
         local old = headers[name]
         headers[name] = old and (old .. ", " .. value) or value
+        last = name
+      elseif l:find("^[ \t]") and last then -- an obsolete folded line: more of the last value
+        headers[last] = headers[last] .. " " .. l:match("^%s*(.-)%s*$")
+      elseif not l:find(":", 1, true) then -- libcurl refuses a header line without a colon too
+        return nil, "protocol", NOT_HTTP
       end
     end
+    all = all + size
+    if all > MAX_ALL_HEADER_BYTES then return nil, "too_large", ALL_HEADERS_TOO_LARGE end
     if status >= 200 or status == 101 then return status, headers, minor end
     -- 1xx: an interim answer; the real one follows on the same connection.
   end
@@ -109,39 +227,85 @@ local function too_large(max_body)
   return nil, "too_large", string.format("response larger than the limit of %d bytes", max_body)
 end
 
+-- A chunk's size line: 1 to 16 hex digits at its start (anything after them, up to the LF, is
+-- skipped unread, as libcurl does). Returns the size or nil, err.
+local function chunk_size(r)
+  while true do
+    local buf, pos = r.buf, r.pos
+    local stop = find(buf, "[^%x]", pos)
+    if stop then
+      local digits = stop - pos
+      if digits == 0 or digits > MAX_CHUNK_HEX then return nil, "protocol" end
+      local size = tonumber(sub(buf, pos, stop - 1), 16)
+      r.pos = stop
+      local ok, err = skip_line(r)
+      if not ok then return nil, err end
+      return size
+    end
+    if #buf - pos + 1 > MAX_CHUNK_HEX then return nil, "protocol" end
+    local ok, err = more(r, READ_SIZE)
+    if not ok then return nil, err end
+  end
+end
+
+-- The CRLF after a chunk's data: CRs, then LF (libcurl's reading). true or nil, err.
+local function chunk_end(r)
+  while true do
+    local b = byte(r.buf, r.pos)
+    if b == 10 then
+      r.pos = r.pos + 1
+      return true
+    elseif b == 13 then
+      r.pos = r.pos + 1
+    elseif b then
+      return nil, "protocol"
+    else
+      local ok, err = more(r, READ_SIZE)
+      if not ok then return nil, err end
+    end
+  end
+end
+
+-- A chunked body, trailers included. Returns the body or nil, kind, message.
+local function read_chunked(r, max_body)
+  local parts, total = {}, 0
+  while true do
+    local size, err = chunk_size(r)
+    if not size then return read_failure(r, err, true) end
+    if size == 0 then break end
+    total = total + size
+    if total > max_body then return too_large(max_body) end
+    local data
+    data, err = take(r, size)
+    if not data then return read_failure(r, err, true) end
+    parts[#parts + 1] = data
+    local ok
+    ok, err = chunk_end(r)
+    if not ok then return read_failure(r, err, true) end
+  end
+  local trailer_bytes = 0
+  while true do -- trailers, up to the blank line, within the headers' limit
+    local l, err = line(r, MAX_HEADER_BYTES - trailer_bytes)
+    if not l then return read_failure(r, err, true) end
+    if l == "" then break end
+    -- a header line, as libcurl requires (it refuses one without a colon)
+    if not l:find(":", 1, true) and not l:find("^[ \t]") then return nil, "protocol", NOT_HTTP end
+    trailer_bytes = trailer_bytes + #l + 2
+  end
+  return concat(parts)
+end
+
 -- Reads the body as the headers describe it. Returns body, reusable or nil, kind, message.
-local function read_body(sock, status, headers, deadline, timeout_ms, max_body)
+local function read_body(r, status, headers, max_body)
   if status == 204 or status == 304 then return "", true end
   local te = headers["transfer-encoding"]
   if te then
     if not te:lower():find("chunked", 1, true) then return nil, "protocol", NOT_HTTP end
-    local parts, total = {}, 0
-    while true do
-      local line, err = receive(sock, deadline, "*l")
-      if not line then return transport_failure(err, timeout_ms, true) end
-      local size = tonumber(line:match("^%s*(%x+)%s*[;]?"), 16)
-      if not size or #line > 1024 then return nil, "protocol", NOT_HTTP end
-      if size == 0 then break end
-      total = total + size
-      if total > max_body then return too_large(max_body) end
-      local data
-      data, err = receive(sock, deadline, size)
-      if not data then return transport_failure(err, timeout_ms, true) end
-      parts[#parts + 1] = data
-      data, err = receive(sock, deadline, 2)
-      if data ~= "\r\n" then
-        if not data then return transport_failure(err, timeout_ms, true) end
-        return nil, "protocol", NOT_HTTP
-      end
-    end
-    local trailer_bytes = 0
-    repeat -- trailers, up to the blank line
-      local line, err = receive(sock, deadline, "*l")
-      if not line then return transport_failure(err, timeout_ms, true) end
-      trailer_bytes = trailer_bytes + #line
-      if trailer_bytes > MAX_HEADER_BYTES then return nil, "too_large", HEADERS_TOO_LARGE end
-    until line == ""
-    return table.concat(parts), true
+    local body, kind, message = read_chunked(r, max_body)
+    if not body then return nil, kind, message end
+    -- With a Content-Length beside it, the answer may be a smuggling attempt: read by the
+    -- chunks (RFC 9112, 6.3), and the connection is not used again.
+    return body, headers["content-length"] == nil
   end
   local length = headers["content-length"]
   if length then
@@ -149,21 +313,24 @@ local function read_body(sock, status, headers, deadline, timeout_ms, max_body)
     if not n then return nil, "protocol", NOT_HTTP end
     if n > max_body then return too_large(max_body) end
     if n == 0 then return "", true end
-    local data, err = receive(sock, deadline, n)
-    if not data then return transport_failure(err, timeout_ms, true) end
+    local data, err = take(r, n)
+    if not data then return read_failure(r, err, true) end
     return data, true
   end
   -- Neither: the body runs to the end of the connection.
-  local parts, total = {}, 0
+  local parts, total = { sub(r.buf, r.pos) }, #r.buf - r.pos + 1
+  r.buf, r.pos = "", 1
+  if total > max_body then return too_large(max_body) end
   while true do
-    local data, err = receive(sock, deadline, 65536, true)
-    if not data then
-      if err == "closed" then return table.concat(parts), false end
-      return transport_failure(err, timeout_ms, true)
+    local ok, err = more(r, min(READ_SIZE, max_body - total + 1))
+    if not ok then
+      if err == "closed" then return concat(parts), false end
+      return read_failure(r, err, true)
     end
-    total = total + #data
+    total = total + #r.buf
     if total > max_body then return too_large(max_body) end
-    parts[#parts + 1] = data
+    parts[#parts + 1] = r.buf
+    r.buf = ""
   end
 end
 
@@ -174,14 +341,21 @@ local function keeps_alive(headers, minor)
   return not (conn and conn:find("close", 1, true))
 end
 
--- One exchange on one connection. Returns status, headers, body, or nil, kind, message, plus
--- `stale` = true when a pooled connection failed before any byte of an answer (the server had
--- closed it while idle), which is worth one more try on another connection.
-local function exchange(conn, request_line)
+-- One exchange on one connection. Returns status, headers, body, or nil, kind, message, nil,
+-- sent (false when no byte of the request was written), plus `stale` = true when a pooled
+-- connection failed before any byte of an answer (the server had closed it while idle), which
+-- is worth one more try on another connection for a request that may be sent twice.
+-- `fresh`: a new connection, never a pooled one, closed afterwards (the request must not be sent
+-- twice: see M.request).
+local function exchange(conn, request_line, fresh)
+  local deadline = now_ms() + conn.timeout_ms -- the attempt's: connect included, as libcurl's
   local sock = ngx.socket.tcp()
-  sock:settimeouts(conn.connect_timeout_ms, conn.timeout_ms, conn.timeout_ms)
-  local ok, err = sock:connect(conn.target.host, conn.target.port, conn.pool_options)
-  if not ok then return connect_failure(err) end
+  sock:settimeouts(min(conn.connect_timeout_ms, conn.timeout_ms), conn.timeout_ms, conn.timeout_ms)
+  local ok, err = sock:connect(conn.target.host, conn.target.port, fresh and conn.fresh_options or conn.pool_options)
+  if not ok then
+    local _, kind, message = connect_failure(err)
+    return nil, kind, message, nil, false
+  end
   local reused = sock:getreusedtimes() > 0
   if conn.target.https and not reused then
     -- pcall: resty.core's sslhandshake asserts (raises) when a handshake that finished at once
@@ -193,31 +367,40 @@ local function exchange(conn, request_line)
     if not ok then
       sock:close()
       if tostring(err):find("verif") or tostring(err):find("certificate") then
-        return nil, "tls", "TLS certificate verification failed (trust its issuer with lua_ssl_trusted_certificate in nginx.conf)"
+        return nil, "tls", "TLS certificate verification failed (trust its issuer with lua_ssl_trusted_certificate in nginx.conf)", nil, false
       end
-      return nil, "tls", "TLS handshake failed"
+      return nil, "tls", "TLS handshake failed", nil, false
     end
   end
-  local deadline = now_ms() + conn.timeout_ms
+  local left = deadline - now_ms()
+  if left <= 0 then
+    sock:close()
+    return nil, "timeout", string.format("no complete response within %d ms", conn.timeout_ms), nil, false
+  end
+  sock:settimeout(ceil(left))
   ok, err = sock:send(request_line)
   if not ok then
     sock:close()
-    if reused and err ~= "timeout" then return nil, "network", "connection broken", nil, true end
-    return transport_failure(err, conn.timeout_ms, false)
+    -- Some bytes may have gone out before the error: sent.
+    local _, kind, message = transport_failure(err, conn.timeout_ms, false)
+    if reused and err ~= "timeout" then kind, message = "network", "connection broken" end
+    return nil, kind, message, nil, true, reused and err ~= "timeout"
   end
-  local status, headers, minor = read_head(sock, deadline, conn.timeout_ms)
+  local r = reader(sock, deadline, conn.timeout_ms)
+  local status, headers, minor = read_head(r)
   if not status then
     sock:close()
     -- headers, minor hold kind, message here
     local stale = reused and headers == "network" and minor == "server closed the connection without a response"
-    return nil, headers, minor, nil, stale
+    return nil, headers, minor, nil, true, stale
   end
-  local body, reusable, why = read_body(sock, status, headers, deadline, conn.timeout_ms, conn.max_body)
+  local body, reusable, why = read_body(r, status, headers, conn.max_body)
   if not body then
     sock:close()
-    return nil, reusable, why -- kind, message
+    return nil, reusable, why, nil, true -- kind, message
   end
-  if reusable and keeps_alive(headers, minor) then
+  -- Bytes after the answer are no answer to anything: the connection is not used again.
+  if reusable and not fresh and r.pos > #r.buf and keeps_alive(headers, minor) then
     sock:setkeepalive(conn.keepalive_ms, conn.pool_size)
   else
     sock:close()
@@ -225,12 +408,25 @@ local function exchange(conn, request_line)
   return status, headers, body
 end
 
--- The transport's one entry: `conn` is the client's cosocket settings (see M.settings),
--- `request_line` the whole request (a table of strings, sent as one).
-function M.request(conn, request_line)
-  local a, b, c, _, stale = exchange(conn, request_line)
-  if stale then a, b, c = exchange(conn, request_line) end
-  return a, b, c
+-- The transport's one entry: `conn` is the client's cosocket settings (Client:_cosocket in
+-- init.lua), `request_line` the whole request (a table of strings, sent as one). `fresh`: the
+-- request must not be sent twice (its retry rule is "connect"): it goes out on a new connection,
+-- which is closed afterwards, since a pooled one can die after the request went out and before
+-- any answer, and nothing then tells whether the server has it. Other requests are sent once
+-- more, on another connection, when a pooled one turns out to be dead (see exchange).
+-- Returns status, headers, body or nil, kind, message, nil, sent.
+function M.request(conn, request_line, fresh)
+  local a, b, c, d, sent, stale = exchange(conn, request_line, fresh)
+  if not (stale and not fresh) then return a, b, c, d, sent end
+  a, b, c, d, sent = exchange(conn, request_line, false)
+  if a == nil and sent == false then
+    -- The request went out on the dead connection, and no new one could be made: the server
+    -- may have it (libcurl's words for the same case).
+    c = c:gsub("^could not connect", "connection lost after the request was sent; reconnecting failed")
+      :gsub("^timed out while connecting", "connection lost after the request was sent; reconnecting timed out")
+    sent = true
+  end
+  return a, b, c, d, sent
 end
 
 return M

@@ -76,7 +76,7 @@ end
 -- The message text is composed here so every failure reads the same way:
 --   "<name>: <message> (HTTP <status>, <n> attempts)"
 -- Only what came from the server is scrubbed; our own words never hold the key.
-local OWN_FIELDS = { name = true, kind = true, status = true, curl_code = true }
+local OWN_FIELDS = { name = true, kind = true, status = true, curl_code = true, sent = true }
 
 function M.new(fields, secret)
   local e = setmetatable({}, Error)
@@ -87,12 +87,18 @@ end
 
 -- Fills in attempts and the final message; called once the retry loop has given up.
 -- `host` (host:port) is named for transport failures, where the status cannot tell which server.
-function M.finish(e, attempts, host)
+-- `sent_before`: an earlier attempt may have reached the server; then so may the call, whatever
+-- the last attempt says (err.sent is true, and the message says so).
+function M.finish(e, attempts, host, sent_before)
   e.attempts = attempts
   local detail = {}
   if e.status then detail[#detail + 1] = "HTTP " .. e.status end
   if e.kind and host then detail[#detail + 1] = host end
   if attempts and attempts > 1 then detail[#detail + 1] = attempts .. " attempts" end
+  if sent_before and e.sent == false then
+    e.sent = true
+    detail[#detail + 1] = "an earlier attempt may have reached the server"
+  end
   e.msg = e.name .. ": " .. e.message .. (#detail > 0 and (" (" .. table.concat(detail, ", ") .. ")") or "")
   return e
 end

@@ -235,6 +235,7 @@ function Client:_request_options(req)
     ca_path = self.ca_path,
     proxy = self.proxy,
     no_proxy = self.no_proxy,
+    secret = s.key, -- redacted from every decoded answer (limitry.core)
   }
 end
 
@@ -307,6 +308,8 @@ function Client:_cosocket()
     keepalive_ms = ms(self.keepalive_timeout),
     pool_size = self.pool_size,
     pool_options = { pool = cosocket.pool_name(target, self.ssl_verify, s.key), pool_size = self.pool_size },
+    -- calls that must not be sent twice: a pool nothing is ever put back into, so always a new connection
+    fresh_options = { pool = cosocket.pool_name(target, self.ssl_verify, s.key) .. "|fresh" },
     -- the fields these came from, to notice a change
     timeout = self.timeout, connect_timeout = self.connect_timeout, keepalive_timeout = self.keepalive_timeout,
     proxy = self.proxy, ca_file = self.ca_file, ca_path = self.ca_path,
@@ -315,13 +318,19 @@ function Client:_cosocket()
 end
 
 -- One attempt per transport: the result, or nil and the error value (protocol.interpret).
+-- A request whose retry rule is "connect" (it must not be sent twice) goes out on a new
+-- connection: a reused one can die after the request went out and before any answer, and then
+-- neither transport can tell whether the server has it (libcurl would even send it again itself).
 local FLAGS, SHAPES = protocol.FLAGS, protocol.SHAPES -- resources add their shapes to both
+local FRESH = protocol.FRESH
 local SEND = {
   curl = function(c, req)
     local h, shape, s = c.handle or c:_handle(), req.shape, secrets[c]
     local cfg, url = curl_target(c, s, req.path)
+    local flags = FLAGS[shape]
+    if req.retry == "connect" then flags = flags + FRESH end
     -- A 2xx JSON answer comes back decoded and the headers only on demand (limit decisions read them).
-    local status, headers, body, n, doc = h:call(cfg, url, req.method, req.body, FLAGS[shape])
+    local status, headers, body, n, doc = h:call(cfg, url, req.method, req.body, flags)
     if headers == false then
       if SHAPES[shape](doc) then return doc end
       headers = h:headers()
@@ -331,7 +340,7 @@ local SEND = {
   cosocket = function(c, req)
     local conn = c:_cosocket()
     return protocol.interpret(req.shape, secrets[c].key,
-      cosocket.request(conn, cosocket.message(conn, req.method or "GET", req.path, req.body)))
+      cosocket.request(conn, cosocket.message(conn, req.method or "GET", req.path, req.body), req.retry == "connect"))
   end,
 }
 local SLEEP = { curl = core.sleep, cosocket = function(s) ngx.sleep(s) end }
@@ -347,16 +356,17 @@ local function call_with_retries(self, req)
   if (mode ~= "auto" and mode ~= "blocking") or rawget(_G, "ngx") ~= nil then how = transport.select(self, 4) end
   if how == "worker_thread" then return require("limitry.ngx_thread").call(self, req) end
   local send = SEND[how]
-  local attempt = 0
+  local attempt, sent = 0, false
   while true do
     attempt = attempt + 1
     local res, err = send(self, req)
     if res ~= nil then return res end
     local delay = protocol.retry_delay(err, attempt, self, req.retry)
     if not delay then
-      errors.finish(err, attempt, self._host)
+      errors.finish(err, attempt, self._host, sent)
       return nil, err.msg, err
     end
+    sent = sent or err.sent
     SLEEP[how](delay)
   end
 end

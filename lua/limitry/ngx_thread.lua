@@ -13,7 +13,7 @@ local M = {}
 local in_flight = 0 -- calls of this worker waiting on the pool
 
 local function overloaded(client, why)
-  local err = errors.new { name = "NetworkError", kind = "overloaded", message = why }
+  local err = errors.new { name = "NetworkError", kind = "overloaded", message = why, sent = false }
   errors.finish(err, 0, client._host)
   return nil, err.msg, err
 end

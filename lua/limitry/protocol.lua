@@ -41,15 +41,19 @@ local function check_length(where, name, v)
 end
 
 -- An ISO 8601 string (sent unchanged) or unix seconds (sent as YYYY-MM-DDTHH:MM:SSZ, with
--- milliseconds when `keep_fraction` and there is a fraction).
+-- milliseconds when `keep_fraction` and the milliseconds are not 0). Seconds are cut, never
+-- rounded, to the millisecond (or the second), so a time never moves into the next second, day
+-- or month: 1704067199.9996 is 2023-12-31T23:59:59.999Z. Seconds and fraction come from one
+-- decimal text rounded to the microsecond, so a value written with 3 decimals keeps them although
+-- its double is a hair below (1704067200.001 is 1704067200.000999927...).
 local function check_date(where, name, v, keep_fraction)
   if type(v) == "number" then
     if not (v >= 0 and v <= MAX_UNIX_TIME) then
       raise(where, name .. " must be a finite, non-negative unix time in seconds, at most " .. MAX_UNIX_TIME .. " (9999-12-31)")
     end
-    local whole = math.floor(v)
-    local fraction = keep_fraction and v ~= whole and string.format("%.3f", v - whole):sub(2) or ""
-    return os.date("!%Y-%m-%dT%H:%M:%S", whole) .. fraction .. "Z"
+    local whole, ms = string.format("%.6f", v):match("^(%d+)%.(%d%d%d)")
+    local fraction = keep_fraction and ms ~= "000" and "." .. ms or ""
+    return os.date("!%Y-%m-%dT%H:%M:%S", tonumber(whole)) .. fraction .. "Z"
   end
   if type(v) ~= "string" then
     raise(where, name .. " is required: an ISO 8601 string such as '2024-01-01T00:00:00Z' or unix seconds (got " .. type(v) .. ")")
@@ -196,6 +200,8 @@ M.SMALL = { summary = true }
 -- The flags handed to the C core with a request of each shape: 1, decode a 2xx JSON answer in C
 -- (not for limit decisions, whose headers are read too); 2, the answer is small. Computed on first
 -- use, after every module has added its shapes (they do so when loaded).
+-- Added to a request's flags when it must go out on a new connection (retry rule "connect").
+M.FRESH = 4
 M.FLAGS = setmetatable({}, { __index = function(t, shape)
   local flags = (M.DECISIONS[shape] and 0 or 1) + (M.SMALL[shape] and 2 or 0)
   rawset(t, shape, flags)
@@ -222,34 +228,36 @@ function M.decision(doc, headers)
 end
 
 -- Turns one transfer's outcome into a result or an error value (not yet finished: attempts are
--- filled in by the retry loop). `shape` names the expected 2xx body. The last three arguments
--- are what handle:request returned after its status: headers, body on an answer, or kind,
--- message, curl_code on a transport failure (status nil). `decoded`: a 2xx body the C core already
--- decoded (body is then nil).
+-- filled in by the retry loop). `shape` names the expected 2xx body. The last four arguments
+-- are what handle:call returned after its status: headers, body, connections, decoded on an
+-- answer (`decoded`: a 2xx body the C core already decoded, body then nil), or kind, message,
+-- curl_code, sent on a transport failure (status nil; sent: false when no byte of the request
+-- was written, see limitry.core). Every string of a decoded answer has the key (`secret`)
+-- replaced, results included: a server that echoes it cannot put it in a result either.
 function M.interpret(shape, secret, status, headers, body, curl_code, decoded)
   if status == nil then
-    return nil, M.transport_error(headers, body, curl_code, secret)
+    return nil, M.transport_error(headers, body, curl_code, secret, decoded)
   end
   if M.DECISIONS[shape] and (status == 200 or status == 201 or status == 429) then
     local doc = decoded
-    if doc == nil then doc = core.decode(body) end
+    if doc == nil then doc = core.decode(body, secret) end
     if type(doc) == "table" and type(doc.allowed) == "boolean" then return M.decision(doc, headers) end
   end
   if status >= 200 and status < 300 then
     local doc, why = decoded, nil
-    if doc == nil then doc, why = core.decode(body) end
+    if doc == nil then doc, why = core.decode(body, secret) end
     if doc == nil then
-      return nil, errors.new({ name = "DecodeError", status = status, headers = headers,
+      return nil, errors.new({ name = "DecodeError", status = status, headers = headers, sent = true,
         message = "response is not JSON (" .. why .. ")" }, secret)
     end
     local ok, bad = SHAPES[shape](doc)
     if not ok then
-      return nil, errors.new({ name = "DecodeError", status = status, headers = headers,
+      return nil, errors.new({ name = "DecodeError", status = status, headers = headers, sent = true,
         message = "response is not a " .. shape .. ": it " .. bad, response = doc }, secret)
     end
     return doc
   end
-  local response = core.decode(body)
+  local response = core.decode(body, secret)
   if type(response) ~= "table" then response = nil end
   local message = response and type(response.error) == "string" and response.error
   if not message then
@@ -266,7 +274,7 @@ function M.interpret(shape, secret, status, headers, body, curl_code, decoded)
       "; redirects are not followed (check base_url)"
   end
   return nil, errors.new({
-    name = name, status = status, message = message, response = response, headers = headers,
+    name = name, status = status, message = message, response = response, headers = headers, sent = true,
     retry_after = header_number(headers, "retry-after"),
     rate_limit = headers["x-ratelimit-limit"] and {
       limit = header_number(headers, "x-ratelimit-limit"),
@@ -280,23 +288,19 @@ local KIND_NAME = { timeout = "TimeoutError", network = "NetworkError", tls = "N
   decode = "DecodeError", too_large = "DecodeError", memory = "NetworkError", usage = "NetworkError",
   protocol = "NetworkError", fork = "NetworkError" }
 
-function M.transport_error(kind, text, curl_code, secret)
+-- `sent`: what the transport says: false when no byte of the request was written to a connection
+-- (the server cannot have it), true (or nil) when it may have been.
+function M.transport_error(kind, text, curl_code, secret, sent)
   return errors.new({ name = KIND_NAME[kind] or "NetworkError", kind = kind, message = text,
-    curl_code = curl_code }, secret)
-end
-
--- True when a transport failure happened before the request could reach the server.
-function M.before_send(err)
-  local m = err.kind and err.message or ""
-  return m:find("^could not connect") ~= nil or m:find("^could not resolve") ~= nil
-    or m == "timed out while connecting"
+    curl_code = curl_code, sent = sent ~= false }, secret)
 end
 
 -- nil when err must not be retried after `attempt` tries, else the seconds to wait first.
--- `mode` "connect": only failures before anything was sent are retried (create, update, delete).
+-- `mode` "connect": only failures where nothing was sent (err.sent == false, set by the
+-- transport) are retried (create, update, delete, and events sent without idempotency keys).
 function M.retry_delay(err, attempt, policy, mode)
   if attempt > policy.max_retries then return nil end
-  if mode == "connect" and not M.before_send(err) then return nil end
+  if mode == "connect" and err.sent ~= false then return nil end
   -- A 408 usually answers a connection the server dropped as idle: worth one more try.
   local retryable = err.kind == "network" or err.kind == "timeout" or err.kind == "protocol"
     or err.status == 429 or (err.status and err.status >= 500) or (err.status == 408 and attempt == 1)

@@ -3,8 +3,10 @@
 -- Listens on 127.0.0.1 on a free port (written to PORTFILE once it accepts), serves connections
 -- concurrently from coroutines, and exits by itself after LIFETIME_SECONDS (default 300) or on
 -- GET /_quit. The first path segment picks the behaviour: GET /<case>/v1/usage?... (see CASES).
+-- A case name may carry a parameter after "=" (/long-line=status:1048576/v1/usage): CASES gets it.
 -- GET /_hits/<case> and /_pushed/<case> answer how many requests a case served and how many
 -- unsolicited replies it pushed onto idle connections, so the spec waits on facts, not sleeps.
+-- Requests are read whole (headers, and a Content-Length body), so POSTs work as GETs do.
 local socket = require "socket"
 local unpack = table.unpack or unpack
 
@@ -13,6 +15,7 @@ local deadline = socket.gettime() + lifetime
 
 local SUMMARY = '{"totalEvents":%d,"totalTokens":0,"totalInputTokens":0,"totalOutputTokens":0,"totalCostCents":0}'
 local hits, pushed = {}, {}
+local listener -- the listening socket (set below)
 
 -- Scheduler: each connection is a coroutine that yields { read = sock } / { write = sock } /
 -- { wake = time } and is resumed when that is ready.
@@ -38,6 +41,19 @@ function Conn:line()
   end
 end
 
+-- Exactly n bytes (a request body), or nil once the peer is gone.
+function Conn:bytes(n)
+  local got = ""
+  while #got < n do
+    local data, err, part = self.sock:receive(n - #got)
+    data = data or part
+    got = got .. (data or "")
+    if not data or (err and err ~= "timeout") then return nil end
+    if #got < n then coroutine.yield { read = self.sock } end
+  end
+  return got
+end
+
 -- Sends all of s; false once the peer is gone.
 function Conn:send(s)
   local i = 1
@@ -56,6 +72,46 @@ local function http(status, body, extra)
     .. "Content-Length: " .. #body .. "\r\n\r\n" .. body
 end
 local function ok(n) return http("200 OK", SUMMARY:format(n)) end
+
+-- A successful answer of the right shape for what was asked (req: method, path, body, headers):
+-- an event id, a batch's count, a "yes" decision, a new quota, else a summary whose totalEvents is n.
+local function answer(req, n)
+  local path = req.path:gsub("%?.*$", "")
+  if req.method == "POST" and path:find("/events/batch$") then
+    local _, count = (req.body or ""):gsub('"customerId"', "")
+    return http("200 OK", ('{"count":%d}'):format(count))
+  elseif req.method == "POST" and path:find("/events$") then
+    return http("200 OK", ('{"id":"evt_%d"}'):format(n))
+  elseif req.method == "POST" and path:find("/track$") then
+    return http("200 OK", ('{"allowed":true,"id":"evt_%d","quotas":[],"rateLimits":[]}'):format(n))
+  elseif req.method == "POST" and path:find("/check$") then
+    return http("200 OK", '{"allowed":true,"quotas":[],"rateLimits":[]}')
+  elseif req.method == "POST" and path:find("/quotas$") then
+    return http("200 OK", ('{"id":"q_%d","name":"q"}'):format(n))
+  elseif req.method == "DELETE" then
+    return http("200 OK", '{"success":true}')
+  end
+  return ok(n)
+end
+
+-- Sends `total` bytes of `fill` after `prefix`, 64 KiB at a time, until the peer goes away.
+local function flood(c, prefix, fill, total)
+  if not c:send(prefix) then return false end
+  local piece = string.rep(fill, 65536)
+  local sent = 0
+  while sent < total do
+    local n = math.min(#piece, total - sent)
+    if not c:send(n == #piece and piece or piece:sub(1, n)) then return false end
+    sent = sent + n
+  end
+  return false
+end
+
+-- Closes the connection with a reset (no FIN), as a proxy that gave up does.
+local function reset(c)
+  c.sock:setoption("linger", { on = true, timeout = 0 })
+  return false
+end
 
 -- A compression bomb: 64 MiB of zeros, gzip-compressed once at start-up (about 64 KiB) and
 -- rewrapped as a zlib stream for Content-Encoding: deflate (the adler32 of n zeros is n % 65521 << 16 | 1).
@@ -76,7 +132,7 @@ local GZIP_BOMB, DEFLATE_BOMB = make_bombs()
 -- the connection open for more requests, false to close it.
 local CASES = {}
 
-CASES.ok = function(c, n) return c:send(ok(n)) end
+CASES.ok = function(c, n, _, req) return c:send(answer(req, n)) end
 
 -- A few bytes every 100 ms: the body, or the headers themselves, never end.
 CASES.drip = function(c)
@@ -179,21 +235,146 @@ drop_every_second("drop-second")
 drop_every_second("drop-second-async")
 drop_every_second("drop-second-core")
 
+-- Malformed chunk-size lines (libcurl: not HTTP); the first chunk would be a whole summary.
+for name, size in pairs { zz = "zz", negative = "-5", empty = "", space = " ", ["0x"] = "0x5", huge = "ffffffffffffffffff" } do
+  CASES["chunk-" .. name] = function(c, n)
+    local body = SUMMARY:format(n)
+    c:send("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n" .. size .. "\r\n"
+      .. body .. "\r\n0\r\n\r\n")
+    return false
+  end
+end
+
+-- One line that never ends (param "where:bytes"): the status line, a header line, a chunk-size
+-- line (hex digits, or a chunk extension) or a trailer line, `bytes` long and without a newline.
+local LONG_PREFIX = {
+  status = "HTTP/1.1 200 OK",
+  header = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Long: ",
+  chunk = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+  ["chunk-ext"] = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;x=",
+  trailer = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX-Trailer: ",
+}
+CASES["long-line"] = function(c, _, _, req)
+  local where, bytes = req.param:match("^([%w-]+):(%d+)$")
+  return flood(c, assert(LONG_PREFIX[where], "long-line: where"), where == "chunk" and "f" or "a", tonumber(bytes))
+end
+
+-- A Content-Length body of 2,000 bytes dripped one byte every `param` ms (default 2).
+CASES["drip-fast"] = function(c, _, _, req)
+  local gap = (tonumber(req.param) or 2) / 1000
+  c:send("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2000\r\n\r\n")
+  for _ = 1, 2000 do
+    if not c:send(" ") then return false end
+    sleep(gap)
+  end
+  return false
+end
+-- Interim 100 Continue answers as fast as the connection takes them, for up to 30 s.
+CASES["continue-flood"] = function(c)
+  local burst = string.rep("HTTP/1.1 100 Continue\r\n\r\n", 2000)
+  local stop = socket.gettime() + 30
+  while socket.gettime() < stop and c:send(burst) do end
+  return false
+end
+
+-- Framing that must not be taken at face value.
+CASES["cl-duplicate"] = function(c, n)
+  local body = SUMMARY:format(n)
+  c:send("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 10\r\nContent-Length: " .. #body
+    .. "\r\n\r\n" .. body)
+  return false
+end
+CASES["cl-and-chunked"] = function(c, n)
+  local body = SUMMARY:format(n)
+  return c:send(("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n")
+    :format(#body, body))
+end
+CASES["cl-2gib"] = function(c, n)
+  c:send("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2147483648\r\n\r\n" .. SUMMARY:format(n))
+  return false
+end
+-- A 204 carrying a body that is a whole second answer (666): it must never answer the next call.
+CASES["204-body"] = function(c, n)
+  if n % 2 == 1 then return c:send("HTTP/1.1 204 No Content\r\n\r\n" .. ok(666)) end
+  return c:send(ok(n))
+end
+CASES["101"] = function(c)
+  c:send("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n" .. ok(666))
+  return false
+end
+-- An answer followed at once by a second, unasked one (666) on the same connection.
+CASES.smuggled = function(c, n)
+  return c:send(ok(n) .. ok(666))
+end
+
+-- The key sent back: in a limit decision's error text, and (plain and \u-escaped) in a summary.
+CASES["echo-key"] = function(c, n, _, req)
+  local key = (req.headers.authorization or ""):match("^Bearer (.*)$") or ""
+  local escaped = key:gsub(".", function(ch) return ("\\u%04x"):format(ch:byte()) end)
+  if req.path:find("/track$") then
+    return c:send(http("429 Too Many Requests", ('{"allowed":false,"error":"no for Bearer %s","quotas":[{"name":"%s"}],"%s":1}')
+      :format(key, escaped, key), "Retry-After: 7\r\n"))
+  end
+  return c:send(http("200 OK", ('{"totalEvents":%d,"totalTokens":0,"totalInputTokens":0,"totalOutputTokens":0,'
+    .. '"totalCostCents":0,"note":"echo %s","escaped":"%s","list":["%s"]}'):format(n, key, escaped, key)))
+end
+
+-- The request body sent back as a string field of an event id answer.
+CASES["echo-body"] = function(c, n, _, req)
+  local text = (req.body or ""):gsub('[\\"]', "\\%0")
+  return c:send(http("200 OK", ('{"id":"evt_%d","echo":"%s"}'):format(n, text)))
+end
+
+-- Requests forwarded and then lost: the connection is reset once the request was read, before
+-- any answer. "reset-second": the second request of each connection (the first, a warm-up, is
+-- answered); "reset-post": every POST.
+CASES["reset-second"] = function(c, n, _, req)
+  if c.requests == 2 then return reset(c) end
+  return c:send(answer(req, n))
+end
+CASES["reset-post"] = function(c, n, _, req)
+  if req.method == "POST" then return reset(c) end
+  return c:send(answer(req, n))
+end
+-- As a server killed mid-request (kill -9): the request is read, then the server exits at once,
+-- so a new connection is refused. For a server of its own (the spec starts one for this case).
+CASES.die = function(c, n, _, req)
+  if c.requests == 1 and n == 1 then return c:send(answer(req, n)) end
+  io.stdout:write("die: ", req.method, " ", req.path, "\n")
+  io.stdout:flush()
+  listener:close() -- first: a new connection is refused from now on, as when the process is gone
+  reset(c)
+  c.sock:close()
+  os.exit(0)
+end
+
 local running = true
 
 local function serve(sock)
   sock:settimeout(0)
-  local c = setmetatable({ sock = sock }, Conn)
+  local c = setmetatable({ sock = sock, requests = 0 }, Conn)
   while running do
     local line = c:line()
     if not line then break end
-    local target = line:match("^%u+ (%S+) HTTP/1%.%d$")
+    local method, target = line:match("^(%u+) (%S+) HTTP/1%.%d$")
+    local headers = {}
     repeat
       local h = c:line()
       if not h then target = nil break end
+      local name, value = h:match("^([^:]+):%s*(.-)%s*$")
+      if name then headers[name:lower()] = value end
     until h == ""
     if not target then break end
+    local body
+    if tonumber(headers["content-length"]) then
+      body = c:bytes(tonumber(headers["content-length"]))
+      if not body then break end
+    end
+    c.requests = c.requests + 1
     local case, rest = target:match("^/([^/?]+)(.*)$")
+    local param
+    if case then case, param = case:match("^([^=]*)=?(.*)$") end
+    local req = { method = method, path = rest, headers = headers, body = body, param = param }
     local keep
     if case == "_quit" then
       running = false
@@ -204,7 +385,7 @@ local function serve(sock)
       keep = c:send(http("200 OK", tostring(count)))
     elseif case and CASES[case] then
       hits[case] = (hits[case] or 0) + 1
-      keep = CASES[case](c, hits[case], rest)
+      keep = CASES[case](c, hits[case], rest, req)
     else
       keep = c:send(http("404 Not Found", '{"error":"no such case"}'))
     end
@@ -214,6 +395,7 @@ local function serve(sock)
 end
 
 local server = assert(socket.bind("127.0.0.1", 0))
+listener = server
 server:settimeout(0)
 do
   local _, port = server:getsockname()
