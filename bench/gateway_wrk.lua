@@ -1,3 +1,4 @@
+-- luacheck: globals init request wrk
 -- wrk script for bench/gateway.lua: model calls over 20 customers ("capped" one request in 20),
 -- alternating OpenAI chat completions and Anthropic messages, half of them streamed.
 --   wrk -s bench/gateway_wrk.lua ... http://127.0.0.1:PORT/v1   (or /bare for the plain proxy)

@@ -70,6 +70,14 @@ describe("limitry.gateway in nginx", function()
     support.stop(lim)
   end)
 
+  -- Returns once the gateway has read the rules twice since the call: the second read started
+  -- after the first ended, so it sees a limit created before this call.
+  local function wait_rules()
+    local function reads() return scenario.metrics(g.port)['limitry_calls_total{call="rate_limits_list"}'] or 0 end
+    local start = reads()
+    assert.truthy(eventually(10, function() return reads() >= start + 2 end), "the rules were not read again")
+  end
+
   local function events_of(customer)
     local list = {}
     for e in admin:events():each { customer_id = customer } do list[#list + 1] = e end
@@ -161,7 +169,7 @@ describe("limitry.gateway in nginx", function()
       local customer = support.test_id("quota")
       assert(admin:quotas():create { name = "q " .. customer, metric = "total_tokens", limit_value = 100, period = "day",
         dimension_filters = { customer_id = customer } })
-      socket.sleep(0.7) -- the rules are read again every rules_interval (0.5 s)
+      wait_rules()
       local sources = {}
       for i = 1, 2 do
         local a = request(g.port, "POST", CHAT, { ["X-Customer-Id"] = customer }, chat_body())
@@ -184,14 +192,16 @@ describe("limitry.gateway in nginx", function()
       assert.equal("quota exceeded for this customer", body.error)
       assert.equal(after, body.retry_after)
       assert.equal("application/json", refused.headers["content-type"])
-      assert.equal(100, assert(admin:customers():get_usage(customer, WIDE[1], WIDE[2])).totalTokens)
+      assert.truthy(eventually(5, function()
+        return assert(admin:customers():get_usage(customer, WIDE[1], WIDE[2])).totalTokens == 100
+      end), "Limitry did not get exactly the 100 tokens served")
     end)
 
     it("counts a rate limit locally within its window: 5 a minute admit 5", function()
       local customer = support.test_id("rate")
       assert(admin:rate_limits():create { name = "r " .. customer, limit_value = 5, window = "minute",
         dimension_filters = { customer_id = customer } })
-      socket.sleep(0.7)
+      wait_rules()
       -- Not at the end of a minute, so all six calls fall in one window.
       local into = os.time() % 60
       if into > 50 then socket.sleep(61 - into) end
@@ -204,7 +214,7 @@ describe("limitry.gateway in nginx", function()
       local customer = support.test_id("outage")
       assert(admin:quotas():create { name = "o " .. customer, metric = "total_events", limit_value = 1000, period = "day",
         dimension_filters = { customer_id = customer } })
-      socket.sleep(0.7)
+      wait_rules()
       local function source()
         return request(g.port, "POST", CHAT, { ["X-Customer-Id"] = customer }, chat_body()).headers["x-limitry-decision"]
       end

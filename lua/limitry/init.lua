@@ -182,6 +182,12 @@ function limitry.new(arg)
   check_options(opts)
   local key = opts.api_key or os.getenv("LIMITRY_API_KEY")
   if key == nil or key == "" then
+    local ngx = rawget(_G, "ngx")
+    if type(ngx) == "table" and ngx.config and ngx.config.nginx_version then
+      -- nginx clears its workers' environment: a variable set in the shell never reaches them.
+      raise("api_key is required: pass limitry.new(key), or set LIMITRY_API_KEY and add 'env LIMITRY_API_KEY;' "
+        .. "to nginx.conf's main context (nginx clears its workers' environment)")
+    end
     raise("api_key is required: pass limitry.new(key) or set LIMITRY_API_KEY")
   end
   if has_control(key) or key:find("%s") then

@@ -114,7 +114,8 @@ function M.serve()
   local model = body:match('"model"%s*:%s*"([^"]+)"') or "unknown"
   local stream = body:find('"stream"%s*:%s*true') ~= nil
   local cut = ngx.var.http_x_upstream_cut ~= nil
-  local uri, tokens = ngx.var.uri, 0
+  local uri = ngx.var.uri
+  local tokens
   if uri:find("/chat/completions$") then
     tokens = chat(model, stream, body:find('"include_usage"%s*:%s*true') ~= nil, cut)
   elseif uri:find("/messages$") then

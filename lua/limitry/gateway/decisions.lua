@@ -33,6 +33,7 @@ local floor, concat, tostring, tonumber = math.floor, table.concat, tostring, to
 function M.new(opts)
   local d = setmetatable({}, D)
   for k, v in pairs(opts) do d[k] = v end
+  d.known = {} -- ids of the limits whose statuses this worker stored or read
   d.rules_memo, d.keys_memo, d.keys_count, d.status_memo, d.status_count = nil, {}, 0, {}, 0
   return d
 end
@@ -142,8 +143,25 @@ end
 
 local function status_key(id) return "d:s:" .. id end
 
--- Stores the statuses of a check answer; returns the ids it named.
-function D:_store(kind, list)
+-- What Limitry had acknowledged of this node's usage for every limit of `kind` this worker knows,
+-- read before a check is sent: a batch stored while the check is on its way is then counted twice
+-- for a moment (refusing early), never not at all (admitting too much).
+function D:_delivered_before(kind)
+  local snap = {}
+  for id in pairs(self.known) do
+    if id:sub(1, 1) == kind then
+      local st = self:status(id)
+      if st then
+        local key = "d:v:" .. id .. ":" .. st.p
+        snap[key] = self.dict:get(key) or 0
+      end
+    end
+  end
+  return snap
+end
+
+-- Stores the statuses of a check answer (snap: _delivered_before's); returns the ids it named.
+function D:_store(kind, list, snap)
   local now, dict, ids = ngx.now(), self.dict, {}
   for _, s in ipairs(list or {}) do
     if type(s) == "table" and type(s.id) == "string" and type(s.limit) == "number" then
@@ -159,9 +177,11 @@ function D:_store(kind, list)
         st.p = (tonumber(s.reset) or (floor(now / size) + 1) * size) - size
       end
       if st.p then
-        st.dlv = dict:get("d:v:" .. id .. ":" .. st.p) or 0
+        local vkey = "d:v:" .. id .. ":" .. st.p
+        st.dlv = snap[vkey] or dict:get(vkey) or 0
         dict:safe_set(status_key(id), codec.pack(st))
         ids[#ids + 1] = id
+        self.known[id] = true
       end
     end
   end
@@ -173,16 +193,18 @@ end
 function D:_fetch(client, kind, dims)
   local ids = {}
   if kind ~= "r" then
+    local snap = self:_delivered_before("q")
     local res, _, err = client:quotas():check(dims)
     call_metric(self, "quotas_check", res == nil and err)
     if not res then return nil, err end
-    for _, id in ipairs(self:_store("q", res.quotas)) do ids[#ids + 1] = id end
+    for _, id in ipairs(self:_store("q", res.quotas, snap)) do ids[#ids + 1] = id end
   end
   if kind ~= "q" then
+    local snap = self:_delivered_before("r")
     local res, _, err = client:rate_limits():check(dims)
     call_metric(self, "rate_limits_check", res == nil and err)
     if not res then return nil, err end
-    for _, id in ipairs(self:_store("r", res.rateLimits)) do ids[#ids + 1] = id end
+    for _, id in ipairs(self:_store("r", res.rateLimits, snap)) do ids[#ids + 1] = id end
   end
   return ids
 end
@@ -192,6 +214,7 @@ function D:status(id)
   if not raw then return nil end
   local st = self.status_memo[raw]
   if not st then
+    self.known[id] = true
     st = codec.unpack(raw)
     if self.status_count > 4096 then self.status_memo, self.status_count = {}, 0 end
     self.status_memo[raw], self.status_count = st, self.status_count + 1
@@ -199,15 +222,23 @@ function D:status(id)
   return st
 end
 
--- Runs fetch() in a timer unless a worker did so less than a second ago for this target.
+-- Runs fetch() in a timer unless a worker is doing so, or failed to less than a second ago, for
+-- this target (one refresh at a time across workers, at most one try a second while Limitry fails).
 function D:_refresh(target, fetch)
-  if not self.dict:safe_add("d:l:" .. target, true, 1) then return end
+  local lock = "d:l:" .. target
+  if not self.dict:safe_add(lock, true, 10) then return end
   if not self:_budget_ok(false) then return end
-  ngx.timer.at(0, function(premature)
+  local ok = ngx.timer.at(0, function(premature)
     if premature then return end
-    local ok, err = fetch()
-    if not ok then self.log("refresh", "warn", "could not refresh limits: " .. tostring(err and err.msg)) end
+    local done, err = fetch()
+    if done then
+      self.dict:delete(lock)
+    else
+      self.dict:safe_set(lock, true, 1)
+      self.log("refresh", "warn", "could not refresh limits: " .. tostring(err and err.msg))
+    end
   end)
+  if not ok then self.dict:delete(lock) end
 end
 
 -- Waits (bounded) for another worker's fetch of `target`, or fetches itself: true when done.
@@ -338,10 +369,10 @@ function D:decide(customer, model, event_type)
       if source == "cached" then source = "fresh" end
     end
     local age = now - st.at
-    if age > self.ttl + self.stale_ttl then return nil, "skipped" end
-    if age > self.ttl and source ~= "fresh" then source = "stale" end
     local p, next_p = periods.bounds(st.kind == "q" and st.period or st.window, now)
     if age > self.refresh_after or p ~= st.p then self:_refresh_status(lim, dims) end
+    if age > self.ttl + self.stale_ttl then return nil, "skipped" end
+    if age > self.ttl and source ~= "fresh" then source = "stale" end
     local mine = self.dict:get("d:a:" .. lim.id .. ":" .. p) or 0
     local used = mine
     if p == st.p then used = (st.kind == "q" and st.used or st.count) + mine - st.dlv end

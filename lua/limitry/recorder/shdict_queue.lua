@@ -139,7 +139,7 @@ function Queue:ack(b)
   end
 end
 
-function Queue:keep() end -- it stays in the dict, and is the oldest
+function Queue.keep() end -- it stays in the dict, and is the oldest
 
 function Queue:split(b)
   local mid = math.floor(#b.items / 2)
@@ -157,6 +157,6 @@ function Queue:split(b)
   end
 end
 
-function Queue:close() end
+function Queue.close() end
 
 return M
