@@ -1,5 +1,5 @@
 -- limitry.gateway in real nginx (Debian's nginx and lua-nginx-module), in front of a model API
--- stand-in (spec/support/llm_upstream.lua), against the local server as Limitry: usage read from
+-- stand-in (examples/openresty/fake_model_api.lua), against the local server as Limitry: usage read from
 -- every answer shape, decisions from cached limits with local accounting, refusals, stale and
 -- skipped decisions during an outage, metrics, a worker killed with events queued, a missing key,
 -- a key that cannot read the rules, and the load scenario of issue #16 (shortened).
@@ -322,6 +322,25 @@ describe("limitry.gateway without a usable key", function()
       socket.sleep(0.3) -- each call delivered before the next (nothing here counts locally across the refresh)
     end
     assert.same({ 200, 200, 429 }, statuses)
+  end)
+end)
+
+describe("examples/openresty/nginx.conf", function()
+  it("is accepted by nginx as written, with the checkout's path and the providers on loopback", function()
+    local dir = support.tmpdir("example-conf")
+    os.execute("mkdir -p " .. dir .. "/logs")
+    local root = os.getenv("PWD")
+    local f = assert(io.open("examples/openresty/nginx.conf"))
+    local conf = f:read("*a"):gsub("/path/to/limitry%-lua", root):gsub("api%.openai%.com", "127.0.0.1")
+      :gsub("api%.anthropic%.com", "127.0.0.1"):gsub("listen 8080;", "listen 127.0.0.1:" .. support.closed_port() .. ";")
+    f:close()
+    local out = assert(io.open(dir .. "/nginx.conf", "w"))
+    out:write(conf)
+    out:close()
+    local p = io.popen("env -u LUA_PATH -u LUA_CPATH /usr/sbin/nginx -t -p " .. dir .. "/ -c nginx.conf 2>&1")
+    local text = p:read("*a")
+    p:close()
+    assert.matches("test is successful", text)
   end)
 end)
 

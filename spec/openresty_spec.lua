@@ -1,7 +1,7 @@
 -- The client inside real nginx (Debian's lua-nginx-module, LuaJIT): usage calls go over cosockets
 -- by default and never stall the worker; the worker-thread path fails soft when overloaded; a
--- client made before fork is safe in every worker; reloads finish calls in flight; and the budget
--- guard example holds under a burst.
+-- client made before fork is safe in every worker; reloads finish calls in flight. (limitry.gateway,
+-- the OpenResty product built on this, has its own spec: spec/gateway_spec.lua.)
 local support = require "spec.support.server"
 local gateway = require "spec.support.gateway"
 local local_server = require "limitry_local"
@@ -15,7 +15,7 @@ local GATEWAY = [[
   keepalive_timeout 30s;
   lua_package_path "@ROOT@/lua/?.lua;@ROOT@/lua/?/init.lua;@ROOT@/examples/openresty/?.lua;;";
   lua_package_cpath "@ROOT@/build/luajit/?.so;;";
-  lua_shared_dict limitry_budget 4m;
+  lua_shared_dict test_state 4m;
   init_by_lua_block {
     TEST = @TEST_VALUES@
     local limitry = require "limitry"
@@ -27,24 +27,6 @@ local GATEWAY = [[
       -- A call here opens a connection in the master, which every worker inherits.
       assert(SHARED_BLOCKING:usage():get_summary(TEST.wide[1], TEST.wide[2]))
     end
-    require("budget_guard").configure {
-      budgets = { rich = 1000000, poor = 100 },
-      default_budget_cents = 50,
-      cache_ttl = 30,
-      client = { api_key = TEST.api_key, base_url = TEST.base_url, headers = { ["X-Limitry-Test-Id"] = TEST.guard_id } },
-    }
-    GUARD = function(name, extra)
-      local client = { api_key = TEST.api_key, base_url = TEST.base_url, headers = { ["X-Limitry-Test-Id"] = TEST.guard_id .. "-" .. name } }
-      for k, v in pairs(extra or {}) do if k == "fault" then client.headers["X-Limitry-Fault"] = v else client[k] = v end end
-      return client
-    end
-    GUARDS = {
-      burst = GUARD("burst"),
-      failing = GUARD("failing", { fault = "status=500" }),
-      hanging = GUARD("hanging", { fault = "delay=5000" }),
-      refresh = GUARD("refresh"),
-      dead = { api_key = TEST.api_key, base_url = TEST.dead_url, max_retries = 0, connect_timeout = 1 },
-    }
     -- /call: one usage call with the options in the query; the outcome as JSON.
     CALL = function(args)
       local opts = { api_key = args.key == "ingest" and "lm_local_ingest_only_key" or TEST.api_key,
@@ -107,7 +89,7 @@ local GATEWAY = [[
     }
     location = /in-timer {
       content_by_lua_block {
-        local done = ngx.shared.limitry_budget
+        local done = ngx.shared.test_state
         local id = ngx.var.arg_id
         ngx.timer.at(0, function(premature)
           if premature then return end
@@ -117,7 +99,7 @@ local GATEWAY = [[
         ngx.say("started")
       }
     }
-    location = /timer-result { content_by_lua_block { ngx.say(ngx.shared.limitry_budget:get("timer:" .. ngx.var.arg_id)) } }
+    location = /timer-result { content_by_lua_block { ngx.say(ngx.shared.test_state:get("timer:" .. ngx.var.arg_id)) } }
     location = /async {
       content_by_lua_block {
         local usage = SHARED:usage()
@@ -149,57 +131,7 @@ local GATEWAY = [[
         ngx.say(require("cjson").encode { id = rec.id, allowed = d.allowed, checked = checked.allowed, tokens = u.totalTokens })
       }
     }
-    location ~ ^/model/(\w+)/ {
-      access_by_lua_block {
-        local how = ngx.var[1]
-        local client = { api_key = TEST.api_key, base_url = how:find("^dead") and TEST.dead_url or TEST.base_url }
-        require("limitry_gateway").before { client = client, mode = how == "track" and "track" or "check",
-          fail_open = how ~= "deadclosed" }
-      }
-      # The model API stand-in: an OpenAI-style answer with its token usage.
-      content_by_lua_block { ngx.say('{"choices":[{"text":"hi"}],"usage":{"prompt_tokens":60,"completion_tokens":40}}') }
-      body_filter_by_lua_block { require("limitry_gateway").capture() }
-      log_by_lua_block { require("limitry_gateway").after() }
-    }
     location = /pid { content_by_lua_block { ngx.say(ngx.worker.pid()) } }
-    location /guarded/ {
-      access_by_lua_block { require("budget_guard").check() }
-      content_by_lua_block { ngx.say("served") }
-    }
-    location ~ ^/guard/(\w+)/ {
-      access_by_lua_block {
-        local name = ngx.var[1]
-        require("budget_guard").check { client = GUARDS[name], fail_open = name ~= "closed", lock_wait = 2 }
-      }
-      content_by_lua_block { ngx.say("served") }
-    }
-    location /dead-closed/ {
-      access_by_lua_block { require("budget_guard").check { client = GUARDS.dead, fail_open = false } }
-      content_by_lua_block { ngx.say("served") }
-    }
-    location = /guard-cache {
-      content_by_lua_block {
-        local dict = ngx.shared.limitry_budget
-        local out = {}
-        for _, k in ipairs(dict:get_keys(0)) do
-          if k:find("^mtd:") then out[#out + 1] = { key = k, ttl = dict:ttl(k), value = dict:get(k) } end
-        end
-        ngx.say(require("cjson").encode(out))
-      }
-    }
-    location = /guard-age {
-      content_by_lua_block {
-        -- Makes the customer's entry look old enough to be refreshed ahead of expiry.
-        local dict = ngx.shared.limitry_budget
-        for _, k in ipairs(dict:get_keys(0)) do
-          if k:find("^mtd:") and k:sub(-#ngx.var.arg_customer - 1) == ":" .. ngx.var.arg_customer then
-            local cost, _, life = dict:get(k):match("^(%S+) (%S+) (%S+)$")
-            dict:set(k, string.format("%s %.3f %s", cost, ngx.now() - life * 0.9, life), 60)
-            ngx.say("aged")
-          end
-        end
-      }
-    }
   }
 ]]
 
@@ -247,7 +179,6 @@ local function fault(spec) return (spec:gsub("[=;]", function(c) return string.f
 
 describe("in nginx (OpenResty)", function()
   local server, tls_server, pki, dir, port
-  local guard_id = support.test_id("guard")
 
   setup(function()
     server = support.start()
@@ -257,7 +188,7 @@ describe("in nginx (OpenResty)", function()
     port = local_server.free_port()
     dir = support.tmpdir("gateway")
     local values = { api_key = server.api_key, base_url = server.base_url, tls_url = tls_server.base_url,
-      dead_url = "http://127.0.0.1:" .. support.closed_port() .. "/v1", guard_id = guard_id, wide = WIDE }
+      dead_url = "http://127.0.0.1:" .. support.closed_port() .. "/v1", wide = WIDE }
     local_server.run_nginx(dir, gateway_conf("thread_pool limitry threads=2;", values, port, false, pki .. "/ca.pem"), port, "tcp")
   end)
   teardown(function()
@@ -529,180 +460,6 @@ describe("in nginx (OpenResty)", function()
     end)
   end)
 
-  describe("budget guard example", function()
-    local function guarded(prefix, customer)
-      local answer = gateway.get(port, prefix .. "chat", customer and { ["X-Customer-Id"] = customer } or {})
-      return answer.status, answer.body, answer.headers
-    end
-    -- Limitry calls the guard made for one customer through the guard client `name`.
-    local function calls(name, customer)
-      local n = 0
-      for _, r in ipairs(support.recorded(server, guard_id .. "-" .. name).requests) do
-        if r.args.customerId == customer then n = n + 1 end
-      end
-      return n
-    end
-
-    setup(function()
-      ingest(server, { { customer = "poor", cents = 500 }, { customer = "rich", cents = 500 }, { customer = "burst", cents = 7 } })
-    end)
-
-    it("lets customers under budget through", function()
-      local status, body, headers = guarded("/guarded/", "rich")
-      assert.equal(200, status)
-      assert.equal("served\n", body)
-      assert.equal(tostring(1000000 - 500), headers["x-budget-remaining-cents"])
-      assert.equal(200, (guarded("/guarded/", "newcomer")))
-    end)
-
-    it("answers 429 with a JSON error over budget", function()
-      local status, body, headers = guarded("/guarded/", "poor")
-      assert.equal(429, status)
-      local doc = core.decode(body)
-      assert.equal("monthly budget exceeded", doc.error)
-      assert.equal(500, doc.spent_cents)
-      assert.equal(100, doc.budget_cents)
-      assert.is_true(tonumber(headers["retry-after"]) > 0)
-      assert.equal("application/json", headers["content-type"])
-    end)
-
-    it("asks Limitry once for 500 concurrent requests of one customer on a cold cache", function()
-      local requests = {}
-      for i = 1, 500 do requests[i] = { path = "/guard/burst/chat", headers = { ["X-Customer-Id"] = "burst" } } end
-      local answers = gateway.burst(port, requests)
-      local latencies = {}
-      for i, a in ipairs(answers) do
-        assert.equal(200, a.status, "request " .. i .. ": " .. tostring(a.status or a.error))
-        assert.equal(tostring(50 - 7), a.headers["x-budget-remaining-cents"])
-        latencies[i] = a.elapsed
-      end
-      assert.equal(1, calls("burst", "burst"))
-      io.stderr:write(string.format("\n[budget guard, 500 at once, cold cache] 1 Limitry call; p50 %.0f ms, max %.0f ms\n",
-        percentile(latencies, 0.5) * 1000, percentile(latencies, 1) * 1000))
-    end)
-
-    it("caches failures, so an outage costs one call per fail_ttl, not one per request", function()
-      for _ = 1, 20 do
-        local status, _, headers = guarded("/guard/failing/", "outage")
-        assert.equal(200, status)
-        assert.equal("skipped", headers["x-budget-check"])
-      end
-      assert.equal(1, calls("failing", "outage"))
-    end)
-
-    it("fails open within the short request-path timeout when Limitry hangs", function()
-      local t = support.now()
-      local status, _, headers = guarded("/guard/hanging/", "hang")
-      assert.equal(200, status)
-      assert.equal("skipped", headers["x-budget-check"])
-      assert.is_true(support.now() - t < 2.5, "waited " .. (support.now() - t) .. " s for a Limitry that holds 5 s")
-    end)
-
-    it("fails closed with 503 when so configured", function()
-      local status, body = guarded("/dead-closed/", "rich")
-      assert.equal(503, status)
-      assert.equal("usage service unavailable", core.decode(body).error)
-    end)
-
-    it("keys the cache by project and month, never by the key, with jittered lifetimes", function()
-      for i = 1, 8 do guarded("/guarded/", "jitter" .. i) end
-      local entries = core.decode(gateway.get(port, "/guard-cache").body)
-      local ttls, seen = {}, 0
-      for _, e in ipairs(entries) do
-        assert.is_nil(e.key:find(server.api_key, 1, true))
-        assert.matches("^mtd:%x+:%d%d%d%d%-%d%d:", e.key)
-        if e.key:find(":jitter%d$") then
-          seen = seen + 1
-          ttls[string.format("%.1f", e.ttl)] = true
-          assert.is_true(e.ttl > 0 and e.ttl <= 33, "ttl " .. e.ttl)
-        end
-      end
-      assert.equal(8, seen)
-      local distinct = 0
-      for _ in pairs(ttls) do distinct = distinct + 1 end
-      assert.is_true(distinct > 1, "all 8 entries expire together")
-    end)
-
-    it("refreshes an entry near its expiry from a timer while serving the cached value", function()
-      assert.equal(200, (guarded("/guard/refresh/", "fresh")))
-      assert.equal(1, calls("refresh", "fresh"))
-      assert.equal("aged\n", gateway.get(port, "/guard-age?customer=fresh").body)
-      local status, _, headers = guarded("/guard/refresh/", "fresh")
-      assert.equal(200, status)
-      assert.equal("50", headers["x-budget-remaining-cents"])
-      assert.truthy(gateway.eventually(5, function() return calls("refresh", "fresh") == 2 end))
-    end)
-
-    it("rejects a request without a customer id", function()
-      assert.equal(400, (guarded("/guarded/", nil)))
-    end)
-
-    it("never writes the API key to nginx's log", function()
-      guarded("/guard/failing/", "logged")
-      local f = assert(io.open(dir .. "/logs/error.log"))
-      local log = f:read("*a")
-      f:close()
-      assert.matches("usage lookup failed", log)
-      assert.is_nil(log:find(server.api_key, 1, true))
-    end)
-  end)
-end)
-
-describe("gateway enforcement example (limitry_gateway)", function()
-  local limitry = require "limitry"
-  local server, dir, port, admin
-
-  setup(function()
-    server = support.start()
-    admin = limitry.new { api_key = server.api_key, base_url = server.base_url }
-    port = local_server.free_port()
-    dir = support.tmpdir("gateway3")
-    local values = { api_key = server.api_key, base_url = server.base_url, tls_url = server.base_url,
-      dead_url = "http://127.0.0.1:" .. support.closed_port() .. "/v1", guard_id = "unused", wide = WIDE }
-    local_server.run_nginx(dir, gateway_conf(nil, values, port, false, nil), port, "tcp")
-  end)
-  teardown(function()
-    pcall(local_server.stop, dir)
-    support.stop(server)
-  end)
-
-  local function model_call(how, customer, headers)
-    local h = { ["X-Customer-Id"] = customer, ["X-Model"] = "gpt-4o" }
-    for k, v in pairs(headers or {}) do h[k] = v end
-    return gateway.get(port, "/model/" .. how .. "/chat", h)
-  end
-
-  local function tokens(customer)
-    local u = assert(admin:customers():get_usage(customer, WIDE[1], WIDE[2]))
-    return u.totalTokens
-  end
-
-  for _, how in ipairs { "check", "track" } do
-    it("lets calls through until the daily quota trips mid-test, then answers 429 (" .. how .. ")", function()
-      local customer = support.test_id("gw-" .. how)
-      assert(admin:quotas():create { name = "gw " .. customer, metric = "total_tokens", limit_value = 1000,
-        period = "day", dimension_filters = { customer_id = customer } })
-      for i = 1, 10 do
-        local a = model_call(how, customer, { ["X-Estimated-Tokens"] = "100" })
-        assert.equal(200, a.status, "call " .. i .. ": " .. tostring(a.body))
-        -- check mode records from a timer after the answer: wait for it before the next check
-        assert.truthy(gateway.eventually(5, function() return tokens(customer) == 100 * i end), "call " .. i .. " recorded")
-      end
-      local refused = model_call(how, customer, { ["X-Estimated-Tokens"] = "100" })
-      assert.equal(429, refused.status)
-      local body = core.decode(refused.body)
-      assert.is_false(body.allowed)
-      assert.is_true(tonumber(refused.headers["retry-after"]) > 0)
-      assert.equal(1000, tokens(customer))
-    end)
-  end
-
-  it("fails open or closed when Limitry is unreachable", function()
-    local open = model_call("deadopen", "gw-dead")
-    assert.equal(200, open.status)
-    assert.equal("skipped", open.headers["x-limit-check"])
-    assert.equal(503, model_call("deadclosed", "gw-dead").status)
-  end)
 end)
 
 describe("a client made before nginx forks its workers", function()
@@ -719,7 +476,7 @@ describe("a client made before nginx forks its workers", function()
     port = local_server.free_port()
     dir = support.tmpdir("gateway2")
     local values = { api_key = server.api_key, base_url = server.base_url, tls_url = server.base_url,
-      dead_url = server.base_url, guard_id = "unused", wide = WIDE, blocking_shared = true }
+      dead_url = server.base_url, wide = WIDE, blocking_shared = true }
     local conf = gateway_conf(nil, values, port, true, nil):gsub("worker_processes 1;", "worker_processes 2;")
     local_server.run_nginx(dir, conf, port, "tcp")
   end)

@@ -152,6 +152,7 @@ all)
   check "luacheck (lua/ server/ spec/ examples/ bench/)" luacheck --no-color lua/ server/ spec/ examples/ bench/
   check "examples run as written" sh tools/examples-check.sh
   check "README blocks run as written" lua5.4 tools/readme-check.lua
+  check "docs/gateway.md blocks run as written" lua5.4 tools/readme-check.lua docs/gateway.md
   ;;
 esac
 echo "$TOTAL_PASSED passed, $TOTAL_FAILED failed"

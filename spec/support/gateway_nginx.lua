@@ -1,4 +1,4 @@
--- An nginx running limitry.gateway in front of a model API stand-in (spec/support/llm_upstream.lua),
+-- An nginx running limitry.gateway in front of a model API stand-in (examples/openresty/fake_model_api.lua),
 -- as a user's nginx.conf would: the module's phase handlers on /v1/, a bare proxy_pass of the same
 -- upstream on /bare/ (the reference for the added cost), /metrics, and the upstream itself on a
 -- second port. Used by spec/gateway_spec.lua and bench/gateway.lua.
@@ -10,7 +10,7 @@ local M = {}
 local ROOT = os.getenv("PWD") or io.popen("pwd"):read("*l")
 
 local HTTP = [[
-  lua_package_path "@ROOT@/lua/?.lua;@ROOT@/lua/?/init.lua;@ROOT@/spec/support/?.lua;;";
+  lua_package_path "@ROOT@/lua/?.lua;@ROOT@/lua/?/init.lua;@ROOT@/examples/openresty/?.lua;;";
   lua_package_cpath "@ROOT@/build/luajit/?.so;;";
   lua_shared_dict limitry @DICT@;
   lua_shared_dict upstream 1m;
@@ -47,8 +47,8 @@ local HTTP = [[
   }
   server {
     listen 127.0.0.1:@UPSTREAM@ backlog=4096;
-    location = /_served { content_by_lua_block { require("llm_upstream").counts() } }
-    location / { content_by_lua_block { require("llm_upstream").serve() } }
+    location = /_served { content_by_lua_block { require("fake_model_api").counts() } }
+    location / { content_by_lua_block { require("fake_model_api").serve() } }
   }
 ]]
 

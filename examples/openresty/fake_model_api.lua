@@ -1,5 +1,6 @@
--- A model API stand-in (runs in nginx's content phase): OpenAI chat completions
--- (/v1/chat/completions), OpenAI Responses (/v1/responses) and Anthropic Messages (/v1/messages),
+-- A model API stand-in for trying limitry.gateway without a provider key (runs in nginx's content
+-- phase; examples/openresty/quickstart.conf serves it): OpenAI chat completions (/v1/chat/completions),
+-- OpenAI Responses (/v1/responses) and Anthropic Messages (/v1/messages),
 -- each as JSON or, when the request body says "stream": true, as server-sent events sent in
 -- flushed chunks. Every answer reports 30 input and 20 output tokens (OpenAI's streamed chat only
 -- with stream_options.include_usage, as OpenAI does). It counts the calls it served, and the
