@@ -186,15 +186,42 @@ local function request_body()
   return ngx.req.get_body_data()
 end
 
--- The string value of "name" in a JSON text (the first one), found with plain searches.
-local function json_field(body, name, value_pattern)
-  local at = string.find(body, '"' .. name .. '"', 1, true)
-  return at and string.match(body, value_pattern, at + #name + 2)
+local QUOTE, COLON = string.byte('"'), string.byte(":")
+local WHITE = { [32] = true, [9] = true, [10] = true, [13] = true }
+
+-- Where the value of the first member `name` of a JSON text starts (after the colon and spaces), or
+-- nil. Plain searches for `name"` (a search for '"' would stop at every quote of the text).
+local function member_value_at(body, name)
+  local at = string.find(body, name .. '"', 1, true)
+  while at do
+    if string.byte(body, at - 1) == QUOTE then
+      local i = at + #name + 1
+      while WHITE[string.byte(body, i)] do i = i + 1 end
+      if string.byte(body, i) == COLON then
+        i = i + 1
+        while WHITE[string.byte(body, i)] do i = i + 1 end
+        return i
+      end
+    end
+    at = string.find(body, name .. '"', at + 1, true)
+  end
+  return nil
+end
+
+-- The model a request body names ("model": "...", without escapes), or nil.
+local function body_model(body)
+  local i = member_value_at(body, "model")
+  if not i or string.byte(body, i) ~= QUOTE then return nil end
+  local close = string.find(body, '"', i + 1, true)
+  local model = close and string.sub(body, i + 1, close - 1)
+  if not model or model == "" or string.find(model, "\\", 1, true) then return nil end
+  return model
 end
 
 -- Streamed chat completions report usage only with stream_options.include_usage: added when absent.
 local function add_stream_usage(body)
-  if not json_field(body, "stream", "^%s*:%s*(true)") or body:find("include_usage", 1, true) then return end
+  local at = member_value_at(body, "stream")
+  if not at or string.sub(body, at, at + 3) ~= "true" or string.find(body, "include_usage", 1, true) then return end
   local new
   local s, e = body:find('"stream_options"%s*:%s*{%s*')
   if s then
@@ -249,7 +276,7 @@ function M.access()
   if (model == nil and config.model_header) or (config.stream_usage and find(ngx.var.uri, "/chat/completions", 1, true)) then
     local body = request_body()
     if body then
-      if model == nil then model = json_field(body, "model", '^%s*:%s*"([^"\\]+)"') end
+      if model == nil then model = body_model(body) end
       if config.stream_usage then add_stream_usage(body) end
     end
   end

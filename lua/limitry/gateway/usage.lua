@@ -91,10 +91,9 @@ end
 
 local function feed_sse(self, chunk)
   local buf = self.line ~= "" and self.line .. chunk or chunk
-  -- The common chunk (text deltas) holds no usage object; after one was seen, the end marker is
-  -- looked for too. Such a chunk only moves the partial line on.
-  local interesting = usage_object(buf)
-    or (self.input and (find(buf, "[DONE]", 1, true) or find(buf, "message_stop", 1, true)))
+  -- The common chunk (text deltas) holds no usage object and no end marker: it only moves the
+  -- partial line on.
+  local interesting = usage_object(buf) or find(buf, "[DONE]", 1, true) or find(buf, "message_stop", 1, true)
     or (not self.model and find(buf, "model", 1, true))
   if not interesting then
     if sub(buf, -1) == "\n" then
