@@ -192,13 +192,29 @@ describe("limitry client", function()
     end)
 
     it("400 is an APIError carrying the server's message", function()
-      local c = client()
-      local _, msg, err = c:usage():get_summary { start_date = "2024-02-01", end_date = "2024-01-01" }
+      -- (a range that ends before it starts raises in the client now: spec/arguments_spec.lua)
+      local c = client({}, support.json_fault('{"error":"startDate must be before endDate"}', "status=400"))
+      local _, msg, err = c:usage():get_summary { start_date = "2024-01-01", end_date = "2024-02-01" }
       assert.equal("APIError", err.name)
       assert.equal(400, err.status)
       assert.equal("startDate must be before endDate", err.message)
       assert.equal(1, err.attempts)
       assert.matches("startDate must be before endDate", msg)
+    end)
+
+    it("sends every date form the client accepts, and the local server reads each the same (issue #17)", function()
+      local protocol = require "limitry.protocol"
+      local c, id = client()
+      local forms = { "2024-01-01", "2024-01-01T00:00Z", "2024-01-01t00:00:00z", "2024-01-01 00:00:00",
+        "2024-01-01T01:00:00+01:00", "2023-12-31T19:00:00-0500", "2024-01-01T00:00:00.000000000Z", "2024-01-01T00:00:00,0Z" }
+      for _, form in ipairs(forms) do
+        assert.equal(1704067200, protocol.parse_date(form), form)
+        local s = assert(c:usage():get_summary(form, "2024-02-01T00:00:00Z", { customer_id = "nobody" }))
+        assert.equal(0, s.totalEvents)
+      end
+      local sent = support.recorded(server, id).requests
+      assert.equal(#forms, #sent)
+      for i, form in ipairs(forms) do assert.equal(form, sent[i].args.startDate) end -- sent unchanged
     end)
 
     it("429 is a RateLimitError with retry_after and rate-limit headers", function()
