@@ -442,6 +442,19 @@ function M.encode_event(ev, where)
   return encode(wire)
 end
 
+-- Routes Limitry has whatever the ids: a 404 on one of them means the base URL is wrong (see
+-- Client:_finish). Routes with an id in their path are not here: a 404 there is an unknown id.
+local KNOWN_ROUTES = {
+  ["GET /usage"] = true, ["GET /usage/breakdown"] = true, ["GET /usage/timeseries"] = true,
+  ["POST /events"] = true, ["POST /events/batch"] = true, ["GET /events"] = true, ["POST /track"] = true,
+  ["GET /quotas"] = true, ["POST /quotas"] = true, ["POST /quotas/check"] = true,
+  ["GET /rate-limits"] = true, ["POST /rate-limits"] = true, ["POST /rate-limits/check"] = true,
+  ["GET /project"] = true,
+}
+function M.known_route(method, path)
+  return KNOWN_ROUTES[method .. " " .. path:gsub("[?#].*$", ""):gsub("/$", "")] == true
+end
+
 -- client:request(method, path [, body [, options]]): an endpoint the library does not wrap.
 local RAW_METHODS = { GET = true, POST = true, PUT = true, DELETE = true }
 local RAW_OPTIONS = { idempotent = "boolean" }

@@ -81,7 +81,7 @@ local function settle(c, req, res, err)
     table.insert(c._async.waiting, req)
     return
   end
-  errors.finish(err, req.attempts, c._host, req.sent)
+  M.finish(c, err, req.attempts, req.sent, req.call) -- set by limitry (init.lua): Client:_finish
   return complete(c, req, nil, err.msg, err)
 end
 

@@ -41,6 +41,9 @@ local OPTION_TYPES = {
   proxy = "string", no_proxy = "string", ssl_verify = "boolean", openresty = "string",
   thread_pool = "string", pool_size = "number", keepalive_timeout = "number",
   max_worker_thread_calls = "number",
+  -- Internal: where the key and base_url of the client this one is rebuilt from came from (an
+  -- nginx worker thread's copy, see Client:_config), so its errors name the original sources.
+  _origin = "table",
 }
 
 -- The key lives only here, never in a field of the client, so printing a client cannot show it.
@@ -91,7 +94,9 @@ local function check_options(opts)
     local want = OPTION_TYPES[k]
     if not want then
       local names = {}
-      for name in pairs(OPTION_TYPES) do names[#names + 1] = name end
+      for name in pairs(OPTION_TYPES) do
+        if name:sub(1, 1) ~= "_" then names[#names + 1] = name end
+      end
       table.sort(names)
       raise("unknown option '" .. tostring(k) .. "' (allowed: " .. table.concat(names, ", ") .. ")")
     end
@@ -209,15 +214,21 @@ function limitry.new(arg)
   c._host = shown:match("^%a+://([^/]+)")
   for k, v in pairs(DEFAULTS) do c[k] = v end
   for k, v in pairs(opts) do
-    if k ~= "api_key" and k ~= "headers" and k ~= "base_url" then c[k] = v end
+    if k ~= "api_key" and k ~= "headers" and k ~= "base_url" and k ~= "_origin" then c[k] = v end
   end
+  -- Where the key and the URL came from, for the errors they cause (never the key itself).
+  local origin = opts._origin or {
+    key = opts.api_key and "key given to limitry.new" or "key from LIMITRY_API_KEY",
+    url = opts.base_url and "base_url given to limitry.new" or env_url and "base_url from LIMITRY_BASE_URL"
+      or "the default base_url",
+  }
   local lines, ua_extra = build_headers(key, opts.headers)
   local curl_headers = { user_agent("libcurl/" .. core.curl_version, ua_extra) }
   for i, line in ipairs(lines) do curl_headers[i + 1] = line end
   local json_headers = { "Content-Type: application/json", "Expect:" } -- no 100-continue round trip
   for i, line in ipairs(curl_headers) do json_headers[i + 1] = line end
   secrets[c] = { key = key, url = base_url, headers = curl_headers, json_headers = json_headers, header_lines = lines,
-    ua_extra = ua_extra, extra_headers = opts.headers }
+    ua_extra = ua_extra, extra_headers = opts.headers, origin = origin }
   c._usage = setmetatable({ client = c }, Usage)
   return c
 end
@@ -278,8 +289,34 @@ function Client:_config()
   for k in pairs(DEFAULTS) do cfg[k] = self[k] end
   cfg.openresty = "blocking"
   for _, k in ipairs { "ca_file", "ca_path", "proxy", "no_proxy" } do cfg[k] = self[k] end
+  cfg._origin = secrets[self].origin
   return cfg
 end
+
+-- Where Limitry's API lives: a 404 from a base_url without it is most likely a base_url without /v1.
+local V1_HINT = "Limitry's API lives under /v1, e.g. " .. limitry.DEFAULT_BASE_URL
+
+-- Fills in err's final message (errors.finish) with what helps most to fix it: where the key came
+-- from for an AuthenticationError, where base_url came from for a failure to reach it, and a hint
+-- to check base_url for a 404 that a right base_url cannot give: any 404 when base_url does not end
+-- in /v1, or a 404 on a route Limitry has (one without an id in its path; an unknown id is a 404 of
+-- its own). req: the request (method, path). sent_before: see errors.finish.
+function Client:_finish(err, attempts, sent_before, req)
+  local origin = secrets[self].origin
+  local note, hint
+  if err.name == "AuthenticationError" then
+    note = origin.key
+  elseif err.kind == "network" or err.kind == "timeout" or err.kind == "tls" or err.kind == "protocol" then
+    note = origin.url
+  elseif err.status == 404 and req then
+    local path = self.base_url:match("^%a+://[^/]+(.*)$")
+    if not path:find("/v1$") or api.known_route(req.method or "GET", req.path) then
+      hint = "check base_url (" .. self.base_url .. ", " .. origin.url:gsub("^base_url ", "") .. "): " .. V1_HINT
+    end
+  end
+  return errors.finish(err, attempts, self._host, sent_before, note, hint)
+end
+async.finish = function(c, err, attempts, sent_before, req) return c:_finish(err, attempts, sent_before, req) end
 
 -- What the cosocket transport needs, computed on the first call made in nginx and again when a
 -- client field it uses has changed since.
@@ -369,7 +406,7 @@ local function call_with_retries(self, req)
     if res ~= nil then return res end
     local delay = protocol.retry_delay(err, attempt, self, req.retry)
     if not delay then
-      errors.finish(err, attempt, self._host, sent)
+      self:_finish(err, attempt, sent, req)
       return nil, err.msg, err
     end
     sent = sent or err.sent
