@@ -45,6 +45,8 @@ local function redact(s, secret)
   return table.concat(out)
 end
 
+M.redact = redact
+
 -- A copy of v with the secret replaced in every string, keys included, at any depth: iterative,
 -- so a body nested as deep as the decoder allows (or deeper) is scrubbed all the way down.
 local function redact_deep(v, secret)

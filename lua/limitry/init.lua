@@ -40,7 +40,7 @@ local OPTION_TYPES = {
   max_response_size = "number", headers = "table", ca_file = "string", ca_path = "string",
   proxy = "string", no_proxy = "string", ssl_verify = "boolean", openresty = "string",
   thread_pool = "string", pool_size = "number", keepalive_timeout = "number",
-  max_worker_thread_calls = "number",
+  max_worker_thread_calls = "number", log = "function",
   -- Internal: where the key and base_url of the client this one is rebuilt from came from (an
   -- nginx worker thread's copy, see Client:_config), so its errors name the original sources.
   _origin = "table",
@@ -216,6 +216,9 @@ function limitry.new(arg)
   for k, v in pairs(opts) do
     if k ~= "api_key" and k ~= "headers" and k ~= "base_url" and k ~= "_origin" then c[k] = v end
   end
+  -- A field of its own even when unset: every attempt reads it, and a miss would go through the
+  -- metatables to the methods.
+  if c.log == nil then c.log = false end
   -- Where the key and the URL came from, for the errors they cause (never the key itself).
   local origin = opts._origin or {
     key = opts.api_key and "key given to limitry.new" or "key from LIMITRY_API_KEY",
@@ -375,15 +378,18 @@ local SEND = {
     -- A 2xx JSON answer comes back decoded and the headers only on demand (limit decisions read them).
     local status, headers, body, n, doc = h:call(cfg, url, req.method, req.body, flags)
     if headers == false then
-      if SHAPES[shape](doc) then return doc end
+      if SHAPES[shape](doc) then return doc, nil, status end
       headers = h:headers()
     end
-    return protocol.interpret(shape, s.key, status, headers, body, n, doc)
+    local res, err = protocol.interpret(shape, s.key, status, headers, body, n, doc)
+    return res, err, status
   end,
   cosocket = function(c, req)
     local conn = c:_cosocket()
-    return protocol.interpret(req.shape, secrets[c].key,
-      cosocket.request(conn, cosocket.message(conn, req.method or "GET", req.path, req.body), req.retry == "connect"))
+    local status, a, b, d, e = cosocket.request(conn, cosocket.message(conn, req.method or "GET", req.path, req.body),
+      req.retry == "connect")
+    local res, err = protocol.interpret(req.shape, secrets[c].key, status, a, b, d, e)
+    return res, err, status
   end,
 }
 local SLEEP = { curl = core.sleep, cosocket = function(s) ngx.sleep(s) end }
@@ -400,11 +406,17 @@ local function call_with_retries(self, req)
   if how == "worker_thread" then return require("limitry.ngx_thread").call(self, req) end
   local send = SEND[how]
   local attempt, sent = 0, false
+  local log = self.log
   while true do
     attempt = attempt + 1
-    local res, err = send(self, req)
-    if res ~= nil then return res end
+    local started = log and core.now()
+    local res, err, status = send(self, req)
+    if res ~= nil then
+      if log then protocol.log_attempt(log, secrets[self].key, how, req, attempt, started, status) end
+      return res
+    end
     local delay = protocol.retry_delay(err, attempt, self, req.retry)
+    if log then protocol.log_attempt(log, secrets[self].key, how, req, attempt, started, err.status, err, delay) end
     if not delay then
       self:_finish(err, attempt, sent, req)
       return nil, err.msg, err

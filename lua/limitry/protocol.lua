@@ -397,6 +397,35 @@ function M.interpret(shape, secret, status, headers, body, curl_code, decoded)
   }, secret)
 end
 
+-- The `log` option: one entry per attempt, on every transport. An entry is a table (fields below)
+-- whose tostring is one readable line, so `log = print` works:
+--   limitry: GET /usage -> 503 APIError (attempt 1, 12.3 ms, curl): injected 503; retry in 0.310 s
+-- `path` has no query (its values carry customer ids and cursors); nothing in an entry holds the key.
+local LogEntry = {}
+LogEntry.__index = LogEntry
+LogEntry.__tostring = function(e)
+  local outcome = e.status and tostring(e.status) or ""
+  if e.error then outcome = outcome .. (outcome ~= "" and " " or "") .. e.error end
+  local line = string.format("limitry: %s %s -> %s (attempt %d, %.1f ms, %s)", e.method, e.path, outcome,
+    e.attempt, e.duration * 1000, e.transport)
+  if e.error and e.message then line = line .. ": " .. e.message end
+  if e.retry then line = line .. string.format("; retry in %.3f s", e.retry_in) end
+  return line
+end
+M.LogEntry = LogEntry
+
+-- Calls log(entry) for one attempt of req that started at `started` (core.now()) and ended with
+-- `status` (an answer's HTTP status, or nil) and `err` (the error value, or nil for a result);
+-- `delay`: the seconds until the next attempt, or nil when this one was the last.
+function M.log_attempt(log, secret, transport, req, attempt, started, status, err, delay)
+  local path = req.path:match("^[^?#]*")
+  if secret and path:find(secret, 1, true) then path = errors.redact(path, secret) end
+  local e = setmetatable({ method = req.method or "GET", path = path, attempt = attempt, transport = transport,
+    duration = core.now() - started, status = status, retry = delay ~= nil, retry_in = delay }, LogEntry)
+  if err then e.error, e.kind, e.message = err.name, err.kind, err.message end
+  log(e)
+end
+
 local KIND_NAME = { timeout = "TimeoutError", network = "NetworkError", tls = "NetworkError",
   decode = "DecodeError", too_large = "DecodeError", memory = "NetworkError", usage = "NetworkError",
   protocol = "NetworkError", fork = "NetworkError" }
