@@ -3,7 +3,33 @@
 --   local s, msg, err = client:usage():get_summary{ start_date = ..., end_date = ... }
 -- The C core (limitry.core) does HTTP and JSON; this facade owns defaults, argument checks,
 -- retries and the shape of the API.
-local core = require "limitry.core"
+
+-- The C core, or a message that names the fix when the one found was built for another Lua: a
+-- `luarocks make` for one Lua leaves its build in the folder it ran in (limitry/core.so), and Lua's
+-- default path (./?.so) finds it there before the right one; the dynamic linker then refuses it
+-- with "undefined symbol: lua_tointeger" (or another lua_ function that Lua lacks), which says
+-- nothing of the cause. Builds for 5.1 and LuaJIT share one ABI and load into each other.
+local core
+do
+  local ok, loaded = pcall(require, "limitry.core")
+  if not ok then
+    local why = tostring(loaded)
+    local symbol = why:match("undefined symbol: (lua[%w_]*)")
+    if symbol then
+      local file = package.searchpath and package.searchpath("limitry.core", package.cpath)
+        or why:match("from file '([^']+)'") or "limitry/core.so"
+      local lua = jit and "luajit" or _VERSION:match("%d+%.%d+")
+      local where = file:find("^%./") and ("`luarocks make` leaves its build in the folder it ran in (limitry/core.so, "
+        .. "src/*.o), where Lua's default path (./?.so) finds it first: remove it (rm -rf limitry src/*.o)")
+        or "LUA_CPATH (package.cpath) leads to it: point it at a build for this Lua"
+      error("limitry: " .. file .. " was built for another Lua (this is " .. (jit and jit.version or _VERSION)
+        .. "; the file needs " .. symbol .. "). " .. where .. ", or build for this Lua: luarocks --lua-version "
+        .. (lua == "luajit" and "5.1" or lua) .. " make (in a checkout: sh tools/build.sh " .. lua .. ")", 0)
+    end
+    error(loaded, 0)
+  end
+  core = loaded
+end
 local errors = require "limitry.errors"
 local protocol = require "limitry.protocol"
 local async = require "limitry.async"
