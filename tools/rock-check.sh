@@ -16,6 +16,7 @@ LUA_PATH="$TREE/share/lua/5.4/?.lua;$TREE/share/lua/5.4/?/init.lua" LUA_CPATH="$
   assert(math.type(require("limitry.core").decode("[500]")[1]) == "integer")
   assert(limitry.new("lm_x"):usage())
   print("rock ok: limitry " .. limitry.VERSION)'
+rm -rf limitry src/*.o # the build luarocks make leaves here (see the README's Installing)
 
 # Every Lua file under lua/ is listed, under the module name its path gives, and was installed.
 TREE="$TREE" lua5.4 -e '
