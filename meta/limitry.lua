@@ -288,6 +288,7 @@ function Project:start_get(callback) end
 
 ---@class limitry.Client
 ---@field base_url string
+---@field log (fun(entry: limitry.LogEntry))|false  the log option; assign to change it from the next attempt
 local Client = {}
 ---@return limitry.Events
 function Client:events() end

@@ -100,11 +100,11 @@ function M.finish(e, attempts, host, sent_before, note, hint)
   if e.status then detail[#detail + 1] = "HTTP " .. e.status end
   if e.kind and host then detail[#detail + 1] = host end
   if attempts and attempts > 1 then detail[#detail + 1] = attempts .. " attempts" end
+  if note then detail[#detail + 1] = note end
   if sent_before and e.sent == false then
     e.sent = true
     detail[#detail + 1] = "an earlier attempt may have reached the server"
   end
-  if note then detail[#detail + 1] = note end
   e.hint = hint
   e.msg = e.name .. ": " .. e.message .. (#detail > 0 and (" (" .. table.concat(detail, ", ") .. ")") or "")
     .. (hint and ("; " .. hint) or "")
