@@ -33,11 +33,11 @@ if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt 4096 ]; then
   ulimit -n 4096 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 fi
 CLIENT_SPECS="spec/arguments_spec.lua spec/json_spec.lua spec/encode_spec.lua spec/client_spec.lua spec/tls_spec.lua spec/async_spec.lua spec/game_loop_spec.lua spec/hardening_spec.lua spec/fork_spec.lua spec/hostile_spec.lua spec/meta_spec.lua spec/api_spec.lua spec/steady_state_spec.lua spec/event_loop_spec.lua spec/recorder_spec.lua"
-# Issue #17: the log option, client:request, what installing gives.
-CLIENT_SPECS="$CLIENT_SPECS spec/log_spec.lua spec/request_spec.lua spec/install_spec.lua"
 TOTAL_PASSED=0
 TOTAL_FAILED=0
 LOG="$LIMITRY_TEST_TMP/last.log"
+# Issue #17: the log option, client:request, what installing gives.
+CLIENT_SPECS="$CLIENT_SPECS spec/log_spec.lua spec/request_spec.lua spec/install_spec.lua"
 
 interp() { case "$1" in luajit) echo luajit ;; *) echo "lua$1" ;; esac; }
 
