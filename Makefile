@@ -46,8 +46,11 @@ differential:
 valgrind:
 	@sh tools/test.sh valgrind
 
+# luarocks make leaves its build here (limitry/core.so, src/*.o), where Lua's default ./?.so path
+# would find it from the checkout: removed once installed.
 rock:
 	luarocks --lua-version 5.4 make --deps-mode=none CURL_INCDIR=$(CURL_INCDIR)
+	rm -rf limitry src/*.o
 
 # limitry vs bare libcurl, Lua-cURL, luasocket and wrk in one markdown table (about 4 minutes;
 # BENCH_QUICK=1 for a smoke run). profile: callgrind top functions into build/bench/profile.txt.
@@ -58,4 +61,4 @@ profile:
 	@sh bench/profile.sh
 
 clean:
-	rm -rf build .test-tmp
+	rm -rf build .test-tmp limitry src/*.o

@@ -6,11 +6,16 @@ source = {
    tag = "v0.1.0",
 }
 description = {
-   summary = "Lua client for Limitry's usage analytics API (C core on libcurl)",
+   summary = "Lua client for Limitry: usage analytics, events, limits, OpenResty gateway",
    detailed = [[
-      limitry.new(key):usage():get_summary{ start_date = ..., end_date = ... } returns plain Lua
-      tables. A small C core (limitry.core) does HTTP with libcurl and decodes JSON with integers
-      kept as integers; the Lua facade owns the API, argument checks and retries.
+      The Lua client for Limitry's whole API: usage analytics (limitry.new(key):usage():get_summary{...}
+      returns plain Lua tables), recording events, track, quota and rate-limit checks and their CRUD,
+      customers and the project, with blocking, async (libcurl multi) and OpenResty cosocket
+      transports; limitry.recorder delivers events in batches in the background, and
+      limitry.gateway enforces limits in front of model APIs in nginx. A small C core (limitry.core)
+      does HTTP with libcurl and encodes and decodes JSON with integers kept as integers; the Lua
+      facade owns the API, argument checks and retries. LuaLS type stubs are installed in the rock's
+      meta/ folder (luarocks show --rock-dir limitry).
    ]],
    homepage = "https://github.com/limitry/limitry-lua",
    license = "MIT",
@@ -23,12 +28,27 @@ external_dependencies = {
 }
 build = {
    type = "builtin",
+   -- Every file under lua/ (tools/rock-check.sh and spec/install_spec.lua check that none is missing).
    modules = {
       ["limitry"] = "lua/limitry/init.lua",
-      ["limitry.errors"] = "lua/limitry/errors.lua",
-      ["limitry.protocol"] = "lua/limitry/protocol.lua",
+      ["limitry.api"] = "lua/limitry/api.lua",
       ["limitry.async"] = "lua/limitry/async.lua",
+      ["limitry.cosocket"] = "lua/limitry/cosocket.lua",
+      ["limitry.errors"] = "lua/limitry/errors.lua",
+      ["limitry.gateway"] = "lua/limitry/gateway.lua",
+      ["limitry.gateway.decisions"] = "lua/limitry/gateway/decisions.lua",
+      ["limitry.gateway.event"] = "lua/limitry/gateway/event.lua",
+      ["limitry.gateway.metrics"] = "lua/limitry/gateway/metrics.lua",
+      ["limitry.gateway.periods"] = "lua/limitry/gateway/periods.lua",
+      ["limitry.gateway.usage"] = "lua/limitry/gateway/usage.lua",
+      ["limitry.ngx_async"] = "lua/limitry/ngx_async.lua",
       ["limitry.ngx_thread"] = "lua/limitry/ngx_thread.lua",
+      ["limitry.protocol"] = "lua/limitry/protocol.lua",
+      ["limitry.recorder"] = "lua/limitry/recorder.lua",
+      ["limitry.recorder.codec"] = "lua/limitry/recorder/codec.lua",
+      ["limitry.recorder.memory_queue"] = "lua/limitry/recorder/memory_queue.lua",
+      ["limitry.recorder.shdict_queue"] = "lua/limitry/recorder/shdict_queue.lua",
+      ["limitry.transport"] = "lua/limitry/transport.lua",
       ["limitry.core"] = {
          sources = { "src/core.c", "src/request.c", "src/multi.c", "src/process.c", "src/json.c", "src/buffer.c", "src/encode.c" },
          libraries = { "curl", "pthread" },
@@ -37,6 +57,8 @@ build = {
          defines = { "_POSIX_C_SOURCE=200809L" },
       },
    },
+   -- The LuaLS type stubs, into the rock's own folder: $(luarocks show --rock-dir limitry)/meta
+   copy_directories = { "meta" },
 }
 test = {
    -- `luarocks test`: busted (installed as a rock on first use) with the settings in .busted.

@@ -17,6 +17,10 @@ if not year then
   os.exit(2)
 end
 year, mon = tonumber(year), tonumber(mon)
+if mon < 1 or mon > 12 then
+  io.stderr:write("report.lua: month ", month, " has month ", mon, " (months run 01 to 12)\n")
+  os.exit(2)
+end
 local start_date = string.format("%04d-%02d-01T00:00:00Z", year, mon)
 local end_date = mon == 12 and string.format("%04d-01-01T00:00:00Z", year + 1)
   or string.format("%04d-%02d-01T00:00:00Z", year, mon + 1)
@@ -43,6 +47,9 @@ print(string.format("  input tokens  %14s", thousands(summary.totalInputTokens))
 print(string.format("  output tokens %14s", thousands(summary.totalOutputTokens)))
 print(string.format("  total tokens  %14s", thousands(summary.totalTokens)))
 print(string.format("  cost          %14s", dollars(summary.totalCostCents)))
+if summary.totalEvents == 0 then
+  print(string.format("  (no events in %s%s)", month, customer and (" for " .. customer) or ""))
+end
 
 local breakdown = assert(usage:get_breakdown("model", start_date, end_date, filter))
 print()

@@ -32,6 +32,8 @@
 ---@field rate_limit {limit: number?, remaining: number?, reset: number?}|nil
 ---@field headers table<string, string>|nil
 ---@field attempts integer
+---@field msg string  the whole message, the same as tostring(err)
+---@field hint string|nil  what to check, when the client can tell (a 404 from a base_url without /v1)
 ---@field sent boolean|nil  false: no attempt can have reached the server (nothing was written)
 ---@field kind string|nil
 ---@field curl_code integer|nil
@@ -115,6 +117,21 @@ function Usage:start_timeseries(...) end
 ---@field keepalive_timeout number?  cosockets: seconds an idle connection is kept (60)
 ---@field thread_pool string?  openresty = "worker_thread": the nginx thread pool ("limitry")
 ---@field max_worker_thread_calls integer?  openresty = "worker_thread": calls waiting per worker (32)
+---@field log (fun(entry: limitry.LogEntry))|false|nil  called once per attempt; tostring(entry) is one line
+
+---One attempt, as the log option sees it. Never holds the API key.
+---@class limitry.LogEntry
+---@field method "GET"|"POST"|"PUT"|"DELETE"
+---@field path string  relative to base_url, without the query
+---@field attempt integer  1 for the first try
+---@field status integer|nil  the answer's HTTP status; nil for a transport failure
+---@field error limitry.ErrorName|nil  the failed attempt's error name; nil for a result
+---@field kind string|nil  a transport failure's kind
+---@field message string|nil  the failed attempt's message
+---@field duration number  seconds
+---@field retry boolean  whether another attempt follows
+---@field retry_in number|nil  seconds until it
+---@field transport "curl"|"multi"|"cosocket"|"worker_thread"
 
 
 ---@class limitry.Event
@@ -271,6 +288,7 @@ function Project:start_get(callback) end
 
 ---@class limitry.Client
 ---@field base_url string
+---@field log (fun(entry: limitry.LogEntry))|false  the log option; assign to change it from the next attempt
 local Client = {}
 ---@return limitry.Events
 function Client:events() end
@@ -307,6 +325,21 @@ function Client:watch(fn) end
 ---@return integer pending
 function Client:socket_action(fd, events) end
 function Client:close() end
+---An endpoint the library does not wrap: path relative to base_url (query included, as given); body
+---JSON text or a table to encode. GET and options.idempotent are retried like the usage calls, the
+---rest only when nothing was sent.
+---@param method "GET"|"POST"|"PUT"|"DELETE"
+---@param path string
+---@param body string|table|nil
+---@param options {idempotent: boolean?}?
+---@return any|nil res, string|nil msg, limitry.Error|nil err
+function Client:request(method, path, body, options) end
+---The async twin of request: the same arguments, then an optional callback(res, msg, err).
+---@param method "GET"|"POST"|"PUT"|"DELETE"
+---@param path string
+---@param ... any  body, options, callback
+---@return limitry.Request
+function Client:start_request(method, path, ...) end
 
 ---@class limitry
 ---@field VERSION string
@@ -319,5 +352,17 @@ function limitry.new(key_or_options) end
 ---@param v any
 ---@return boolean
 function limitry.is_error(v) end
+---The JSON text events:record would send for event (checked as record checks it; an idempotencyKey
+---added when it has none), without sending it.
+---@param event limitry.Event
+---@return string
+function limitry.encode_event(event) end
+---A fresh idempotency key: 32 lowercase hex digits, 128 bits from the OS.
+---@return string
+function limitry.idempotency_key() end
+---The decoder answers go through: integers kept, array nulls as limitry.null.
+---@param text string
+---@return any|nil value, string|nil why
+function limitry.decode(text) end
 
 return limitry

@@ -299,6 +299,21 @@ describe("the rest of the API", function()
         { function() c:start_track {} end, "^client:start_track: customer_id is required" },
         { function() ev:start_record { customer_id = "c" } end, "^events:start_record: event_type is required" },
         { function() c:usage():start_summary("yesterday", "2024-01-01") end, "^usage:start_summary: start_date must be an ISO 8601" },
+        -- Issue #17, item 5: dates are read as the server reads them, by the Lua name, with the reason.
+        { function() c:customers():get_usage("c1", "2024-02-30", "2024-03-01") end,
+          "^customers:get_usage: start_date '2024%-02%-30' has day 30 %(February 2024 has days 01 to 29%)$" },
+        { function() c:customers():get_usage { customer_id = "c1", start_date = "2024-01-01", end_date = "2024-13-01" } end,
+          "^customers:get_usage: end_date '2024%-13%-01' has month 13 %(months run 01 to 12%)$" },
+        { function() c:customers():start_usage("c1", "2024-03-01", "2024-02-01") end,
+          "^customers:start_usage: end_date must be after start_date" },
+        { function() ev:record { customer_id = "c", event_type = "e", timestamp = "2024-01-01T25:00:00Z" } end,
+          "^events:record: timestamp '2024%-01%-01T25:00:00Z' has hour 25 %(hours run 00 to 23%)$" },
+        { function() c:track { customer_id = "c", event_type = "e", timestamp = "2024-01-01T00:00:00+24:00" } end,
+          "^client:track: timestamp '2024%-01%-01T00:00:00%+24:00' has time zone %+24:00" },
+        { function() ev:batch { { customer_id = "c", event_type = "e" }, { customer_id = "c", event_type = "e", timestamp = "2023-02-29" } } end,
+          "^events:batch: events%[2%]: timestamp '2023%-02%-29' has day 29 %(February 2023 has days 01 to 28%)$" },
+        { function() require("limitry").encode_event { customer_id = "c", event_type = "e", timestamp = "2024-06-31" } end,
+          "^limitry%.encode_event: timestamp '2024%-06%-31' has day 31 %(June 2024 has days 01 to 30%)$" },
       }
       local big = {}
       for i = 1, 1001 do big[i] = { customer_id = "c", event_type = "e" } end

@@ -105,6 +105,66 @@ describe("usage calls", function()
     raises("end_date must be a finite, non%-negative unix time", u.get_summary, u, START, 0 / 0)
   end)
 
+  -- Issue #17, item 5: a date the server would refuse raises here, naming the Lua argument and the
+  -- real reason, instead of coming back as "APIError: Invalid startDate ..." about the wire name.
+  it("check every date as the server reads it, naming the argument and the reason (issue #17)", function()
+    local u = usage()
+    local cases = {
+      { "2024-13-01", FINISH, "start_date '2024%-13%-01' has month 13 %(months run 01 to 12%)" },
+      { "2024-00-10", FINISH, "start_date '2024%-00%-10' has month 0 " },
+      { "2024-02-30", FINISH, "start_date '2024%-02%-30' has day 30 %(February 2024 has days 01 to 29%)" },
+      { START, "2023-02-29", "end_date '2023%-02%-29' has day 29 %(February 2023 has days 01 to 28%)" },
+      { "2024-04-31T00:00:00Z", FINISH, "has day 31 %(April 2024 has days 01 to 30%)" },
+      { "2024-01-01T25:00:00Z", FINISH, "start_date '2024%-01%-01T25:00:00Z' has hour 25 %(hours run 00 to 23%)" },
+      { "2024-01-01T24:00:00Z", FINISH, "has hour 24 " },
+      { "2024-01-01T10:60Z", FINISH, "has minute 60 %(minutes run 00 to 59%)" },
+      { "2024-01-01T10:00:61Z", FINISH, "has second 61 " },
+      { "2024-01-01T00:00:00.1234567890Z", FINISH, "has a fraction of 10 digits %(at most 9%)" },
+      { "2024-01-01T00:00:00+25:00", FINISH, "has time zone %+25:00 %(an offset runs from %-23:59 to %+23:59%)" },
+      { "2024-01-01T00:00:00+01:60", FINISH, "has time zone %+01:60 " },
+      { "2024-01-01T00:00:00 UTC", FINISH, "has time zone ' UTC' %(expected Z, %+HH:MM or %-HH:MM, or none for UTC%)" },
+      { "2024-01-01T00:00:00+1", FINISH, "has time zone '%+1' " },
+      { "2024-01-01T1:00Z", FINISH, "has 'T1:00Z' after the date %(expected 'T' and a time" },
+      { "2024-01-01X", FINISH, "has 'X' after the date" },
+      { "01/02/2024", FINISH, "start_date must be an ISO 8601 date%-time such as '2024%-01%-01T00:00:00Z' or '2024%-01%-01' %(got '01/02/2024'%)" },
+      { FINISH, START, "end_date must be after start_date %(got start_date '2024%-02%-01T00:00:00Z', end_date '2024%-01%-01T00:00:00Z'%)" },
+      { START, START, "end_date must be after start_date" },
+      -- the same instant written in two zones is an empty range
+      { "2024-01-01T01:00:00+01:00", START, "end_date must be after start_date" },
+      -- unix seconds are compared as sent (cut to the second)
+      { 1704067200.2, 1704067200.7, "end_date must be after start_date %(got start_date 1704067200.2 %(2024%-01%-01T00:00:00Z%)" },
+    }
+    for _, case in ipairs(cases) do
+      for _, call in ipairs { "get_summary", "start_summary" } do
+        local err = raises("^usage:" .. call .. ": .*" .. case[3], u[call], u, case[1], case[2])
+        assert.is_nil(err:find("startDate", 1, true), err)
+      end
+    end
+    raises("^usage:get_breakdown: end_date '2024%-02%-30' has day 30", u.get_breakdown, u,
+      { group_by = "model", start_date = START, end_date = "2024-02-30" })
+    raises("^usage:get_timeseries: start_date '2024%-13%-01' has month 13", u.get_timeseries, u, "day", "2024-13-01", FINISH)
+    -- A long value is shown cut.
+    local long = "2024-01-01T00:00:00Z" .. string.rep("x", 100)
+    local err = raises("start_date '2024%-01%-01T00:00:00Zxxxxxxxxxxxxxxxxxxxx%.%.%.' %(120 bytes%) has time zone", u.get_summary, u, long, FINISH)
+    assert.is_nil(err:find(string.rep("x", 50), 1, true))
+  end)
+
+  it("take the forms of ISO 8601 the server reads, and leap days", function()
+    local protocol = require "limitry.protocol"
+    local base = protocol.parse_date("2024-01-01")
+    assert.equal(1704067200, base)
+    for text, seconds in pairs {
+      ["2024-02-29"] = 1709164800, ["2000-02-29T00:00:00Z"] = 951782400, ["2024-01-01T00:00Z"] = base,
+      ["2024-01-01t00:00:00z"] = base, ["2024-01-01 00:00:00"] = base, ["2024-01-01T01:00:00+01:00"] = base,
+      ["2023-12-31T19:00:00-0500"] = base, ["2024-01-01T00:00:00.5Z"] = base + 0.5, ["2024-01-01T00:00:00,25Z"] = base + 0.25,
+      ["2024-01-01T00:00:00.123456789+00:00"] = base + 0.123456789, ["2016-12-31T23:59:60Z"] = 1483228800,
+    } do
+      assert.near(seconds, (protocol.parse_date(text)), 1e-6, text)
+      assert.is_true(pcall(usage().start_summary, usage(), text, "9999-12-31"), text)
+    end
+    assert.is_nil(protocol.parse_date("1900-02-29"))
+  end)
+
   it("check group_by and interval against the allowed values", function()
     local u = usage()
     raises("group_by must be one of 'model', 'customer_id', 'event_type', 'provider' %(got 'colour'%)",

@@ -181,7 +181,76 @@ describe("limitry client", function()
       assert.equal("Invalid API key", err.message)
       assert.equal("Invalid API key", err.response.error)
       assert.equal(1, err.attempts)
-      assert.equal("AuthenticationError: Invalid API key (HTTP 401)", msg)
+      assert.equal("AuthenticationError: Invalid API key (HTTP 401, key given to limitry.new)", msg)
+    end)
+
+    -- Issue #17, item 12: which key and which URL, without showing the key.
+    it("says where the key and base_url came from, never the key itself", function()
+      local lua = jit and "luajit" or ("lua" .. _VERSION:sub(5))
+      local function run(env, script)
+        local p = assert(io.popen(env .. " " .. lua .. " -e '" .. script .. "' 2>&1"))
+        local out = p:read("*a")
+        p:close()
+        return out
+      end
+      local CALL = [[local c = require("limitry").new(%s)
+        local _, msg = c:usage():get_summary("2024-01-01", "2024-02-01") io.write(msg)]]
+      local key = "lm_wrong_key_from_the_environment"
+      local out = run("LIMITRY_API_KEY=" .. key .. " LIMITRY_BASE_URL=" .. server.base_url, CALL:format("{ max_retries = 0 }"))
+      assert.equal("AuthenticationError: Invalid API key (HTTP 401, key from LIMITRY_API_KEY)", out)
+      out = run("LIMITRY_API_KEY=" .. key, CALL:format("{ base_url = \"" .. server.base_url .. "\", max_retries = 0 }"))
+      assert.equal("AuthenticationError: Invalid API key (HTTP 401, key from LIMITRY_API_KEY)", out)
+      local c = limitry.new { api_key = "lm_local_ingest_only_key", base_url = server.base_url }
+      local _, msg = c:usage():get_summary(params())
+      assert.matches("^AuthenticationError: .* %(HTTP 403, key given to limitry%.new%)$", msg)
+
+      local dead = "http://127.0.0.1:" .. support.closed_port() .. "/v1"
+      out = run("LIMITRY_API_KEY=" .. key .. " LIMITRY_BASE_URL=" .. dead, CALL:format("{ max_retries = 0 }"))
+      assert.matches("^NetworkError: could not connect: .* %(127%.0%.0%.1:%d+, base_url from LIMITRY_BASE_URL%)$", out)
+      assert.is_nil(out:find(key, 1, true))
+      out = run("LIMITRY_API_KEY=" .. key .. " LIMITRY_BASE_URL=http://example.invalid/v1",
+        CALL:format("{ base_url = \"" .. dead .. "\", max_retries = 1, backoff = 0 }"))
+      assert.matches("^NetworkError: could not connect: .* %(127%.0%.0%.1:%d+, 2 attempts, base_url given to limitry%.new%)$", out)
+      -- a timeout names it too; async calls alike
+      local slow = client({ timeout = 0.2, max_retries = 0 }, "delay=2000")
+      _, msg = slow:usage():start_summary(params()):wait()
+      assert.matches("^TimeoutError: .*, base_url given to limitry%.new%)$", msg)
+      -- a server error is about the server, not about where the client's settings came from
+      local _, msg500 = client({ max_retries = 0 }, "status=500"):usage():get_summary(params())
+      assert.equal("APIError: injected 500 (HTTP 500)", msg500)
+    end)
+
+    -- Issue #17, item 6: a base_url without /v1 gave "APIError: Not found: /usage (HTTP 404)".
+    it("hints at base_url on a 404 that a right base_url cannot give", function()
+      local HINT = "; check base_url %(" .. server.root:gsub("%p", "%%%0") .. ", given to limitry%.new%): "
+        .. "Limitry's API lives under /v1, e%.g%. https://api%.limitry%.com/v1$"
+      local c = limitry.new { api_key = server.api_key, base_url = server.root, max_retries = 0 }
+      local _, msg, err = c:usage():get_summary(params())
+      assert.equal(404, err.status)
+      assert.matches("^APIError: Not found: /usage %(HTTP 404%)" .. HINT, msg)
+      assert.matches("^check base_url", err.hint)
+      assert.equal(msg, tostring(err))
+      -- any 404 when base_url lacks /v1: an id route, an async call, a raw request
+      _, msg = c:quotas():get("q1")
+      assert.matches(HINT, msg)
+      _, msg = c:events():start_list():wait()
+      assert.matches(HINT, msg)
+      _, msg = c:request("GET", "/anything")
+      assert.matches(HINT, msg)
+      -- with /v1: a 404 on a route Limitry has still hints (a proxy, a wrong prefix before /v1)...
+      local v1 = client({ max_retries = 0 }, "status=404")
+      _, msg = v1:usage():get_summary(params())
+      assert.matches("^APIError: injected 404 %(HTTP 404%); check base_url %(http://127%.0%.0%.1:%d+/v1, given to limitry%.new%)", msg)
+      _, msg = v1:request("POST", "/events", { customer_id = "c", event_type = "e" })
+      assert.matches("; check base_url", msg)
+      -- ...but an unknown id is only that
+      local good = limitry.new { api_key = server.api_key, base_url = server.base_url, max_retries = 0 }
+      local _, msg2, err2 = good:quotas():get("quota_unknown")
+      assert.equal(404, err2.status)
+      assert.is_nil(err2.hint)
+      assert.is_nil(msg2:find("base_url", 1, true))
+      _, msg2 = good:request("GET", "/no-such-route")
+      assert.is_nil(msg2:find("base_url", 1, true))
     end)
 
     it("403 is an AuthenticationError", function()
@@ -192,13 +261,29 @@ describe("limitry client", function()
     end)
 
     it("400 is an APIError carrying the server's message", function()
-      local c = client()
-      local _, msg, err = c:usage():get_summary { start_date = "2024-02-01", end_date = "2024-01-01" }
+      -- (a range that ends before it starts raises in the client now: spec/arguments_spec.lua)
+      local c = client({}, support.json_fault('{"error":"startDate must be before endDate"}', "status=400"))
+      local _, msg, err = c:usage():get_summary { start_date = "2024-01-01", end_date = "2024-02-01" }
       assert.equal("APIError", err.name)
       assert.equal(400, err.status)
       assert.equal("startDate must be before endDate", err.message)
       assert.equal(1, err.attempts)
       assert.matches("startDate must be before endDate", msg)
+    end)
+
+    it("sends every date form the client accepts, and the local server reads each the same (issue #17)", function()
+      local protocol = require "limitry.protocol"
+      local c, id = client()
+      local forms = { "2024-01-01", "2024-01-01T00:00Z", "2024-01-01t00:00:00z", "2024-01-01 00:00:00",
+        "2024-01-01T01:00:00+01:00", "2023-12-31T19:00:00-0500", "2024-01-01T00:00:00.000000000Z", "2024-01-01T00:00:00,0Z" }
+      for _, form in ipairs(forms) do
+        assert.equal(1704067200, protocol.parse_date(form), form)
+        local s = assert(c:usage():get_summary(form, "2024-02-01T00:00:00Z", { customer_id = "nobody" }))
+        assert.equal(0, s.totalEvents)
+      end
+      local sent = support.recorded(server, id).requests
+      assert.equal(#forms, #sent)
+      for i, form in ipairs(forms) do assert.equal(form, sent[i].args.startDate) end -- sent unchanged
     end)
 
     it("429 is a RateLimitError with retry_after and rate-limit headers", function()

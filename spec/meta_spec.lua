@@ -7,7 +7,7 @@ local function stub_methods()
   local text = f:read("*a")
   f:close()
   local by_class = {}
-  for class, method in text:gmatch("\nfunction (%u%w*)[:.]([%w_]+)%(") do
+  for class, method in text:gmatch("\nfunction (%a%w*)[:.]([%w_]+)%(") do
     by_class[class] = by_class[class] or {}
     by_class[class][method] = true
   end
@@ -45,13 +45,25 @@ describe("meta/limitry.lua", function()
   it("describes rate_limits() with the same methods as quotas()", function()
     assert.same(sorted(module_methods(r.quotas)), sorted(module_methods(r.rate_limits)))
   end)
-  it("stubs limitry.new and limitry.is_error", function()
+  it("stubs exactly the public functions of the module", function()
+    local public = {}
+    for name, v in pairs(limitry) do
+      if type(v) == "function" and not name:find("^_") then public[name] = true end
+    end
+    assert.same(sorted(public), sorted(stubs.limitry or {}))
+  end)
+
+  it("stubs every option limitry.new takes", function()
     local f = assert(io.open("meta/limitry.lua"))
     local text = f:read("*a")
     f:close()
-    for _, fn in ipairs { "new", "is_error" } do
-      assert.is_function(limitry[fn])
-      assert.truthy(text:find("function limitry%." .. fn .. "%("), fn)
-    end
+    local options = text:match("%-%-%-@class limitry%.Options\n(.-)\n\n")
+    local stubbed = {}
+    for name in options:gmatch("%-%-%-@field ([%w_]+)") do stubbed[name] = true end
+    -- limitry.new lists every option it takes when given an unknown one
+    local _, msg = pcall(limitry.new, { api_key = "k", not_an_option = 1 })
+    local taken = {}
+    for name in msg:match("%(allowed: (.-)%)"):gmatch("[%w_]+") do taken[name] = true end
+    assert.same(sorted(taken), sorted(stubbed))
   end)
 end)

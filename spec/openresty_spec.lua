@@ -36,6 +36,8 @@ local GATEWAY = [[
         proxy = args.proxy, ca_file = args.ca_file, ssl_verify = not args.noverify,
         max_worker_thread_calls = tonumber(args.max_calls),
         headers = { ["X-Limitry-Fault"] = args.fault, ["X-Limitry-Test-Id"] = args.id } }
+      local entries = {}
+      if args.log then opts.log = function(e) entries[#entries + 1] = { line = tostring(e), transport = e.transport } end end
       local t0 = ngx.now()
       local ok, res, msg, err = pcall(function()
         local c = limitry.new(opts)
@@ -46,6 +48,7 @@ local GATEWAY = [[
       if not ok then out.raised = tostring(res)
       elseif res then out.events = res.totalEvents
       else out.msg, out.name, out.kind, out.attempts, out.status = msg, err.name, err.kind, err.attempts, err.status end
+      if args.log then out.log = entries end
       return cjson.encode(out)
     end
   }
@@ -271,6 +274,25 @@ describe("in nginx (OpenResty)", function()
       local redirect = call("fault=" .. fault("redirect=1"))
       assert.equal("APIError", redirect.name)
       assert.equal(302, redirect.status)
+    end)
+
+    -- Issue #17, items 8 and 12: the log option on every transport nginx offers, and errors that
+    -- say where the key came from (from the worker thread's VM too).
+    it("logs every attempt on the cosocket, blocking and worker-thread transports", function()
+      for _, case in ipairs { { "cosocket", "cosocket" }, { "blocking", "curl" }, { "worker_thread", "worker_thread" } } do
+        local out = call("log=1&mode=" .. case[1] .. "&backoff=0.01&id=" .. support.test_id("log-" .. case[1])
+          .. "&fault=" .. fault("status=503;times=1"))
+        assert.same(0, out.events)
+        assert.equal(2, #out.log, case[1])
+        assert.matches("^limitry: GET /usage %-> 503 APIError %(attempt 1, [%d.]+ ms, " .. case[2]
+          .. "%): injected 503; retry in 0%.0%d%d s$", out.log[1].line)
+        assert.matches("^limitry: GET /usage %-> 200 %(attempt 2, [%d.]+ ms, " .. case[2] .. "%)$", out.log[2].line)
+        assert.equal(case[2], out.log[2].transport)
+        local bad = call("log=1&key=ingest&mode=" .. case[1])
+        assert.matches("^AuthenticationError: .* %(HTTP 403, key given to limitry%.new%)$", bad.msg)
+        assert.equal(1, #bad.log)
+        assert.matches("^limitry: GET /usage %-> 403 AuthenticationError %(attempt 1", bad.log[1].line)
+      end
     end)
 
     it("gives NetworkError for a connection closed mid-body or before any answer", function()

@@ -20,5 +20,13 @@ echo
 if [ "${DEMO:-report}" = enforce ]; then
   lua5.4 examples/enforce.lua
 else
+  # The sample data (server/lua/limitry_server/sample.lua) covers 2024-01-01 to 2024-03-31: say so
+  # before another month prints a report of zeros.
+  case "${MONTH:-2024-01}" in
+    2024-01 | 2024-02 | 2024-03) ;;
+    *) echo "note: the sample data covers January to March 2024, so MONTH=$MONTH has no events;" \
+         "try MONTH=2024-01, 2024-02 or 2024-03"
+       echo ;;
+  esac
   lua5.4 examples/report.lua "${MONTH:-2024-01}" ${CUSTOMER:-}
 fi

@@ -77,14 +77,10 @@ local function check_count(where, name, v)
   return math.tointeger and math.tointeger(v) or v -- 60.0 goes out as 60
 end
 
--- An event's timestamp: ISO 8601 text of at most MAX_TIMESTAMP bytes, or unix seconds (cut to the
--- millisecond, see protocol.check_date).
+-- An event's timestamp: ISO 8601 text of at most MAX_TIMESTAMP bytes, checked as the server
+-- reads it, or unix seconds (cut to the millisecond, see protocol.check_date).
 local function check_date(where, name, v)
-  v = protocol.check_date(where, name, v, true)
-  if #v > MAX_TIMESTAMP then
-    raise(where, name .. " must be at most " .. MAX_TIMESTAMP .. " bytes (got " .. #v .. ")")
-  end
-  return check_utf8(where, name, v)
+  return (protocol.check_date(where, name, v, true, MAX_TIMESTAMP))
 end
 
 -- A map sent unchanged (properties, a dimension map, dimension_filters): string keys; string,
@@ -426,8 +422,9 @@ M.CALLS = {
       end
       if start_date == nil then raise(where, "start_date is required") end
       if end_date == nil then raise(where, "end_date is required") end
-      return request("GET", "/customers/" .. id_arg(where, "customer_id", customer_id) .. "/usage?startDate="
-        .. percent(check_date(where, "start_date", start_date)) .. "&endDate=" .. percent(check_date(where, "end_date", end_date)),
+      local path = "/customers/" .. id_arg(where, "customer_id", customer_id) .. "/usage"
+      start_date, end_date = protocol.check_range(where, start_date, end_date, true)
+      return request("GET", path .. "?startDate=" .. percent(start_date) .. "&endDate=" .. percent(end_date),
         nil, "customer_usage")
     end,
   },
@@ -443,6 +440,19 @@ M.CALLS = {
 function M.encode_event(ev, where)
   local wire = event_wire(where or "limitry.encode_event", ev)
   return encode(wire)
+end
+
+-- Routes Limitry has whatever the ids: a 404 on one of them means the base URL is wrong (see
+-- Client:_finish). Routes with an id in their path are not here: a 404 there is an unknown id.
+local KNOWN_ROUTES = {
+  ["GET /usage"] = true, ["GET /usage/breakdown"] = true, ["GET /usage/timeseries"] = true,
+  ["POST /events"] = true, ["POST /events/batch"] = true, ["GET /events"] = true, ["POST /track"] = true,
+  ["GET /quotas"] = true, ["POST /quotas"] = true, ["POST /quotas/check"] = true,
+  ["GET /rate-limits"] = true, ["POST /rate-limits"] = true, ["POST /rate-limits/check"] = true,
+  ["GET /project"] = true,
+}
+function M.known_route(method, path)
+  return KNOWN_ROUTES[method .. " " .. path:gsub("[?#].*$", ""):gsub("/$", "")] == true
 end
 
 -- client:request(method, path [, body [, options]]): an endpoint the library does not wrap.

@@ -55,6 +55,7 @@ local function launch(c, req)
   if n > 0 then free[n] = nil end
   req.handle = h
   req.attempts = req.attempts + 1
+  if c.log then req.started = core.now() end
   s.running = s.running + 1
   return true
 end
@@ -72,16 +73,25 @@ local function complete(c, req, res, msg, err)
   if req.callback then req.callback(res, msg, err) end
 end
 
-local function settle(c, req, res, err)
-  if res ~= nil then return complete(c, req, res) end
+-- The `log` option's entry for the attempt of req that just ended (see protocol.log_attempt).
+local function log_attempt(c, req, status, err, delay)
+  protocol.log_attempt(c.log, c:_secret(), "multi", req.call, req.attempts, req.started or core.now(), status, err, delay)
+end
+
+local function settle(c, req, res, err, status)
+  if res ~= nil then
+    if c.log then log_attempt(c, req, status) end
+    return complete(c, req, res)
+  end
   local delay = protocol.retry_delay(err, req.attempts, c, req.call.retry)
+  if c.log then log_attempt(c, req, err.status, err, delay) end
   if delay then
     req.sent = req.sent or err.sent
     req.due = core.now() + delay
     table.insert(c._async.waiting, req)
     return
   end
-  errors.finish(err, req.attempts, c._host, req.sent)
+  M.finish(c, err, req.attempts, req.sent, req.call) -- set by limitry (init.lua): Client:_finish
   return complete(c, req, nil, err.msg, err)
 end
 
@@ -103,12 +113,13 @@ local function harvest(c, finished)
     if a == false and SHAPES[req.call.shape](doc) then -- the common case, without settle's detour
       req.state, req.res = "done", doc
       s.pending = s.pending - 1
+      if c.log then log_attempt(c, req, status) end
       local callback = req.callback
       if callback then callback(doc, nil, nil) end
     else
       if a == false then a = h:headers() end -- valid until h starts its next transfer
       local res, err = protocol.interpret(req.call.shape, c:_secret(), status, a, b, d, doc)
-      settle(c, req, res, err)
+      settle(c, req, res, err, status)
     end
     if c._async ~= s then return end -- a callback closed the client
   end

@@ -45,6 +45,8 @@ local function redact(s, secret)
   return table.concat(out)
 end
 
+M.redact = redact
+
 -- A copy of v with the secret replaced in every string, keys included, at any depth: iterative,
 -- so a body nested as deep as the decoder allows (or deeper) is scrubbed all the way down.
 local function redact_deep(v, secret)
@@ -89,17 +91,23 @@ end
 -- `host` (host:port) is named for transport failures, where the status cannot tell which server.
 -- `sent_before`: an earlier attempt may have reached the server; then so may the call, whatever
 -- the last attempt says (err.sent is true, and the message says so).
-function M.finish(e, attempts, host, sent_before)
+-- `note` (optional): one more detail, such as where the key came from ("key from LIMITRY_API_KEY");
+-- `hint` (optional): what to check, after the details ("check base_url ..."), kept in e.hint too.
+-- Neither ever holds the key: the client makes both from its own words and the shown base URL.
+function M.finish(e, attempts, host, sent_before, note, hint)
   e.attempts = attempts
   local detail = {}
   if e.status then detail[#detail + 1] = "HTTP " .. e.status end
   if e.kind and host then detail[#detail + 1] = host end
   if attempts and attempts > 1 then detail[#detail + 1] = attempts .. " attempts" end
+  if note then detail[#detail + 1] = note end
   if sent_before and e.sent == false then
     e.sent = true
     detail[#detail + 1] = "an earlier attempt may have reached the server"
   end
+  e.hint = hint
   e.msg = e.name .. ": " .. e.message .. (#detail > 0 and (" (" .. table.concat(detail, ", ") .. ")") or "")
+    .. (hint and ("; " .. hint) or "")
   return e
 end
 

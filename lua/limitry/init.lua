@@ -3,7 +3,33 @@
 --   local s, msg, err = client:usage():get_summary{ start_date = ..., end_date = ... }
 -- The C core (limitry.core) does HTTP and JSON; this facade owns defaults, argument checks,
 -- retries and the shape of the API.
-local core = require "limitry.core"
+
+-- The C core, or a message that names the fix when the one found was built for another Lua: a
+-- `luarocks make` for one Lua leaves its build in the folder it ran in (limitry/core.so), and Lua's
+-- default path (./?.so) finds it there before the right one; the dynamic linker then refuses it
+-- with "undefined symbol: lua_tointeger" (or another lua_ function that Lua lacks), which says
+-- nothing of the cause. Builds for 5.1 and LuaJIT share one ABI and load into each other.
+local core
+do
+  local ok, loaded = pcall(require, "limitry.core")
+  if not ok then
+    local why = tostring(loaded)
+    local symbol = why:match("undefined symbol: (lua[%w_]*)")
+    if symbol then
+      local file = package.searchpath and package.searchpath("limitry.core", package.cpath)
+        or why:match("from file '([^']+)'") or "limitry/core.so"
+      local lua = jit and "luajit" or _VERSION:match("%d+%.%d+")
+      local where = file:find("^%./") and ("`luarocks make` leaves its build in the folder it ran in (limitry/core.so, "
+        .. "src/*.o), where Lua's default path (./?.so) finds it first: remove it (rm -rf limitry src/*.o)")
+        or "LUA_CPATH (package.cpath) leads to it: point it at a build for this Lua"
+      error("limitry: " .. file .. " was built for another Lua (this is " .. (jit and jit.version or _VERSION)
+        .. "; the file needs " .. symbol .. "). " .. where .. ", or build for this Lua: luarocks --lua-version "
+        .. (lua == "luajit" and "5.1" or lua) .. " make (in a checkout: sh tools/build.sh " .. lua .. ")", 0)
+    end
+    error(loaded, 0)
+  end
+  core = loaded
+end
 local errors = require "limitry.errors"
 local protocol = require "limitry.protocol"
 local async = require "limitry.async"
@@ -40,7 +66,10 @@ local OPTION_TYPES = {
   max_response_size = "number", headers = "table", ca_file = "string", ca_path = "string",
   proxy = "string", no_proxy = "string", ssl_verify = "boolean", openresty = "string",
   thread_pool = "string", pool_size = "number", keepalive_timeout = "number",
-  max_worker_thread_calls = "number",
+  max_worker_thread_calls = "number", log = "function",
+  -- Internal: where the key and base_url of the client this one is rebuilt from came from (an
+  -- nginx worker thread's copy, see Client:_config), so its errors name the original sources.
+  _origin = "table",
 }
 
 -- The key lives only here, never in a field of the client, so printing a client cannot show it.
@@ -91,7 +120,9 @@ local function check_options(opts)
     local want = OPTION_TYPES[k]
     if not want then
       local names = {}
-      for name in pairs(OPTION_TYPES) do names[#names + 1] = name end
+      for name in pairs(OPTION_TYPES) do
+        if name:sub(1, 1) ~= "_" then names[#names + 1] = name end
+      end
       table.sort(names)
       raise("unknown option '" .. tostring(k) .. "' (allowed: " .. table.concat(names, ", ") .. ")")
     end
@@ -209,15 +240,24 @@ function limitry.new(arg)
   c._host = shown:match("^%a+://([^/]+)")
   for k, v in pairs(DEFAULTS) do c[k] = v end
   for k, v in pairs(opts) do
-    if k ~= "api_key" and k ~= "headers" and k ~= "base_url" then c[k] = v end
+    if k ~= "api_key" and k ~= "headers" and k ~= "base_url" and k ~= "_origin" then c[k] = v end
   end
+  -- A field of its own even when unset: every attempt reads it, and a miss would go through the
+  -- metatables to the methods.
+  if c.log == nil then c.log = false end
+  -- Where the key and the URL came from, for the errors they cause (never the key itself).
+  local origin = opts._origin or {
+    key = opts.api_key and "key given to limitry.new" or "key from LIMITRY_API_KEY",
+    url = opts.base_url and "base_url given to limitry.new" or env_url and "base_url from LIMITRY_BASE_URL"
+      or "the default base_url",
+  }
   local lines, ua_extra = build_headers(key, opts.headers)
   local curl_headers = { user_agent("libcurl/" .. core.curl_version, ua_extra) }
   for i, line in ipairs(lines) do curl_headers[i + 1] = line end
   local json_headers = { "Content-Type: application/json", "Expect:" } -- no 100-continue round trip
   for i, line in ipairs(curl_headers) do json_headers[i + 1] = line end
   secrets[c] = { key = key, url = base_url, headers = curl_headers, json_headers = json_headers, header_lines = lines,
-    ua_extra = ua_extra, extra_headers = opts.headers }
+    ua_extra = ua_extra, extra_headers = opts.headers, origin = origin }
   c._usage = setmetatable({ client = c }, Usage)
   return c
 end
@@ -278,8 +318,34 @@ function Client:_config()
   for k in pairs(DEFAULTS) do cfg[k] = self[k] end
   cfg.openresty = "blocking"
   for _, k in ipairs { "ca_file", "ca_path", "proxy", "no_proxy" } do cfg[k] = self[k] end
+  cfg._origin = secrets[self].origin
   return cfg
 end
+
+-- Where Limitry's API lives: a 404 from a base_url without it is most likely a base_url without /v1.
+local V1_HINT = "Limitry's API lives under /v1, e.g. " .. limitry.DEFAULT_BASE_URL
+
+-- Fills in err's final message (errors.finish) with what helps most to fix it: where the key came
+-- from for an AuthenticationError, where base_url came from for a failure to reach it, and a hint
+-- to check base_url for a 404 that a right base_url cannot give: any 404 when base_url does not end
+-- in /v1, or a 404 on a route Limitry has (one without an id in its path; an unknown id is a 404 of
+-- its own). req: the request (method, path). sent_before: see errors.finish.
+function Client:_finish(err, attempts, sent_before, req)
+  local origin = secrets[self].origin
+  local note, hint
+  if err.name == "AuthenticationError" then
+    note = origin.key
+  elseif err.kind == "network" or err.kind == "timeout" or err.kind == "tls" or err.kind == "protocol" then
+    note = origin.url
+  elseif err.status == 404 and req then
+    local path = self.base_url:match("^%a+://[^/]+(.*)$")
+    if not path:find("/v1$") or api.known_route(req.method or "GET", req.path) then
+      hint = "check base_url (" .. self.base_url .. ", " .. origin.url:gsub("^base_url ", "") .. "): " .. V1_HINT
+    end
+  end
+  return errors.finish(err, attempts, self._host, sent_before, note, hint)
+end
+async.finish = function(c, err, attempts, sent_before, req) return c:_finish(err, attempts, sent_before, req) end
 
 -- What the cosocket transport needs, computed on the first call made in nginx and again when a
 -- client field it uses has changed since.
@@ -338,15 +404,18 @@ local SEND = {
     -- A 2xx JSON answer comes back decoded and the headers only on demand (limit decisions read them).
     local status, headers, body, n, doc = h:call(cfg, url, req.method, req.body, flags)
     if headers == false then
-      if SHAPES[shape](doc) then return doc end
+      if SHAPES[shape](doc) then return doc, nil, status end
       headers = h:headers()
     end
-    return protocol.interpret(shape, s.key, status, headers, body, n, doc)
+    local res, err = protocol.interpret(shape, s.key, status, headers, body, n, doc)
+    return res, err, status
   end,
   cosocket = function(c, req)
     local conn = c:_cosocket()
-    return protocol.interpret(req.shape, secrets[c].key,
-      cosocket.request(conn, cosocket.message(conn, req.method or "GET", req.path, req.body), req.retry == "connect"))
+    local status, a, b, d, e = cosocket.request(conn, cosocket.message(conn, req.method or "GET", req.path, req.body),
+      req.retry == "connect")
+    local res, err = protocol.interpret(req.shape, secrets[c].key, status, a, b, d, e)
+    return res, err, status
   end,
 }
 local SLEEP = { curl = core.sleep, cosocket = function(s) ngx.sleep(s) end }
@@ -363,13 +432,19 @@ local function call_with_retries(self, req)
   if how == "worker_thread" then return require("limitry.ngx_thread").call(self, req) end
   local send = SEND[how]
   local attempt, sent = 0, false
+  local log = self.log
   while true do
     attempt = attempt + 1
-    local res, err = send(self, req)
-    if res ~= nil then return res end
+    local started = log and core.now()
+    local res, err, status = send(self, req)
+    if res ~= nil then
+      if log then protocol.log_attempt(log, secrets[self].key, how, req, attempt, started, status) end
+      return res
+    end
     local delay = protocol.retry_delay(err, attempt, self, req.retry)
+    if log then protocol.log_attempt(log, secrets[self].key, how, req, attempt, started, err.status, err, delay) end
     if not delay then
-      errors.finish(err, attempt, self._host, sent)
+      self:_finish(err, attempt, sent, req)
       return nil, err.msg, err
     end
     sent = sent or err.sent

@@ -7,6 +7,7 @@
 -- That also keeps the pool's task queue below `max_queue` when the cap is set below it: a full
 -- queue crashes lua-nginx-module before 0.10.32.
 local errors = require "limitry.errors"
+local protocol = require "limitry.protocol"
 
 local M = {}
 
@@ -24,10 +25,19 @@ function M.call(client, req)
       .. client.max_worker_thread_calls .. ")")
   end
   in_flight = in_flight + 1
-  local called, ran, res, err = pcall(ngx.run_worker_thread, client.thread_pool, "limitry.ngx_thread", "run",
-    client:_config(), req)
+  local log = client.log
+  local called, ran, res, err, entries = pcall(ngx.run_worker_thread, client.thread_pool, "limitry.ngx_thread", "run",
+    client:_config(), req, log and true or false)
   in_flight = in_flight - 1
   if called and ran then
+    -- The `log` option: a function cannot cross into the thread's VM, so the thread collects the
+    -- attempts' entries and they are handed to it here, in order, once the call is over.
+    if log and entries then
+      for _, e in ipairs(entries) do
+        e.transport = "worker_thread"
+        log(setmetatable(e, protocol.LogEntry))
+      end
+    end
     if res ~= nil then return res end
     return nil, err.msg, errors.restore(err)
   end
@@ -79,10 +89,19 @@ local function client_for(cfg)
   return client
 end
 
-function M.run(cfg, req)
-  local res, _, err = client_for(cfg):_call(req)
-  if res ~= nil then return res end
-  return nil, setmetatable(err, nil)
+-- want_log: collect the `log` option's entries (plain tables) and return them third.
+function M.run(cfg, req, want_log)
+  local client = client_for(cfg)
+  local entries
+  if want_log then
+    entries = {}
+    client.log = function(e) entries[#entries + 1] = setmetatable(e, nil) end
+  end
+  local ok, res, _, err = pcall(client._call, client, req)
+  client.log = false
+  if not ok then error(res, 0) end
+  if res ~= nil then return res, nil, entries end
+  return nil, setmetatable(err, nil), entries
 end
 
 return M
