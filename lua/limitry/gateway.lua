@@ -37,7 +37,7 @@ M.DEFAULTS = {
   extract = nil,             -- function(usage, ctx) -> usage: reads other answer shapes (see README)
   batch_size = 1000,         -- recorder: events per events:batch call
   flush_interval = 1,        -- recorder: seconds before a partial batch goes out
-  max_queued = nil,          -- recorder: events held at most (default: the dict's capacity / 1 KiB)
+  max_queued = nil,          -- recorder: events held at most (default: what the dict holds, an eighth kept free)
   refresh_after = 5,         -- seconds before a cached limit status is refreshed in the background
   ttl = 15,                  -- seconds a status counts as current ("cached"); older is "stale"
   stale_ttl = 60,            -- seconds a stale status is still used when Limitry cannot be reached
@@ -353,7 +353,15 @@ local function record(ctx)
     latency_ms = floor((now - started) * 1000), t = started, key = state.recorder:new_key(), cost = u.cost_cents,
     properties = properties(u.stream, not u.complete, u.input_tokens == nil) }
   local tag = state.decisions:account(ctx.limits, ctx.admits, u, started)
-  state.recorder:record_json(event.json(f), tag)
+  if state.recorder:record_json(event.json(f), tag) then
+    local c = state.counters
+    if u.complete then
+      c.incr("gw:answers:complete", 1)
+    else
+      c.incr("gw:answers:incomplete", 1)
+      c.incr("gw:incomplete_tokens", (u.input_tokens or 0) + (u.output_tokens or 0))
+    end
+  end
 end
 
 -- The status the upstream answered (the last one, after nginx's retries of other servers), else

@@ -26,12 +26,12 @@ Recorder.__index = Recorder
 M.DEFAULTS = {
   batch_size = 1000,       -- events per events:batch call (1 to 1000)
   flush_interval = 1,      -- seconds: a partial batch goes out after this long
-  max_queued = nil,        -- events waiting at most: 100,000 in memory; in nginx, dict capacity / 1 KiB
+  max_queued = nil,        -- events waiting at most: 100,000 in memory; in nginx, what the dict holds (1/8 kept free)
   concurrency = 2,         -- batches in flight at once (plain hosts; the nginx flusher sends one at a time)
   backoff = 0.5,           -- seconds before the first retry of a failed batch, doubled each time
   max_backoff = 30,        -- seconds
   max_retry_after = 300,   -- seconds: a longer Retry-After is waited out at this length
-  timeout = 10,            -- seconds per batch call (the recorder's own client)
+  timeout = 5,             -- seconds per batch call (the recorder's own client)
   shutdown_timeout = 3,    -- seconds a stopping nginx worker spends flushing
   log_interval = 10,       -- seconds between two log lines of one kind
   prefix = "rec:",         -- nginx: the recorder's keys in the dict
@@ -123,14 +123,14 @@ function M.new(opts)
   for k, v in pairs(M.DEFAULTS) do self[k] = v end
   for k, v in pairs(opts) do self[k] = v end
   self.client, self.owns_client = make_client(opts.client, self.timeout)
-  self.inflight, self.last_flush, self.failures, self.backoff_until = 0, 0, 0, 0
+  self.inflight, self.failures, self.backoff_until = 0, 0, 0
   self.log_at = {}
   if opts.dict then
     local dict = ngx.shared[opts.dict]
     if not dict then raise("no lua_shared_dict named '" .. opts.dict .. "' in nginx.conf") end
     self.dict = dict
-    self.max_queued = self.max_queued or math.max(1000, math.floor(dict:capacity() / 1024))
     self.queue = require("limitry.recorder.shdict_queue").new(dict, self.prefix, self.max_queued)
+    dict:safe_add(self.prefix .. "last", ngx.now()) -- a partial batch waits flush_interval from the start
     self.counters = dict_counters(dict, "m:" .. self.prefix)
     self.clock = self.clock or ngx.now
     self.token = tostring(ngx.worker.pid()) .. ":" .. limitry.idempotency_key()
@@ -142,6 +142,7 @@ function M.new(opts)
     self.restored = restored
     self.clock = self.clock or require("limitry.core").now
   end
+  self.last_flush = self.clock() -- a partial batch waits flush_interval from now
   return self
 end
 
@@ -220,7 +221,7 @@ function Recorder:_push(json, tag)
     return true
   end
   self.counters.incr("events_refused", 1)
-  self:_log("full", "error", "queue full (" .. self.max_queued .. " events): new events are refused until Limitry takes some")
+  self:_log("full", "error", "queue full (" .. self.queue:depth() .. " events): new events are refused until Limitry takes some")
   return nil, "limitry.recorder: queue " .. why
 end
 
@@ -377,11 +378,19 @@ function Recorder:_nginx_flush(force, budget)
   self.last_flush = dict:get(self.prefix .. "last") or 0
   self.backoff_until = dict:get(self.prefix .. "backoff") or 0
   if not force and (now < self.backoff_until or not due(self, now)) then return true end
-  local lease = self.timeout + 5
+  -- A flusher that dies keeps the others waiting until its lease ends: a batch call's timeout, plus 1 s.
+  local lease = self.timeout + 1
   if not queue:lock(self.token, lease) then return nil, "limitry.recorder: another worker is flushing" end
   local stop_at = now + (budget or 5)
+  local exiting = false
   while ngx.now() < stop_at and queue:holds(self.token) do
     now = ngx.now()
+    if not exiting and ngx.worker.exiting() then
+      -- The worker is stopping (QUIT, HUP) while this run holds the lock: drain for
+      -- shutdown_timeout at most, then let the next workers have the lock and the rest.
+      exiting, force = true, true
+      stop_at = math.min(stop_at, now + self.shutdown_timeout)
+    end
     if now < self.backoff_until and not force then break end
     if not force and not due(self, now) then break end
     local b = queue:take(self.batch_size)

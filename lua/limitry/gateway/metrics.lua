@@ -50,6 +50,15 @@ function M.render(dict, recorder)
   line("limitry_batch_duration_seconds_sum " .. number(get(rp .. "batch_seconds_sum")))
   line("limitry_batch_duration_seconds_count " .. number(count))
 
+  line("# HELP limitry_answers_recorded_total Calls recorded, by whether their answer was read to its end.")
+  line("# TYPE limitry_answers_recorded_total counter")
+  for _, a in ipairs { "complete", "incomplete" } do
+    line('limitry_answers_recorded_total{answer="' .. a .. '"} ' .. number(get("m:gw:answers:" .. a)))
+  end
+  line("# HELP limitry_incomplete_answer_tokens_total Tokens counted in answers cut short (a stream that ended early).")
+  line("# TYPE limitry_incomplete_answer_tokens_total counter")
+  line("limitry_incomplete_answer_tokens_total " .. number(get("m:gw:incomplete_tokens")))
+
   -- Labelled counters, found by their keys.
   local decisions, calls, errors = {}, {}, {}
   for _, key in ipairs(dict:get_keys(0)) do

@@ -41,9 +41,10 @@ local function counter(dict, key, init)
   if dict:get(key) == nil then dict:safe_add(key, init) end
 end
 
--- dict: the ngx.shared dict; prefix: its keys' prefix; max_queued: the bound on depth().
+-- dict: the ngx.shared dict; prefix: its keys' prefix; max_queued: the bound on depth(), or nil:
+-- the dict's memory, with an eighth of it kept free for the rest (cached limits, counters, batches).
 function M.new(dict, prefix, max_queued)
-  local q = setmetatable({ dict = dict, max = max_queued, P = prefix,
+  local q = setmetatable({ dict = dict, max = max_queued, reserve = math.floor(dict:capacity() / 8), P = prefix,
     k_list = prefix .. "q", k_seq = prefix .. "bseq", k_low = prefix .. "blow", k_held = prefix .. "held",
     k_lock = prefix .. "lock" }, Queue)
   counter(dict, q.k_seq, 0)
@@ -58,7 +59,11 @@ end
 
 function Queue:push(item)
   local dict = self.dict
-  if (dict:llen(self.k_list) or 0) + (dict:get(self.k_held) or 0) >= self.max then return nil, "full" end
+  if self.max then
+    if (dict:llen(self.k_list) or 0) + (dict:get(self.k_held) or 0) >= self.max then return nil, "full" end
+  elseif dict:free_space() < self.reserve then
+    return nil, "full"
+  end
   local len, err = dict:rpush(self.k_list, item)
   if not len then return nil, err == "no memory" and "full" or tostring(err) end
   return true
