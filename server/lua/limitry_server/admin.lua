@@ -5,6 +5,8 @@ local cjson = require "cjson.safe"
 local store = require "limitry_server.store"
 local encode = require "limitry_server.encode"
 local time = require "limitry_server.time"
+local text = require "limitry_server.text"
+local valid_utf8, excerpt = text.valid_utf8, text.excerpt
 
 local M = {}
 
@@ -100,9 +102,11 @@ local function check_filters(f)
     n = n + 1
     if n > M.MAX_FILTERS then return nil, "dimensionFilters may hold at most " .. M.MAX_FILTERS .. " entries" end
     if k == "" or #k > 128 then return nil, "dimensionFilters: names must be 1 to 128 characters" end
+    if not valid_utf8(k) then return nil, "dimensionFilters: names must be valid UTF-8" end
     if type(v) ~= "string" or v == "" or #v > 1024 then
       return nil, "dimensionFilters." .. k .. " must be a non-empty string of at most 1024 bytes"
     end
+    if not valid_utf8(v) then return nil, "dimensionFilters." .. k .. " must be valid UTF-8" end
   end
   return true
 end
@@ -146,6 +150,7 @@ local function name_check(v)
   if type(v) ~= "string" or v == "" or #v > M.MAX_NAME then
     return nil, "name must be a non-empty string of at most " .. M.MAX_NAME .. " bytes"
   end
+  if not valid_utf8(v) then return nil, "name must be valid UTF-8" end
   return true
 end
 FIELDS.quota.name, FIELDS.rateLimit.name = name_check, name_check
@@ -157,7 +162,7 @@ local function validate(kind, body, partial)
   local fields, out = FIELDS[kind], {}
   for k, v in pairs(body) do
     if type(k) ~= "string" or k == "required" or not fields[k] then
-      return nil, "unknown field '" .. tostring(k):sub(1, 64) .. "'"
+      return nil, "unknown field '" .. excerpt(k, 64) .. "'"
     end
     if v ~= cjson.null then
       local ok, msg = fields[k](v)

@@ -8,6 +8,8 @@ local encode = require "limitry_server.encode"
 local admin = require "limitry_server.admin"
 local limits = require "limitry_server.limits"
 local standin = require "limitry_server.standin"
+local text = require "limitry_server.text"
+local valid_utf8, excerpt = text.valid_utf8, text.excerpt
 
 local M = {}
 local config
@@ -76,6 +78,7 @@ local function parse_range(args)
     local v = args[name]
     if v == nil or v == true or v == "" then return nil, name .. " is required" end
     if type(v) ~= "string" then return nil, name .. " must be given once" end
+    if not valid_utf8(v) then return nil, name .. " must be valid UTF-8" end
     local t = time.parse(v)
     if not t then return nil, "Invalid " .. name .. " '" .. v .. "': expected an ISO 8601 date-time such as 2024-01-01T00:00:00Z" end
     q[name] = t
@@ -86,6 +89,7 @@ local function parse_range(args)
     local v = args[name]
     if v ~= nil then
       if type(v) ~= "string" then return nil, name .. " must be a single string" end
+      if not valid_utf8(v) then return nil, name .. " must be valid UTF-8" end
       if v ~= "" then q[name] = v end
     end
   end
@@ -96,7 +100,7 @@ local function one_of(args, name, allowed)
   local v = args[name]
   if v == nil or v == true or v == "" then return nil, name .. " is required (one of " .. table.concat(allowed, ", ") .. ")" end
   for _, a in ipairs(allowed) do if v == a then return v end end
-  return nil, "Invalid " .. name .. " '" .. tostring(type(v) == "table" and v[1] or v) .. "': must be one of " .. table.concat(allowed, ", ")
+  return nil, "Invalid " .. name .. " '" .. excerpt(type(v) == "table" and v[1] or v, 64) .. "': must be one of " .. table.concat(allowed, ", ")
 end
 
 local function usage(kind, chunks)
@@ -224,6 +228,7 @@ local function list_events()
     local v = args[name]
     if v ~= nil then
       if type(v) ~= "string" then return fail(400, name .. " must be a single string") end
+      if not valid_utf8(v) then return fail(400, name .. " must be valid UTF-8") end
       if v ~= "" then f[name] = v end
     end
   end
@@ -300,8 +305,10 @@ local function check(which)
   local dims = {}
   for k, v in pairs(doc) do
     if type(k) ~= "string" or (type(v) ~= "string" and v ~= cjson.null) then
-      return fail(400, "dimension " .. tostring(k):sub(1, 64) .. " must be a string")
+      return fail(400, "dimension " .. excerpt(k, 64) .. " must be a string")
     end
+    if not valid_utf8(k) then return fail(400, "dimension names must be valid UTF-8") end
+    if v ~= cjson.null and not valid_utf8(v) then return fail(400, "dimension " .. excerpt(k, 64) .. " must be valid UTF-8") end
     if v ~= cjson.null then dims[k] = v end
   end
   local now = clock()
@@ -310,7 +317,7 @@ local function check(which)
 end
 
 local NOUN = { quota = "Quota", alert = "Quota alert", rateLimit = "Rate limit" }
-local function not_found(kind, id) return fail(404, NOUN[kind] .. " '" .. id:sub(1, 256) .. "' not found") end
+local function not_found(kind, id) return fail(404, NOUN[kind] .. " '" .. excerpt(id, 256) .. "' not found") end
 
 -- CRUD over admin records: op is list, create, get, update or delete.
 local function crud(kind, op, id, extra)
@@ -466,7 +473,7 @@ function M.handle()
   end
   if uri == "/healthz" then return reply(200, { ok = true, events = store.count }) end
   local r, params = route_for((ngx.var.request_uri or uri):match("^[^?]*"))
-  if not r then return fail(404, "Not found: " .. uri) end
+  if not r then return fail(404, "Not found: " .. excerpt(uri, 1024)) end
   local method = ngx.req.get_method()
   local entry = r[2][method]
   if not entry then
@@ -478,6 +485,9 @@ function M.handle()
   end
   local ok, status, message = authenticate(entry[1])
   if not ok then return fail(status, message) end
+  for _, p in ipairs(params) do
+    if not valid_utf8(p) then return fail(400, "Path ids must be valid UTF-8 once percent-decoded") end
+  end
   if config.delay_ms and entry[1] == "read" then ngx.sleep(config.delay_ms / 1000) end
   return entry[2](params, opts)
 end

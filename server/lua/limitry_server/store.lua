@@ -5,6 +5,8 @@
 local cjson = require "cjson.safe"
 local ffi = require "ffi"
 local time = require "limitry_server.time"
+local text = require "limitry_server.text"
+local valid_utf8, excerpt = text.valid_utf8, text.excerpt
 
 ffi.cdef [[
 int open(const char *path, int flags, int mode);
@@ -76,11 +78,13 @@ local function check_properties(p)
     if k == "" or #k > M.MAX_PROPERTY_NAME then
       return nil, "properties: names must be 1 to " .. M.MAX_PROPERTY_NAME .. " characters"
     end
+    if not valid_utf8(k) then return nil, "properties: names must be valid UTF-8" end
     local tv = type(v)
     if tv == "string" then
       if #v > M.MAX_PROPERTY_STRING then
         return nil, "properties." .. k .. " must be at most " .. M.MAX_PROPERTY_STRING .. " bytes"
       end
+      if not valid_utf8(v) then return nil, "properties." .. k .. " must be valid UTF-8" end
     elseif tv == "number" then
       if not is_finite(v) or v > 1e300 or v < -1e300 then
         return nil, "properties." .. k .. " must be a finite number of magnitude at most 1e300"
@@ -98,7 +102,7 @@ function M.normalize(ev, now)
   if type(ev) ~= "table" then return nil, "an event must be a JSON object" end
   for k in pairs(ev) do
     if type(k) ~= "string" then return nil, "an event must be a JSON object" end
-    if not KNOWN[k] then return nil, "unknown field '" .. k:sub(1, 64) .. "'" end
+    if not KNOWN[k] then return nil, "unknown field '" .. excerpt(k, 64) .. "'" end
   end
   local out = {}
   for _, name in ipairs { "customerId", "eventType" } do
@@ -110,6 +114,7 @@ function M.normalize(ev, now)
       if type(v) ~= "string" or v == "" or #v > M.MAX_STRING then
         return nil, name .. " must be a non-empty string of at most " .. M.MAX_STRING .. " characters"
       end
+      if not valid_utf8(v) then return nil, name .. " must be valid UTF-8" end
       out[name] = v
     end
   end
@@ -139,6 +144,10 @@ function M.normalize(ev, now)
   -- The usage contract defines totalTokens as input + output; a different value sent by a
   -- client would make totalTokens disagree with the two sums beside it, so it is refused.
   local sum = out.inputTokens + out.outputTokens
+  -- Past 2^53 - 1 the sum is no longer exact in a double: totalTokens would not be input + output.
+  if sum > M.MAX_COUNT then
+    return nil, "inputTokens + outputTokens must be at most 9007199254740991 (totalTokens is their sum)"
+  end
   if out.totalTokens ~= nil and out.totalTokens ~= sum then
     return nil, string.format("totalTokens must equal inputTokens + outputTokens (%.0f) or be left out, got %.0f",
       sum, out.totalTokens)
