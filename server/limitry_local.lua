@@ -8,8 +8,10 @@
 -- LIMITRY_SERVER_DIR) so that `eval "$(lua5.4 server/limitry-local start)"` configures the client
 -- for every command run after it. A second `start` in a folder whose server runs prints that
 -- server's export lines (and says so on stderr). `stop` returns once nginx's processes are gone.
--- --port 0 (the default) picks a free port. Events live in DIR/data/events.jsonl; on the first
--- start of a DIR the deterministic sample data is loaded unless --empty is given.
+-- --port 0 (the default) picks a free port. Events live in DIR/data/events.db (SQLite; an
+-- events.jsonl of an older version is migrated into it once and kept as events.jsonl.migrated),
+-- quotas, alerts and rate limits in DIR/data/config.jsonl; on the first start of a DIR the
+-- deterministic sample data is loaded unless --empty is given.
 -- --faults enables the test-only fault injection and request recording (see faults.lua).
 -- --delay MS (test-only) holds every usage answer MS milliseconds, without blocking nginx.
 --
@@ -205,8 +207,8 @@ end
 
 -- Plain HTTP: ready when /healthz answers 200 (the sample data is loaded by then).
 -- TLS: ready when the port accepts connections.
-local function wait_ready(port, pid, tls)
-  local deadline = socket.gettime() + 30
+local function wait_ready(port, pid, tls, seconds)
+  local deadline = socket.gettime() + (seconds or 30)
   while socket.gettime() < deadline do
     local c = socket.tcp()
     c:settimeout(1)
@@ -246,7 +248,19 @@ function M.start(opts)
     opts.dir .. "/data", tostring(not opts.empty), tostring(opts.faults == true), tostring(opts.delay or "nil"),
     tostring(opts.latency or "nil"), tostring(opts.api_limit and string.format("%d", opts.api_limit) or "nil"),
     opts.key, M.INGEST_ONLY_KEY))
-  local pid = M.run_nginx(opts.dir, M.nginx_conf(nil, SERVER_HTTP:format(here, port, tls)), port, opts.tls_cert and "tcp" or "healthz")
+  -- An events.jsonl of an older version is migrated once into events.db before the server answers
+  -- (about a minute per million events): wait for it.
+  local wait
+  local old, new = io.open(opts.dir .. "/data/events.jsonl"), io.open(opts.dir .. "/data/events.db")
+  if old and not new then
+    io.stderr:write("limitry-local: migrating ", opts.dir, "/data/events.jsonl into events.db (once)\n")
+    wait = 1800
+  end
+  if old then old:close() end
+  if new then new:close() end
+  -- A thread for the event store's WAL checkpoints (checkpoint.lua), off the request path.
+  local pid = M.run_nginx(opts.dir, M.nginx_conf("thread_pool limitry_server threads=1 max_queue=16;",
+    SERVER_HTTP:format(here, port, tls)), port, opts.tls_cert and "tcp" or "healthz", wait)
   local info = { base_url = string.format("%s://127.0.0.1:%d/v1", opts.tls_cert and "https" or "http", port), api_key = opts.key,
     pid = pid, dir = opts.dir, port = port }
   -- What a second `start` in this folder prints while this server runs.
@@ -279,7 +293,7 @@ end
 
 -- Writes dir/nginx.conf, starts nginx with dir as its prefix and waits until it serves: "healthz"
 -- (GET /healthz answers 200) or "tcp" (the port accepts). Returns the master's pid.
-function M.run_nginx(dir, conf, port, ready)
+function M.run_nginx(dir, conf, port, ready, wait)
   local old = read_pid(dir)
   if old and alive(old) then die("an nginx is already running from " .. dir .. " (pid " .. old .. ")") end
   for _, d in ipairs { "", "/logs", "/tmp" } do os.execute("mkdir -p '" .. dir .. d .. "'") end
@@ -291,7 +305,7 @@ function M.run_nginx(dir, conf, port, ready)
     M.nginx_binary(), dir)
   if not run_ok(cmd) then die("nginx failed to start; see " .. dir .. "/logs/error.log") end
   local pid = read_pid(dir)
-  if not wait_ready(port, pid, ready == "tcp") then
+  if not wait_ready(port, pid, ready == "tcp", wait) then
     -- Not ready is not started: leave no nginx behind for the caller to find.
     if pid then os.execute("kill " .. pid .. " 2>/dev/null") end
     die("nginx did not become ready; see " .. dir .. "/logs/error.log")

@@ -2,7 +2,7 @@
 -- append-only log (DATA/config.jsonl, one JSON line per change, fsync'd before the answer, as
 -- events are), replayed on start so a kill -9 loses nothing that was acknowledged.
 local cjson = require "cjson.safe"
-local store = require "limitry_server.store"
+local log = require "limitry_server.log"
 local encode = require "limitry_server.encode"
 local time = require "limitry_server.time"
 local text = require "limitry_server.text"
@@ -46,8 +46,11 @@ local function remove(kind, id)
   end
 end
 
+M.version = 0 -- changes with every quota, alert or rate-limit change applied
+
 -- One log line -> state. Returns true when the line was understood.
 local function apply(rec)
+  M.version = M.version + 1
   local kind = rec.t
   if KINDS[kind] and type(rec.v) == "table" and type(rec.v.id) == "string" then
     put(kind, rec.v)
@@ -66,7 +69,7 @@ end
 
 function M.open(path)
   local loaded, skipped
-  append_line, loaded, skipped = store.open_log(path, apply)
+  append_line, loaded, skipped = log.open(path, apply)
   return loaded, skipped
 end
 

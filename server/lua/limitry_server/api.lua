@@ -1,6 +1,7 @@
 -- HTTP handlers of the local Limitry-compatible server (runs inside nginx's Lua module).
 local cjson = require "cjson.safe"
 local store = require "limitry_server.store"
+local event = require "limitry_server.event"
 local query = require "limitry_server.query"
 local time = require "limitry_server.time"
 local faults = require "limitry_server.faults"
@@ -26,11 +27,12 @@ end
 
 local function fail(status, message) return reply(status, { error = message }) end
 
-local function load_sample()
+-- The deterministic sample data, as one batch for the store.
+local function sample_batch()
   local sample = require "limitry_server.sample"
   local batch = {}
   for _, ev in ipairs(sample.events()) do batch[#batch + 1] = { ev, (time.parse(ev.timestamp)) } end
-  assert(store.append(batch))
+  return batch
 end
 
 function M.init(conf)
@@ -39,14 +41,11 @@ function M.init(conf)
   cjson.encode_number_precision(14)
   -- cjson would take 0x10, Infinity and NaN as numbers: none of them is JSON.
   cjson.decode_invalid_numbers(false)
-  local path = conf.data_dir .. "/events.jsonl"
-  local existed = io.open(path, "rb")
-  if existed then existed:close() end
-  local loaded, skipped = store.open(path)
-  if not existed and conf.sample then load_sample() end
-  ngx.log(ngx.NOTICE, "limitry-local: ", store.count, " events (", loaded, " loaded, ", skipped, " unreadable lines skipped)")
-  loaded, skipped = admin.open(conf.data_dir .. "/config.jsonl")
+  ngx.log(ngx.NOTICE, "limitry-local: ", store.open(conf.data_dir, conf.sample and sample_batch))
+  local loaded, skipped = admin.open(conf.data_dir .. "/config.jsonl")
   ngx.log(ngx.NOTICE, "limitry-local: ", loaded, " quota/alert/rate-limit changes replayed, ", skipped, " skipped")
+  limits.warm(ngx.now())
+  require("limitry_server.checkpoint").start(store, 0.25)
 end
 
 -- The API key a request carries, or nil.
@@ -157,7 +156,7 @@ local function read_json()
   if not raw or raw == "" then return nil, "Request body is required (JSON)" end
   local doc, derr = cjson.decode(raw)
   if doc == nil then return nil, "Request body is not valid JSON: " .. tostring(derr) end
-  return doc
+  return doc, nil, raw
 end
 
 local function json_reply(status, t, headers) return reply(status, encode.json(t), headers) end
@@ -173,7 +172,7 @@ local function store_events(accepted, now)
 end
 
 local function ingest(batch_mode)
-  local doc, jerr = read_json()
+  local doc, jerr, raw = read_json()
   if doc == nil then return fail(400, jerr) end
   local list
   if batch_mode then
@@ -186,8 +185,9 @@ local function ingest(batch_mode)
   end
   local now = clock()
   local accepted, results, keys = {}, {}, {}
+  local text_ok = event.text_ok(raw)
   for i, ev in ipairs(list) do
-    local norm, msg, ts = store.normalize(ev, now)
+    local norm, msg, ts = event.normalize(ev, now, text_ok)
     if not norm then return fail(400, (batch_mode and ("events[" .. i .. "]: ") or "") .. msg) end
     local key = norm.idempotencyKey
     local old = store.by_key(key) or (key and keys[key])
@@ -202,9 +202,7 @@ local function ingest(batch_mode)
   if #accepted > 0 and not store_events(accepted, now) then return fail(500, "Could not store events") end
   -- Ids are given by the append: fill them in now.
   for _, r in ipairs(results) do r.id, r.ev = r.ev.id, nil end
-  if batch_mode then
-    return json_reply(201, { count = #list, recorded = #accepted, duplicates = #list - #accepted, results = results })
-  end
+  if batch_mode then return reply(201, encode.batch_result(#list, #accepted, results)) end
   return json_reply(results[1].status == "duplicate" and 200 or 201, results[1])
 end
 
@@ -217,7 +215,7 @@ local function decode_cursor(c)
   b = b .. string.rep("=", (4 - #b % 4) % 4)
   local raw = ngx.decode_base64(b)
   local n = raw and tonumber(raw:match("^seq:(%d+)$"))
-  if not n or n < 1 or n > store.count + 1 then return nil end
+  if not n or n < 1 or n > store.max_seq + 1 then return nil end
   return n
 end
 
@@ -237,25 +235,13 @@ local function list_events()
     limit = type(args.limit) == "string" and args.limit:match("^%d+$") and tonumber(args.limit)
     if not limit or limit < 1 or limit > 100 then return fail(400, "limit must be an integer from 1 to 100") end
   end
-  local from = store.count
+  local from = store.max_seq
   if args.cursor ~= nil and args.cursor ~= "" then
     local n = decode_cursor(args.cursor)
     if not n then return fail(400, "Invalid cursor: pass nextCursor from a previous page unchanged") end
     from = n - 1
   end
-  local events, fc, fe, fm = store.events, f.customerId, f.eventType, f.model
-  local data, last, more = {}, nil, false
-  for i = from, 1, -1 do
-    local ev = events[i]
-    if (fc == nil or ev.customerId == fc) and (fe == nil or ev.eventType == fe) and (fm == nil or ev.model == fm) then
-      if #data == limit then
-        more = true
-        break
-      end
-      data[#data + 1] = store.encode_line(ev)
-      last = i
-    end
-  end
+  local data, last, more = store.list(f, from, limit)
   return reply(200, '{"data":[' .. table.concat(data, ",") .. '],"nextCursor":'
     .. (more and ('"' .. encode_cursor(last) .. '"') or "null") .. ',"hasMore":' .. tostring(more) .. "}")
 end
@@ -275,10 +261,10 @@ local function rate_headers(d, now)
 end
 
 local function track()
-  local doc, jerr = read_json()
+  local doc, jerr, raw = read_json()
   if doc == nil then return fail(400, jerr) end
   local now = clock()
-  local ev, msg, ts = store.normalize(doc, now)
+  local ev, msg, ts = event.normalize(doc, now, event.text_ok(raw))
   if not ev then return fail(400, msg) end
   -- A replay of an event already stored returns its id and today's statuses, counting nothing.
   local old = store.by_key(ev.idempotencyKey)
@@ -353,6 +339,8 @@ local function crud(kind, op, id, extra)
     end
     return fail(status, err)
   end
+  -- The new limit's usage now, not at the first decision that needs it.
+  if kind ~= "alert" then limits.warm(clock()) end
   return json_reply(op == "create" and 201 or 200, rec)
 end
 
