@@ -137,7 +137,7 @@ all)
   for v in 5.4 5.3 5.1 luajit; do
     run_busted "$v" "$v" "client specs (Lua $v)" $CLIENT_SPECS
   done
-  run_busted 5.4 5.4 "server + nginx specs" spec/server_spec.lua spec/server_hardening_spec.lua spec/server_api_spec.lua spec/server_standin_spec.lua spec/openresty_spec.lua
+  run_busted 5.4 5.4 "server + nginx specs" spec/server_spec.lua spec/server_hardening_spec.lua spec/server_api_spec.lua spec/server_standin_spec.lua spec/server_scale_spec.lua spec/openresty_spec.lua
   LUA_PRE="-e collectgarbage('setpause',0)" run_busted 5.4 5.4 "client specs, GC every step" spec/client_spec.lua spec/json_spec.lua spec/async_spec.lua
   CFLAGS_EXTRA="-O1 -fsanitize=undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer" \
     LDFLAGS_EXTRA="-lubsan" sh tools/build.sh ubsan && run_busted 5.4 ubsan "client specs (UBSan)" $CLIENT_SPECS

@@ -288,6 +288,9 @@ local function migrate(jsonl, tmp_path)
     local ts = type(ev) == "table" and time.parse(ev.timestamp)
     local key = ts and ev.idempotencyKey
     if type(key) ~= "string" then key = nil end
+    -- Every id the file holds counts, a skipped duplicate's too: none is given again.
+    local num = ts and type(ev.id) == "string" and tonumber(ev.id:match("^evt_(%d+)$"))
+    if num and num > max_id then max_id = num end
     -- A key stored twice (which this server never wrote) is kept once, as a duplicate would be.
     if not ts or type(ev.customerId) ~= "string" or type(ev.eventType) ~= "string"
       or (key and (pending[key] or find_key(conn, key))) then
@@ -297,8 +300,6 @@ local function migrate(jsonl, tmp_path)
       taken = taken + 1
       -- Lines written before events had ids get one from their place in the file.
       if type(ev.id) ~= "string" then ev.id = "evt_" .. seq end
-      local num = tonumber(ev.id:match("^evt_(%d+)$"))
-      if num and num > max_id then max_id = num end
       ev.inputTokens = tonumber(ev.inputTokens) or 0
       ev.outputTokens = tonumber(ev.outputTokens) or 0
       ev.costCents = tonumber(ev.costCents) or 0
