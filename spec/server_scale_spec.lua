@@ -489,11 +489,15 @@ describe("local server restart and migration", function()
     -- As the server wrote events before it kept SQLite: one exact JSON line each, a line from before
     -- events had ids, a key written twice, and a torn last line.
     local lines = {
-      '{"id":"evt_1","customerId":"a","eventType":"e","idempotencyKey":"k1","timestamp":"2024-05-01T00:00:00Z","inputTokens":1,"outputTokens":2,"totalTokens":3,"costCents":0.1}',
-      '{"id":"evt_2","customerId":"b","eventType":"e","model":"m","provider":"p","timestamp":"2024-05-01T10:00:00.123Z","inputTokens":10,"outputTokens":0,"totalTokens":10,"latencyMs":5,"costCents":0.2,"properties":{"region":"eu"}}',
+      '{"id":"evt_1","customerId":"a","eventType":"e","idempotencyKey":"k1","timestamp":"2024-05-01T00:00:00Z",'
+        .. '"inputTokens":1,"outputTokens":2,"totalTokens":3,"costCents":0.1}',
+      '{"id":"evt_2","customerId":"b","eventType":"e","model":"m","provider":"p","timestamp":"2024-05-01T10:00:00.123Z",'
+        .. '"inputTokens":10,"outputTokens":0,"totalTokens":10,"latencyMs":5,"costCents":0.2,"properties":{"region":"eu"}}',
       '{"customerId":"a","eventType":"e","timestamp":"2024-05-02T00:00:00Z","inputTokens":100,"outputTokens":0,"totalTokens":100,"costCents":0}',
-      '{"id":"evt_7","customerId":"a","eventType":"x","idempotencyKey":"k7","timestamp":"2024-05-03T23:59:59.999Z","inputTokens":1000,"outputTokens":1,"totalTokens":1001,"costCents":1e-7}',
-      '{"id":"evt_8","customerId":"c","eventType":"x","idempotencyKey":"k1","timestamp":"2024-05-04T00:00:00Z","inputTokens":5,"outputTokens":5,"totalTokens":10,"costCents":9}',
+      '{"id":"evt_7","customerId":"a","eventType":"x","idempotencyKey":"k7","timestamp":"2024-05-03T23:59:59.999Z",'
+        .. '"inputTokens":1000,"outputTokens":1,"totalTokens":1001,"costCents":1e-7}',
+      '{"id":"evt_8","customerId":"c","eventType":"x","idempotencyKey":"k1","timestamp":"2024-05-04T00:00:00Z",'
+        .. '"inputTokens":5,"outputTokens":5,"totalTokens":10,"costCents":9}',
       '{"customerId":"torn","eventType":"e","timest',
     }
     local f = assert(io.open(dir .. "/data/events.jsonl", "wb"))
