@@ -258,9 +258,8 @@ function M.start(opts)
   end
   if old then old:close() end
   if new then new:close() end
-  -- A thread for the event store's WAL checkpoints (checkpoint.lua), off the request path.
-  local pid = M.run_nginx(opts.dir, M.nginx_conf("thread_pool limitry_server threads=1 max_queue=16;",
-    SERVER_HTTP:format(here, port, tls)), port, opts.tls_cert and "tcp" or "healthz", wait)
+  local pid = M.run_nginx(opts.dir, M.nginx_conf(nil, SERVER_HTTP:format(here, port, tls)), port,
+    opts.tls_cert and "tcp" or "healthz", wait)
   local info = { base_url = string.format("%s://127.0.0.1:%d/v1", opts.tls_cert and "https" or "http", port), api_key = opts.key,
     pid = pid, dir = opts.dir, port = port }
   -- What a second `start` in this folder prints while this server runs.

@@ -45,7 +45,6 @@ function M.init(conf)
   local loaded, skipped = admin.open(conf.data_dir .. "/config.jsonl")
   ngx.log(ngx.NOTICE, "limitry-local: ", loaded, " quota/alert/rate-limit changes replayed, ", skipped, " skipped")
   limits.warm(ngx.now())
-  require("limitry_server.checkpoint").start(store, 0.25)
 end
 
 -- The API key a request carries, or nil.
