@@ -57,9 +57,10 @@ local function check_properties(p, text_ok)
   return true
 end
 
--- Checks one decoded event and returns a new table holding only its known fields, with the
--- derived ones filled in: event, nil, unix time; or nil, message naming the field. text_ok: every
--- string of the request is known to be valid UTF-8 already (M.text_ok of its body).
+-- Checks one decoded event and makes it the event kept, in place: only known fields (an unknown
+-- one is refused), nulls removed, the derived ones filled in. Returns the event, nil, its unix
+-- time; or nil, a message naming the field. text_ok: every string of the request is known to be
+-- valid UTF-8 already (M.text_ok of its body).
 local REQUIRED = { "customerId", "eventType" }
 function M.normalize(ev, now, text_ok)
   if type(ev) ~= "table" then return nil, "an event must be a JSON object" end
@@ -67,56 +68,55 @@ function M.normalize(ev, now, text_ok)
     if type(k) ~= "string" then return nil, "an event must be a JSON object" end
     if not KNOWN[k] then return nil, "unknown field '" .. excerpt(k, 64) .. "'" end
   end
-  local out = {}
   for _, name in ipairs(REQUIRED) do
     if type(ev[name]) ~= "string" or ev[name] == "" then return nil, name .. " is required (a non-empty string)" end
   end
+  local null = cjson.null
   for _, name in ipairs(STRING_FIELDS) do
     local v = ev[name]
-    if v ~= nil and v ~= cjson.null then
+    if v == null then
+      ev[name] = nil
+    elseif v ~= nil then
       if type(v) ~= "string" or v == "" or #v > M.MAX_STRING then
         return nil, name .. " must be a non-empty string of at most " .. M.MAX_STRING .. " characters"
       end
       if not text_ok and not valid_utf8(v) then return nil, name .. " must be valid UTF-8" end
-      out[name] = v
     end
   end
   for _, name in ipairs(COUNT_FIELDS) do
     local v = ev[name]
-    if v ~= nil and v ~= cjson.null then
-      if not is_count(v) then
-        return nil, name .. " must be a non-negative integer of at most 9007199254740991"
-      end
-      out[name] = v
+    if v == null then
+      ev[name] = nil
+    elseif v ~= nil and not is_count(v) then
+      return nil, name .. " must be a non-negative integer of at most 9007199254740991"
     end
   end
   local cost = ev.costCents
-  if cost ~= nil and cost ~= cjson.null then
-    if type(cost) ~= "number" or not is_finite(cost) or cost < 0 or cost > M.MAX_COST then
-      return nil, "costCents must be a finite number from 0 to 1e12"
-    end
-    out.costCents = cost
+  if cost == null or cost == nil then
+    ev.costCents = 0
+  elseif type(cost) ~= "number" or not is_finite(cost) or cost < 0 or cost > M.MAX_COST then
+    return nil, "costCents must be a finite number from 0 to 1e12"
   end
-  if ev.properties ~= nil and ev.properties ~= cjson.null then
+  if ev.properties == null then
+    ev.properties = nil
+  elseif ev.properties ~= nil then
     local ok, msg = check_properties(ev.properties, text_ok)
     if not ok then return nil, msg end
-    out.properties = ev.properties
   end
-  out.inputTokens = out.inputTokens or 0
-  out.outputTokens = out.outputTokens or 0
+  local input, output = ev.inputTokens or 0, ev.outputTokens or 0
+  ev.inputTokens, ev.outputTokens = input, output
   -- The usage contract defines totalTokens as input + output; a different value sent by a
   -- client would make totalTokens disagree with the two sums beside it, so it is refused.
-  local sum = out.inputTokens + out.outputTokens
+  local sum = input + output
   -- Past 2^53 - 1 the sum is no longer exact in a double: totalTokens would not be input + output.
   if sum > M.MAX_COUNT then
     return nil, "inputTokens + outputTokens must be at most 9007199254740991 (totalTokens is their sum)"
   end
-  if out.totalTokens ~= nil and out.totalTokens ~= sum then
+  if ev.totalTokens ~= nil and ev.totalTokens ~= sum then
     return nil, string.format("totalTokens must equal inputTokens + outputTokens (%.0f) or be left out, got %.0f",
-      sum, out.totalTokens)
+      sum, ev.totalTokens)
   end
-  out.totalTokens = sum
-  out.costCents = out.costCents or 0
+  ev.totalTokens = sum
   local ts, secs, frac
   local stamp = ev.timestamp
   if stamp == nil or stamp == cjson.null then
@@ -131,8 +131,8 @@ function M.normalize(ev, now, text_ok)
         .. "+/-23:59, at most 9 fraction digits)"
     end
   end
-  out.timestamp = time.format(secs, frac)
-  return out, nil, ts
+  ev.timestamp = time.format(secs, frac)
+  return ev, nil, ts
 end
 
 -- One stored line. Numbers are written exactly (integers as integers, others with 17 significant
@@ -144,45 +144,45 @@ local function number(v)
 end
 M.number = number
 
-local LINE_FIELDS = { "id", "customerId", "eventType", "model", "provider", "idempotencyKey", "timestamp",
-  "inputTokens", "outputTokens", "totalTokens", "latencyMs", "costCents" }
-local LINE_KEYS = {}
-for i, name in ipairs(LINE_FIELDS) do LINE_KEYS[i] = '"' .. name .. '":' end
+local find, json_plain = string.find, text.json_plain
+local function str(v)
+  -- Nothing to escape: the usual case, without a trip through cjson.
+  if json_plain(v) then return '"' .. v .. '"' end
+  return cjson.encode(v)
+end
 
-local find = string.find
 local function value(v)
   local t = type(v)
   if t == "number" then return number(v) end
-  if t == "string" then
-    -- Nothing to escape (cjson also escapes "/"): the usual case, without a trip through cjson.
-    if not find(v, '[%c"\\/\127-\255]') then return '"' .. v .. '"' end
-    return cjson.encode(v)
-  end
+  if t == "string" then return str(v) end
   return tostring(v)
 end
 
+-- The fields in this order, then properties; absent ones left out. One concatenation, no table:
+-- this runs for every event stored.
 function M.encode_line(ev)
-  local parts, n = {}, 0
-  for i = 1, #LINE_FIELDS do
-    local v = ev[LINE_FIELDS[i]]
-    if v ~= nil then
-      n = n + 1
-      parts[n] = LINE_KEYS[i] .. value(v)
-    end
-  end
-  if ev.properties then
-    local props = {}
-    for k, v in pairs(ev.properties) do props[#props + 1] = cjson.encode(k) .. ":" .. value(v) end
-    parts[#parts + 1] = '"properties":{' .. concat(props, ",") .. "}"
-  end
-  return "{" .. concat(parts, ",") .. "}"
+  local model, provider, key, latency = ev.model, ev.provider, ev.idempotencyKey, ev.latencyMs
+  local line = '{"id":"' .. ev.id .. '","customerId":' .. str(ev.customerId) .. ',"eventType":' .. str(ev.eventType)
+    .. (model and ',"model":' .. str(model) or "") .. (provider and ',"provider":' .. str(provider) or "")
+    .. (key and ',"idempotencyKey":' .. str(key) or "") .. ',"timestamp":"' .. ev.timestamp
+    .. '","inputTokens":' .. number(ev.inputTokens) .. ',"outputTokens":' .. number(ev.outputTokens)
+    .. ',"totalTokens":' .. number(ev.totalTokens) .. (latency and ',"latencyMs":' .. number(latency) or "")
+    .. ',"costCents":' .. number(ev.costCents)
+  if not ev.properties then return line .. "}" end
+  local props = {}
+  for k, v in pairs(ev.properties) do props[#props + 1] = str(k) .. ":" .. value(v) end
+  return line .. ',"properties":{' .. concat(props, ",") .. "}}"
 end
 
 -- Whether every string a JSON text holds, once decoded, is valid UTF-8: the text is, and has no
 -- \u escape of a surrogate (cjson decodes a lone one into bytes that are not UTF-8). Then the
 -- per-string checks can be skipped.
 function M.text_ok(raw)
-  if find(raw, "\\u[dD][89a-fA-F]") then return false end
+  local at = find(raw, "\\u", 1, true)
+  while at do
+    if find(raw, "^[dD][89a-fA-F]", at + 2) then return false end
+    at = find(raw, "\\u", at + 2, true)
+  end
   return valid_utf8(raw)
 end
 

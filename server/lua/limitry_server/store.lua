@@ -295,10 +295,18 @@ local function migrate(jsonl, tmp_path)
     else
       seq = seq + 1
       taken = taken + 1
-      -- Lines written before events had ids get one from their place in the file.
-      if type(ev.id) ~= "string" then ev.id = "evt_" .. seq end
+      -- Lines written before events had ids get one from their place in the file (as the old
+      -- loader gave them).
+      if type(ev.id) ~= "string" or not ev.id:match("^evt_%d+$") then ev.id = "evt_" .. seq end
+      -- What this server always wrote; anything else in a hand-edited line is dropped, not stored.
+      for _, f in ipairs { "model", "provider", "idempotencyKey" } do
+        if type(ev[f]) ~= "string" then ev[f] = nil end
+      end
+      if type(ev.properties) ~= "table" then ev.properties = nil end
+      ev.latencyMs = tonumber(ev.latencyMs)
       ev.inputTokens = tonumber(ev.inputTokens) or 0
       ev.outputTokens = tonumber(ev.outputTokens) or 0
+      ev.totalTokens = ev.inputTokens + ev.outputTokens
       ev.costCents = tonumber(ev.costCents) or 0
       if key then pending[key] = true end
       items[#items + 1] = { ev, ts, body = event.encode_line(ev), h = key and keys.hash(key) }
