@@ -16,7 +16,7 @@
 --     are looked up in memory, and only the hashes are indexed, in seq order, to rebuild that table).
 --   r_minute, r_hour, r_day (t, customer, etype, model, provider, n, inp, outp, cost): t is the
 --     start of the minute, hour or day; an absent model or provider is '' there (never a valid value).
---   meta (k, v): the next evt_<n> and the event count.
+--   meta (k, v): the format, and the next evt_<n> where a migration's ids ran ahead of its rows.
 local cjson = require "cjson.safe"
 local sqlite = require "limitry_server.sqlite"
 local event = require "limitry_server.event"
@@ -159,8 +159,10 @@ local function insert_items(conn, items, first)
   end
 end
 
-local function save_meta(conn, nid, count)
-  conn:run("INSERT OR REPLACE INTO meta (k, v) VALUES ('next_id', ?), ('count', ?), ('format', ?)", nid, count, M.FORMAT)
+-- The next id when it is more than max(seq) + 1 (after a migration whose ids ran ahead of its
+-- rows), and the format. Not written per batch: one page less in every commit.
+local function save_meta(conn, nid)
+  conn:run("INSERT OR REPLACE INTO meta (k, v) VALUES ('next_id', ?), ('format', ?)", nid, M.FORMAT)
 end
 
 -- Appends already-normalized events (a list of {event, ts}) in one durable transaction, then
@@ -177,7 +179,6 @@ function M.append(batch)
   local ok, err = pcall(function()
     db:exec("BEGIN IMMEDIATE")
     insert_items(db, batch, first)
-    save_meta(db, first + #batch, M.count + #batch)
     db:exec("COMMIT")
   end)
   if not ok then
@@ -315,7 +316,7 @@ local function migrate(jsonl, tmp_path)
   end
   flush()
   conn:exec("BEGIN")
-  save_meta(conn, math.max(seq, max_id) + 1, taken)
+  save_meta(conn, math.max(seq, max_id) + 1)
   conn:exec("COMMIT")
   conn:exec("PRAGMA wal_checkpoint(TRUNCATE)")
   conn:close()
@@ -348,11 +349,9 @@ function M.open(data_dir, sample)
   end
   db = sqlite.open(path)
   configure(db, true)
-  next_id = tonumber(meta_get("next_id")) or 1
-  M.count = tonumber(meta_get("count")) or 0
-  M.max_seq = next_id - 1
-  local top = db:row("SELECT max(seq) FROM events")
-  if top and top[1] and top[1] > M.max_seq then M.max_seq = top[1] end
+  M.max_seq = db:row("SELECT max(seq) FROM events")[1] or 0
+  next_id = math.max(tonumber(meta_get("next_id")) or 1, M.max_seq + 1)
+  M.count = db:row("SELECT count(*) FROM events")[1]
   load_keys(db, M.count)
   if not existed and sample then
     assert(M.append(sample()))
