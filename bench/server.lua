@@ -179,6 +179,10 @@ local ok, err = pcall(function()
     r[1] = added > 0 and string.format("%.0f", added / batch_times) or "-"
     r[2] = added > 0 and string.format("%.1f", (worker_cpu(server.pid) - cpu0) * 1000 / (added / 1000)) or "-"
     local rss = rss_kib(server.pid)
+    -- The garbage of the events generated above is this process's: collected now, it does not
+    -- land in the latencies below (it put track p99 at 4-5 ms at a million events).
+    collectgarbage()
+    collectgarbage()
     -- Enforcement.
     local tracked = times(CALLS, function(i)
       local d = must(client:track { customer_id = TRACKED, event_type = "chat.completion", model = "gpt-4o",

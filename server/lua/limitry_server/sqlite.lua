@@ -64,6 +64,9 @@ function M.open(path)
     error("cannot open " .. path .. ": " .. msg, 2)
   end
   C.sqlite3_extended_result_codes(db, 1)
+  -- Another connection holding the write lock (an old worker finishing during a reload) is waited
+  -- for, not failed on.
+  C.sqlite3_busy_timeout(db, 5000)
   return setmetatable({ db = db, path = path, stmts = {} }, Db)
 end
 
