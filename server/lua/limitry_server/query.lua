@@ -1,10 +1,13 @@
 -- Aggregations over the event store. A half-open range [start, end) is cut into pieces: whole days
 -- from the day rollups, whole hours from the hour rollups, whole minutes from the minute rollups,
 -- and only the partial minutes at its two ends from the raw rows (the covering index on ts). Each
--- piece is one SQL aggregate; the pieces are summed here. So a query reads at most ~2 days x 23
--- hours x 59 minutes of rollup rows per group plus two partial minutes of events, however many
--- events are stored, and every event counts exactly once: a rollup row holds the events with
--- t <= ts < t + size (store.floor_to), and the pieces' bounds are exact multiples of their size.
+-- piece is one SQL aggregate; the pieces are summed here. A query without filters reads the total
+-- tables (a row per day, hour or minute); one with a customer reads that customer's rows (an index
+-- on customer, t); others read every group's rows of the range. So a query reads rollup rows of
+-- the range's days (or hours for an hourly series), two days' hours and two hours' minutes, plus
+-- two partial minutes of events, however many events are stored; and every event counts exactly
+-- once: a rollup row holds the events with t <= ts < t + size (store.floor_to), and the pieces'
+-- bounds are exact multiples of their size.
 local store = require "limitry_server.store"
 local time = require "limitry_server.time"
 
@@ -65,7 +68,9 @@ local function piece_sql(size, group, filters, extra)
   if sql then return sql end
   local g = group and (group == "t" and (size and "t" or "NULL") or group) or "NULL"
   if size then
-    sql = "SELECT " .. g .. ", total(n), total(inp), total(outp), total(cost) FROM " .. store.ROLLUP[size]
+    -- Without a filter or a group column, the totals: one row per minute, hour or day.
+    local tbl = (filters == "" and (group == nil or group == "t")) and store.TOTAL[size] or store.ROLLUP[size]
+    sql = "SELECT " .. g .. ", total(n), total(inp), total(outp), total(cost) FROM " .. tbl
       .. " WHERE t >= ? AND t < ?" .. filters
   else
     sql = "SELECT " .. g .. ", count(*), total(inp), total(outp), total(cost) FROM events"

@@ -34,6 +34,8 @@ local db
 -- Rollup levels, largest first: seconds -> table.
 M.LEVELS = { 86400, 3600, 60 }
 M.ROLLUP = { [86400] = "r_day", [3600] = "r_hour", [60] = "r_minute" }
+-- The same without the groups: one row per minute, hour and day, for the queries without filters.
+M.TOTAL = { [86400] = "r_day_total", [3600] = "r_hour_total", [60] = "r_minute_total" }
 
 -- x rounded down to a multiple of size, exactly: the division may round, so the result is moved
 -- onto the multiple m with m <= x < m + size (the bucket a raw row's ts is compared against).
@@ -74,14 +76,20 @@ CREATE TABLE IF NOT EXISTS %s (
   n REAL NOT NULL, inp REAL NOT NULL, outp REAL NOT NULL, cost REAL NOT NULL,
   PRIMARY KEY (t, customer, etype, model, provider)
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS %s_customer ON %s (customer, t);
+CREATE TABLE IF NOT EXISTS %s (
+  t INTEGER PRIMARY KEY, n REAL NOT NULL, inp REAL NOT NULL, outp REAL NOT NULL, cost REAL NOT NULL
+) WITHOUT ROWID;
 ]]
-M.FORMAT = 1
+M.FORMAT = 2 -- 2: with the total tables
 
 local INSERT = "INSERT INTO events (seq, ts, customer, etype, model, provider, inp, outp, cost, ikey, khash, body)"
   .. " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 local UPSERT = "INSERT INTO %s (t, customer, etype, model, provider, n, inp, outp, cost) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
   .. " ON CONFLICT (t, customer, etype, model, provider) DO UPDATE SET n = n + excluded.n, inp = inp + excluded.inp,"
   .. " outp = outp + excluded.outp, cost = cost + excluded.cost"
+local UPSERT_TOTAL = "INSERT INTO %s (t, n, inp, outp, cost) VALUES (?, ?, ?, ?, ?) ON CONFLICT (t) DO UPDATE SET"
+  .. " n = n + excluded.n, inp = inp + excluded.inp, outp = outp + excluded.outp, cost = cost + excluded.cost"
 
 local function meta_get(k)
   local row = db:row("SELECT v FROM meta WHERE k = ?", k)
@@ -100,30 +108,42 @@ local function configure(conn, durable)
   conn:exec("PRAGMA cache_size = -65536")
   conn:exec("PRAGMA temp_store = MEMORY")
   conn:exec(SCHEMA)
-  for _, level in ipairs(M.LEVELS) do conn:exec(ROLLUP_SCHEMA:format(M.ROLLUP[level])) end
+  for _, level in ipairs(M.LEVELS) do
+    local r = M.ROLLUP[level]
+    conn:exec(ROLLUP_SCHEMA:format(r, r, r, M.TOTAL[level]))
+  end
 end
 
--- The rollup groups of a batch: level -> key -> { t, customer, etype, model, provider, n, inp, outp, cost }.
+-- The rollups of a batch: level -> key -> { t, customer, etype, model, provider, n, inp, outp,
+-- cost }, and level -> t -> { t, n, inp, outp, cost } for the totals.
 local function rollup_groups(items)
-  local levels = {}
-  for _, level in ipairs(M.LEVELS) do levels[level] = {} end
+  local levels, totals, last_t, last_s = {}, {}, {}, {}
+  for _, level in ipairs(M.LEVELS) do levels[level], totals[level] = {}, {} end
   for _, item in ipairs(items) do
     local ev, ts = item[1], item[2]
     local c, e, m, p = ev.customerId, ev.eventType, ev.model or "", ev.provider or ""
+    local inp, outp, cost = ev.inputTokens, ev.outputTokens, ev.costCents
     -- Lengths first: no separator character can make two groups' keys equal.
     local dims = #c .. ":" .. c .. #e .. ":" .. e .. #m .. ":" .. m .. #p .. ":" .. p
     for level, groups in pairs(levels) do
       local t = floor_to(ts, level)
-      local key = t .. dims
+      if t ~= last_t[level] then last_t[level], last_s[level] = t, tostring(t) .. "|" end
+      local key = last_s[level] .. dims
       local g = groups[key]
       if g then
-        g[6], g[7], g[8], g[9] = g[6] + 1, g[7] + ev.inputTokens, g[8] + ev.outputTokens, g[9] + ev.costCents
+        g[6], g[7], g[8], g[9] = g[6] + 1, g[7] + inp, g[8] + outp, g[9] + cost
       else
-        groups[key] = { t, c, e, m, p, 1, ev.inputTokens, ev.outputTokens, ev.costCents }
+        groups[key] = { t, c, e, m, p, 1, inp, outp, cost }
+      end
+      local tot = totals[level][t]
+      if tot then
+        tot[2], tot[3], tot[4], tot[5] = tot[2] + 1, tot[3] + inp, tot[4] + outp, tot[5] + cost
+      else
+        totals[level][t] = { t, 1, inp, outp, cost }
       end
     end
   end
-  return levels
+  return levels, totals
 end
 
 -- Inserts items ({event, ts, h = key hash or nil} with event.id set, seq = first .. first +
@@ -148,11 +168,19 @@ local function insert_items(conn, items, first)
     ins:step()
   end
   ins:reset()
-  for level, groups in pairs(rollup_groups(items)) do
+  local levels, totals = rollup_groups(items)
+  for level, groups in pairs(levels) do
     local up = conn:prepare(UPSERT:format(M.ROLLUP[level]))
     for _, g in pairs(groups) do
       up:reset()
       for i = 1, 9 do up:bind(i, g[i]) end
+      up:step()
+    end
+    up:reset()
+    up = conn:prepare(UPSERT_TOTAL:format(M.TOTAL[level]))
+    for _, g in pairs(totals[level]) do
+      up:reset()
+      for i = 1, 5 do up:bind(i, g[i]) end
       up:step()
     end
     up:reset()
@@ -349,6 +377,17 @@ function M.open(data_dir, sample)
   end
   db = sqlite.open(path)
   configure(db, true)
+  local format = tonumber(meta_get("format"))
+  if format ~= M.FORMAT then
+    -- Format 1 (before the total tables, never released): fill them from the grouped rollups.
+    db:exec("BEGIN IMMEDIATE")
+    for _, level in ipairs(M.LEVELS) do
+      db:exec(string.format("INSERT OR REPLACE INTO %s (t, n, inp, outp, cost) SELECT t, total(n), total(inp),"
+        .. " total(outp), total(cost) FROM %s GROUP BY t", M.TOTAL[level], M.ROLLUP[level]))
+    end
+    db:run("INSERT OR REPLACE INTO meta (k, v) VALUES ('format', ?)", M.FORMAT)
+    db:exec("COMMIT")
+  end
   M.max_seq = db:row("SELECT max(seq) FROM events")[1] or 0
   next_id = math.max(tonumber(meta_get("next_id")) or 1, M.max_seq + 1)
   M.count = db:row("SELECT count(*) FROM events")[1]
