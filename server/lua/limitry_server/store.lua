@@ -3,10 +3,11 @@
 -- WAL fsync'd) before the request is answered: a crash or a kill -9 loses nothing acknowledged and
 -- keeps nothing half-written.
 --
--- In the same transaction as the events, rollups are kept per minute, hour and day and per
--- (customer, event type, model, provider): the usage queries read them for whole minutes, hours and
--- days and the raw rows only for the partial minutes at the ends of a range (query.lua), so their
--- cost follows the range, not the number of stored events. Nothing per event is held in memory.
+-- In the same transaction as the events, rollups are kept per minute, hour and day, per (customer,
+-- event type, model, provider) and in total: the usage queries read them for whole minutes, hours
+-- and days and the raw rows only for the partial minutes at the ends of a range (query.lua), so
+-- their cost follows the range, not the number of stored events. Of each event only its key's hash
+-- stays in memory (keys.lua, about 16 bytes); nothing is held in Lua tables.
 --
 -- Tables:
 --   events (seq, ts, customer, etype, model, provider, inp, outp, cost, ikey, khash, body): seq is
@@ -15,7 +16,9 @@
 --     sums, customer an index for listings; khash is the idempotency key's hash (keys.lua: the keys
 --     are looked up in memory, and only the hashes are indexed, in seq order, to rebuild that table).
 --   r_minute, r_hour, r_day (t, customer, etype, model, provider, n, inp, outp, cost): t is the
---     start of the minute, hour or day; an absent model or provider is '' there (never a valid value).
+--     start of the minute, hour or day; an absent model or provider is '' there (never a valid value);
+--     an index on (customer, t) for the queries of one customer.
+--   r_minute_total, r_hour_total, r_day_total (t, n, inp, outp, cost): the same summed over groups.
 --   meta (k, v): the format, and the next evt_<n> where a migration's ids ran ahead of its rows.
 local cjson = require "cjson.safe"
 local sqlite = require "limitry_server.sqlite"
