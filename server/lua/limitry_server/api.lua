@@ -339,7 +339,7 @@ local function crud(kind, op, id, extra)
     return fail(status, err)
   end
   -- The new limit's usage now, not at the first decision that needs it.
-  if kind ~= "alert" then limits.warm(clock()) end
+  limits.warm(clock(), kind, rec)
   return json_reply(op == "create" and 201 or 200, rec)
 end
 

@@ -331,16 +331,18 @@ function M.after_append(batch, now)
   end
 end
 
--- Computes every limit's counter for the current period (at start-up and after a change), so the
--- first decision does not pay for it.
-function M.warm(now)
-  for _, kind in ipairs { "rateLimit", "quota" } do
-    for _, rec in ipairs(admin.list(kind)) do
-      if kind ~= "rateLimit" or rec.enabled ~= false then
-        local s, e = time.period(now, kind == "quota" and rec.period or rec.window)
-        used(rec, kind == "quota" and rec.metric or "total_events", s, e)
-      end
+-- Computes the counter of the current period of limit `rec` of `kind` (or of every limit, at
+-- start-up), so the first decision does not pay for it.
+function M.warm(now, kind, rec)
+  if rec then
+    if kind == "quota" or (kind == "rateLimit" and rec.enabled ~= false) then
+      local s, e = time.period(now, kind == "quota" and rec.period or rec.window)
+      used(rec, kind == "quota" and rec.metric or "total_events", s, e)
     end
+    return
+  end
+  for _, k in ipairs { "rateLimit", "quota" } do
+    for _, r in ipairs(admin.list(k)) do M.warm(now, k, r) end
   end
 end
 
