@@ -84,7 +84,7 @@ end
 -- Sums the five metrics of the events in [q.start, q["end"]) matching q's filters, grouped by
 -- `group`: nil (one group), a column name, or "t" (time buckets of `size` seconds numbered from
 -- `base`). Returns the metrics by group key (false: the attribute is absent) and the keys.
--- q.raw_only, q.extra, q.extra_params: a filter the rollups cannot answer (string properties),
+-- q.extra, q.extra_params: a filter the rollups cannot answer (SQL on the events: string properties),
 -- applied to the raw rows of the whole range. raw_cost: the cost sums as summed, not rounded.
 local function aggregate(q, group, base, size, raw_cost)
   local db = store.db()
