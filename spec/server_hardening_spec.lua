@@ -108,20 +108,20 @@ describe("local server hardening", function()
     it("refuses inputTokens + outputTokens past 2^53 - 1, where totalTokens could not be their sum", function()
       local max = "9007199254740991"
       -- A day of its own: were one stored, no other spec's sums would see it.
-      local function ev(fields) return '{"customerId":"sum","eventType":"e","timestamp":"2023-07-01T00:00:00Z",' .. fields .. "}" end
+      local function sum_ev(fields) return '{"customerId":"sum","eventType":"e","timestamp":"2023-07-01T00:00:00Z",' .. fields .. "}" end
       for _, fields in ipairs {
         '"inputTokens":' .. max .. ',"outputTokens":' .. max,
         '"inputTokens":' .. max .. ',"outputTokens":1',
         '"inputTokens":1,"outputTokens":' .. max .. ',"totalTokens":' .. max,
       } do
-        local status, res = post(server, "/events", ev(fields))
+        local status, res = post(server, "/events", sum_ev(fields))
         assert.equal(400, status, fields)
         assert.matches("inputTokens + outputTokens must be at most 9007199254740991", res.error, 1, true)
       end
-      local status, res = post(server, "/track", ev('"inputTokens":' .. max .. ',"outputTokens":' .. max))
+      local status, res = post(server, "/track", sum_ev('"inputTokens":' .. max .. ',"outputTokens":' .. max))
       assert.equal(400, status)
       assert.matches("inputTokens + outputTokens", res.error, 1, true)
-      status, res = post(server, "/events/batch", '{"events":[' .. ev('"inputTokens":' .. max .. ',"outputTokens":2') .. "]}")
+      status, res = post(server, "/events/batch", '{"events":[' .. sum_ev('"inputTokens":' .. max .. ',"outputTokens":2') .. "]}")
       assert.equal(400, status)
       assert.matches("events[1]: inputTokens + outputTokens", res.error, 1, true)
       -- Exactly 2^53 - 1 in all is fine.
@@ -149,11 +149,11 @@ describe("local server hardening", function()
             "dimensionFilters.customer_id must be valid UTF-8" },
           { "/quotas/check", '{"customer_id":"' .. b .. '"}', "dimension customer_id must be valid UTF-8" },
         } do
-          local status, res, raw = post(server, c[1], c[2])
+          local status, res, body = post(server, c[1], c[2])
           assert.equal(400, status, c[1] .. " " .. c[2])
-          assert.is_table(res, raw)
+          assert.is_table(res, body)
           assert.matches(c[3], res.error, 1, true)
-          assert.truthy(utf8.len(raw), "the 400 itself is valid UTF-8")
+          assert.truthy(utf8.len(body), "the 400 itself is valid UTF-8")
         end
       end
       -- cjson turns a lone low surrogate escape into bytes that are not UTF-8: refused as well.
@@ -174,8 +174,8 @@ describe("local server hardening", function()
       for _, n in ipairs(names) do
         assert.equal(201, (post(server, "/events", '{"customerId":"utf8-ok","eventType":"' .. n .. '","properties":{"' .. n .. '":"' .. n .. '"}}')))
       end
-      local _, page, raw = get(server, "/events?customerId=utf8-ok")
-      assert.truthy(utf8.len(raw))
+      local _, page, listed = get(server, "/events?customerId=utf8-ok")
+      assert.truthy(utf8.len(listed))
       assert.equal(4, #page.data)
       for i, e in ipairs(page.data) do
         assert.equal(names[5 - i], e.eventType)
