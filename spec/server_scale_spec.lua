@@ -483,6 +483,98 @@ describe("local server restart and migration", function()
     assert.equal(3, core.decode(before[1]).totalCostCents)
   end)
 
+  it("after a kill -9 mid-ingest: every acknowledged event, rollups that agree with the events, no double count", function()
+    local dir = support.tmpdir("kill9")
+    local info = support.start { dir = dir, faults = true }
+    local base = info.base_url
+    local day = unix(2033, 2, 1)
+    local r = rng(99)
+    local acked = {}
+    assert.equal(201, (request(base, "POST", "/quotas", { name = "k9", metric = "total_tokens", limitValue = 1e12, period = "day",
+      dimensionFilters = { customer_id = "k9" } })))
+    local function batch(n, tag)
+      local list = {}
+      for i = 1, n do
+        list[i] = { customerId = i % 3 == 0 and "k9-other" or "k9", eventType = "e", inputTokens = 1 + r(1000),
+          idempotencyKey = tag .. "-" .. i, timestamp = iso_ms(day * 1000 + r(86400000)) }
+      end
+      return list
+    end
+    for b = 1, 20 do
+      local list = batch(200, "acked" .. b)
+      local status, res = request(base, "POST", "/events/batch", { events = list })
+      assert.equal(201, status)
+      for i, e in ipairs(list) do acked[res.results[i].id] = e.inputTokens end
+    end
+    -- Eight batches in flight on their own connections when every nginx process dies.
+    local conns = {}
+    for j = 1, 8 do
+      local c = socket.tcp()
+      c:settimeout(5)
+      assert(c:connect("127.0.0.1", info.port))
+      local body = J { events = batch(500, "inflight" .. j) }
+      c:send("POST /v1/events/batch HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " .. KEY
+        .. "\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: " .. #body .. "\r\n\r\n" .. body)
+      conns[j] = c
+    end
+    conns[1]:receive("*l")
+    local f = assert(io.open("/proc/" .. info.pid .. "/task/" .. info.pid .. "/children"))
+    local pids = { info.pid }
+    for p in f:read("*a"):gmatch("%d+") do pids[#pids + 1] = p end
+    f:close()
+    -- The master first: alive, it would fork a new worker for the one killed.
+    os.execute("kill -9 " .. table.concat(pids, " "))
+    for _, c in ipairs(conns) do c:close() end
+    local local_server = require "limitry_local"
+    for _ = 1, 200 do
+      if not local_server.alive(info.pid) then break end
+      socket.sleep(0.02)
+    end
+    os.remove(dir .. "/logs/nginx.pid")
+    info = support.start { dir = dir, faults = true }
+    local ok, err = pcall(function()
+      -- The events, from the event rows themselves.
+      local listed, cursor, sums = {}, nil, { all = 0, k9 = 0, part = 0, n = 0 }
+      local a_ms, b_ms = day * 1000 + 30500, day * 1000 + 86399500
+      for _ = 1, 200 do
+        local _, page = request(info.base_url, "GET", "/events?limit=100" .. (cursor and ("&cursor=" .. cursor) or ""))
+        for _, e in ipairs(page.data) do
+          assert.is_nil(listed[e.id], "listed twice: " .. e.id)
+          listed[e.id] = e.inputTokens
+          sums.n = sums.n + 1
+          sums.all = sums.all + e.inputTokens
+          if e.customerId == "k9" then sums.k9 = sums.k9 + e.inputTokens end
+          local hh, mm, ss, ms = e.timestamp:match("T(%d%d):(%d%d):(%d%d)%.?(%d*)Z$")
+          local t = day * 1000 + ((hh * 60 + mm) * 60 + ss) * 1000 + (tonumber(ms ~= "" and ms or 0))
+          if t >= a_ms and t < b_ms then sums.part = sums.part + e.inputTokens end
+        end
+        if not page.hasMore then break end
+        cursor = page.nextCursor
+      end
+      for id, tokens in pairs(acked) do assert.equal(tokens, listed[id], "acknowledged " .. id) end
+      -- Whole batches only: 20 acknowledged, and each in-flight one all or nothing.
+      assert.equal(0, (sums.n - 4000) % 500)
+      print(string.format("\n  kill -9 with 8 batches of 500 in flight: %d of them stored", (sums.n - 4000) // 500))
+      -- The rollups (totals, a customer's rows, minutes and partial minutes) and the counter agree.
+      local range = "startDate=" .. pct(iso_ms(day * 1000)) .. "&endDate=" .. pct(iso_ms((day + 86400) * 1000))
+      local _, all = request(info.base_url, "GET", "/usage?" .. range)
+      assert.equal(sums.n, all.totalEvents)
+      assert.equal(sums.all, all.totalInputTokens)
+      local _, k9 = request(info.base_url, "GET", "/usage?" .. range .. "&customerId=k9")
+      assert.equal(sums.k9, k9.totalInputTokens)
+      local _, part = request(info.base_url, "GET", "/usage?startDate=" .. pct(iso_ms(a_ms)) .. "&endDate=" .. pct(iso_ms(b_ms)))
+      assert.equal(sums.part, part.totalInputTokens)
+      local _, series = request(info.base_url, "GET", "/usage/timeseries?interval=hour&" .. range)
+      local hourly = 0
+      for _, p in ipairs(series.data) do hourly = hourly + p.totalInputTokens end
+      assert.equal(sums.all, hourly)
+      local _, c = request(info.base_url, "POST", "/quotas/check", { customer_id = "k9" }, day + 3600)
+      assert.equal(sums.k9, c.quotas[1].used)
+    end)
+    support.stop(info)
+    assert(ok, err)
+  end)
+
   it("migrates an old events.jsonl once: ids, order, keys and sums kept, a torn line skipped", function()
     local dir = support.tmpdir("migrate")
     assert(os.execute("mkdir -p '" .. dir .. "/data'"))
