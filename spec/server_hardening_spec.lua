@@ -320,9 +320,11 @@ describe("limitry-local start", function()
   end
   local root = io.popen("pwd"):read("*l")
   local script = "lua5.4 " .. root .. "/server/limitry-local"
+  -- tmpdir is relative unless LIMITRY_TEST_TMP is absolute (as tools/test.sh sets it).
+  local function absolute(p) return p:sub(1, 1) == "/" and p or root .. "/" .. p end
 
   it("stop (#17): uses LIMITRY_SERVER_DIR without --dir, and names --dir when it finds no server", function()
-    local dir = root .. "/" .. support.tmpdir("stopenv")
+    local dir = absolute(support.tmpdir("stopenv"))
     local out, err, code = shell3(script .. " start --empty --dir " .. dir)
     assert.equal(0, code, err)
     local pid = assert(tonumber(out:match("LIMITRY_SERVER_PID=(%d+)")))
@@ -332,7 +334,7 @@ describe("limitry-local start", function()
     assert.equal(0, code, err)
     assert.equal("stopped " .. pid .. "\n", out)
     assert.is_false(local_server.alive(pid))
-    local empty = root .. "/" .. support.tmpdir("stopnone")
+    local empty = absolute(support.tmpdir("stopnone"))
     out, err, code = shell3("cd " .. empty .. " && env -u LIMITRY_SERVER_DIR " .. script .. " stop")
     assert.equal(1, code)
     assert.equal("", out)
