@@ -380,6 +380,15 @@ function M.open(data_dir, sample)
   end
   db = sqlite.open(path)
   configure(db, true)
+  -- A database of another layout (a development build's) is refused at start, not at every request.
+  local columns = {}
+  local info = db:prepare("PRAGMA table_info(events)")
+  info:reset()
+  while info:step() do columns[info:text(1)] = true end
+  info:reset()
+  if not columns.khash then
+    error("limitry-local: " .. path .. " has a layout this server does not know (no khash column): move it away", 0)
+  end
   local format = tonumber(meta_get("format"))
   if format ~= M.FORMAT then
     -- Format 1 (before the total tables, never released): fill them from the grouped rollups.
