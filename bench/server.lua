@@ -252,9 +252,14 @@ print(string.format("local server, %d cores, %s; one nginx worker; the Lua 5.4 c
   .. "per column, each query %d times", tonumber(io.popen("nproc"):read("*l")) or 0, jit and "LuaJIT" or _VERSION, CALLS, CALLS, QUERIES))
 print(table.concat(head, " | ") .. " |")
 print(table.concat(rule, "|") .. "|")
+local missing = 0
 for i, name in ipairs(rows) do
   local line = { "| " .. name }
-  for col = 1, #SCALES do line[#line + 1] = results[col][i] or "" end
+  for col = 1, #SCALES do
+    line[#line + 1] = results[col][i] or ""
+    if not results[col][i] then missing = missing + 1 end
+  end
   print(table.concat(line, " | ") .. " |")
 end
 if du then print(string.format("\ndata folder at the end: %s MiB", du:match("^(%d+)"))) end
+if missing > 0 then error(missing .. " cells of the table are empty", 0) end

@@ -148,6 +148,8 @@ all)
   check "valgrind (zero errors, leaks)" sh tools/valgrind.sh
   grep -E "ERROR SUMMARY|definitely lost" "$LOG" | head -n 4
   check "make bench smoke run prints a complete table" env BENCH_QUICK=1 timeout -k 5 240 sh bench/bench.sh
+  check "make bench-server smoke run (2,000 events)" env BENCH_SCALES="0 2000" BENCH_CALLS=50 BENCH_QUERIES=2 \
+    timeout -k 5 120 sh bench/server.sh
   check "luarocks make installs the rock" sh tools/rock-check.sh
   check "luacheck (lua/ server/ spec/ examples/ bench/)" luacheck --no-color lua/ server/ spec/ examples/ bench/
   check "examples run as written" sh tools/examples-check.sh
