@@ -108,6 +108,8 @@ local function configure(conn, durable)
   conn:exec("PRAGMA journal_mode = WAL")
   conn:exec("PRAGMA synchronous = " .. (durable and "FULL" or "OFF"))
   conn:exec("PRAGMA wal_autocheckpoint = 4000")
+  -- A big transaction (the sample data's, a migration's) grows the WAL; kept at most 16 MiB after.
+  conn:exec("PRAGMA journal_size_limit = 16777216")
   conn:exec("PRAGMA cache_size = -65536")
   conn:exec("PRAGMA temp_store = MEMORY")
   conn:exec(SCHEMA)
