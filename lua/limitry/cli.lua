@@ -86,6 +86,10 @@ local function emit_lines(lines)
 end
 
 -- Numbers for people, by metric.
+local function plural(n, word)
+  return format.thousands(n) .. " " .. word .. (n == 1 and "" or "s")
+end
+
 local function show_metric(name, v)
   if name == "totalCostCents" then return format.dollars(v) end
   return format.thousands(v)
@@ -162,13 +166,30 @@ local function date_range(a)
   return from_text, to_text, from_t, to_t
 end
 
+-- The flag behind an argument of the library (its errors name the Lua argument).
+local FLAGS = { customer_id = "--customer", limit_value = "--limit", dimension_filters = "--filter",
+  properties = "--property", group_by = "--by", start_date = "--from", end_date = "--to", dimensions = "--dimension",
+  id = "ID", quota_id = "QUOTA_ID", path = "PATH" }
+
+-- An argument error of the library ("quotas:create: metric must be ...") in the flags' words.
+local function flag_words(msg)
+  local rest = tostring(msg):gsub("^[%w_.]+:[%w_]+: ", ""):gsub("^limitry%.[%w_]+: ", "")
+  local name, tail = rest:match("^([%a_]+)(%s.*)$")
+  if name and (FLAGS[name] or name:find("^[a-z]+_[a-z_]+$") or name == "metric" or name == "period" or name == "window"
+    or name == "threshold" or name == "name" or name == "model" or name == "provider" or name == "limit"
+    or name == "cursor" or name == "timestamp") then
+    return (FLAGS[name] or ("--" .. name:gsub("_", "-"))) .. tail
+  end
+  return rest
+end
+
 -- Calls the library: argument errors it raises are usage errors (exit 2); a runtime failure
 -- (nil, msg, err) is exit 1 with a hint at the fix.
 local function call(ctx, fn, ...)
   local ok, res, msg, err = pcall(fn, ...)
   if not ok then
     if getmetatable(res) == Failure then error(res, 0) end
-    usage_error(tostring(res))
+    usage_error(flag_words(res))
   end
   if res == nil then
     local hint = ""
@@ -839,6 +860,7 @@ H["events import"] = function(ctx, a)
     progress = progress,
     bad = function(line, reason)
       if errors_file then errors_file:write(label, ":", tostring(line or "?"), ": ", reason, "\n") end
+      if a.strict then return end -- the failure below names it
       shown = shown + 1
       if shown <= max_shown then
         if progress then io.stderr:write("\r\027[K") end
@@ -867,8 +889,8 @@ H["events import"] = function(ctx, a)
     else
       hint = "try again later"
     end
-    fail(EXIT.ERROR, "import stopped after line " .. format.thousands(s.lines) .. " (" .. format.thousands(s.sent)
-      .. " events sent): " .. e.msg .. "; " .. hint .. ", then run the same command again: events already sent count once")
+    fail(EXIT.ERROR, "import stopped after line " .. format.thousands(s.lines) .. " (" .. plural(s.sent, "event")
+      .. " sent): " .. e.msg .. "; " .. hint .. ", then run the same command again: events already sent count once")
   end
   if not ctx.quiet then
     if ctx.output == "json" then
@@ -878,11 +900,11 @@ H["events import"] = function(ctx, a)
       out(format.csv_row({ label, fmt, s.lines, s.events, s.sent, s.bad, s.refused, summary.seconds, summary.eventsPerSecond }, 9))
     else
       if a.dry_run then
-        out(string.format("%s: %s lines, %s events would be sent, %s bad (dry run: nothing sent)", label,
-          format.thousands(s.lines), format.thousands(s.events), format.thousands(s.bad)))
+        out(string.format("%s: %s, %s to send, %s bad (dry run: nothing sent)", label, plural(s.lines, "line"),
+          plural(s.events, "event"), format.thousands(s.bad)))
       else
-        out(string.format("%s: %s events sent in %.1f s (%s events/s); %s lines, %s bad%s", label, format.thousands(s.sent),
-          s.seconds, format.thousands(summary.eventsPerSecond), format.thousands(s.lines), format.thousands(s.bad),
+        out(string.format("%s: %s sent in %.1f s (%s events/s); %s, %s bad%s", label, plural(s.sent, "event"),
+          s.seconds, format.thousands(summary.eventsPerSecond), plural(s.lines, "line"), format.thousands(s.bad),
           s.refused > 0 and (" (" .. format.thousands(s.refused) .. " refused by Limitry)") or ""))
       end
     end
@@ -989,16 +1011,32 @@ local OUTPUTS = {
   events_list = { "table", "json", "ndjson", "csv" },
 }
 
+-- The options every command takes (listed last in its --help, under "Common options").
 local function add_globals(cmd, outputs, piped)
-  cmd:option("--key", "API key (default: $LIMITRY_API_KEY); '-' reads it from stdin. Never printed."):argname("KEY")
-  cmd:option("--base-url", "Limitry's URL (default: $LIMITRY_BASE_URL, else " .. limitry.DEFAULT_BASE_URL .. ")")
-    :argname("URL")
-  cmd:option("--timeout", "seconds per request (default 30)"):argname("SECONDS")
+  local list = {
+    cmd:option("--key", "API key (default: $LIMITRY_API_KEY); '-' reads it from stdin. Never printed."):argname("KEY"),
+    cmd:option("--base-url", "Limitry's URL (default: $LIMITRY_BASE_URL, else " .. limitry.DEFAULT_BASE_URL .. ")")
+      :argname("URL"),
+    cmd:option("--timeout", "seconds per request (default 30)"):argname("SECONDS"),
+  }
   if outputs then
-    cmd:option("-o --output", "output: " .. table.concat(outputs, ", ") .. " (default: table on a terminal, "
-      .. (piped or "json") .. " otherwise)"):argname("FORMAT")
+    list[#list + 1] = cmd:option("-o --output", "output: " .. table.concat(outputs, ", ") .. " (default: table on a "
+      .. "terminal, " .. (piped or "json") .. " otherwise)"):argname("FMT")
   end
-  cmd:flag("-q --quiet", "no progress and no messages; on a change, no output (create prints the new id)")
+  list[#list + 1] = cmd:flag("-q --quiet", "no progress and no messages; on a change, no output (create prints the new id)")
+  cmd._common = list
+end
+
+-- Groups a leaf's own options first and the common ones after (argparse lists groups in order).
+local function group_options(cmd)
+  local common, own = {}, {}
+  for _, o in ipairs(cmd._common or {}) do common[o] = true end
+  for _, o in ipairs(cmd._options) do
+    if not common[o] and o._name ~= "-h" then own[#own + 1] = o end
+  end
+  local unpack = table.unpack or unpack
+  if own[1] then cmd:group("Options", unpack(own)) end
+  if cmd._common then cmd:group("Common options", unpack(cmd._common)) end
 end
 
 local function add_filters(cmd)
@@ -1182,6 +1220,9 @@ local function build_parser()
       c:flag("--faults", "test-only fault injection (see server/lua/limitry_server/faults.lua)")
     end
     if verb == "status" then c:option("-o --output", "table or json"):argname("FORMAT") end
+  end
+  for parser in pairs(paths) do
+    if parser ~= p and parser._common then group_options(parser) end
   end
   return p, paths
 end
