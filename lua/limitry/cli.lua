@@ -807,7 +807,7 @@ H["events import"] = function(ctx, a)
   local import = require "limitry.cli.import"
   local source = a.file
   if source == "-" and a.key == "-" then usage_error("--key - and an import from stdin both need stdin: give the key in LIMITRY_API_KEY") end
-  local input, size
+  local input, size, first_line
   if source == "-" then
     input = io.stdin
   else
@@ -824,15 +824,9 @@ H["events import"] = function(ctx, a)
     elseif source:lower():find("%.ndjson$") or source:lower():find("%.jsonl$") or source:lower():find("%.json$") then
       fmt = "ndjson"
     else
-      -- Sniff: NDJSON lines start with "{".
-      local pos = input:seek("cur")
-      if pos then
-        local head = input:read(4096) or ""
-        input:seek("set", pos)
-        fmt = head:match("^[\239\187\191%s]*{") and "ndjson" or "csv"
-      else
-        usage_error("--format ndjson or --format csv is needed for stdin")
-      end
+      -- Sniff: NDJSON lines start with "{". The first line read is handed to the import.
+      first_line = input:read("*l")
+      fmt = first_line and first_line:match("^[\239\187\191%s]*{") and "ndjson" or "csv"
     end
   end
   if fmt ~= "ndjson" and fmt ~= "csv" then usage_error("--format must be auto, ndjson or csv (got '" .. fmt .. "')") end
@@ -855,7 +849,7 @@ H["events import"] = function(ctx, a)
   local progress = (not ctx.quiet) and (a.progress or (a.progress == nil and is_tty(2))) and progress_printer(size) or nil
   local label = source == "-" and "stdin" or source
   local s = import.run {
-    input = input, size = size, format = fmt, strict = a.strict, dry_run = a.dry_run, key_scope = scope,
+    input = input, first_line = first_line, size = size, format = fmt, strict = a.strict, dry_run = a.dry_run, key_scope = scope,
     batch_size = batch_size, concurrency = concurrency, give_up = give_up, client = client, now = now,
     progress = progress,
     bad = function(line, reason)
@@ -1323,7 +1317,9 @@ function M.main(argv, opts)
 
   local ok, res = xpcall(run, function(e)
     if getmetatable(e) == Failure then return e end
-    if type(e) == "string" and e:find("interrupted!", 1, true) then return setmetatable({ code = 130, msg = "interrupted" }, Failure) end
+    if type(e) == "string" and e:find("interrupted!", 1, true) then
+      return setmetatable({ code = 130, msg = "interrupted (an import can be run again: events already sent count once)" }, Failure)
+    end
     return { internal = true, msg = tostring(e), trace = debug.traceback("", 2) }
   end)
   if ok then

@@ -225,9 +225,20 @@ local function reason_of(err)
 end
 
 -- Source reading: returns a function giving (record text, first line number) or nil at the end.
-local function records(f, csv)
+local function records(f, csv, first_line)
   local n = 0
   local lines = f:lines()
+  if first_line then
+    local read = lines
+    lines = function()
+      local l = first_line
+      if l then
+        first_line = nil
+        return l
+      end
+      return read()
+    end
+  end
   local first = true
   return function()
     local line = lines()
@@ -253,7 +264,7 @@ local function records(f, csv)
   end
 end
 
--- Runs an import. o: source (path or "-"), input (an open file), size (bytes, or nil), format
+-- Runs an import. o: input (an open file), first_line (read from it already, or nil), size (bytes, or nil), format
 -- ("ndjson" or "csv"), strict, dry_run, key_scope, batch_size, concurrency, give_up (seconds),
 -- client (a limitry client made for it, max_retries = 0), progress (function(state) or nil),
 -- bad (function(line, reason): a line that is not imported), now (a clock in seconds).
@@ -270,6 +281,9 @@ function M.run(o)
   local stop_reason
 
   local function bad(line, reason)
+    -- Ctrl-C raises "interrupted!" wherever Lua runs next, and a pcall (ours, the decoder's) may
+    -- catch it: it ends the import, it is not a bad line.
+    if tostring(reason):find("interrupted!", 1, true) then error("interrupted!", 0) end
     s.bad = s.bad + 1
     o.bad(line, reason)
     if o.strict and not stop_reason then stop_reason = { line = line, reason = reason, kind = "bad" } end
@@ -352,7 +366,7 @@ function M.run(o)
   local cols
   local bs = o.batch_size
   local queued_since_tick = 0
-  for text, n in records(o.input, csv) do
+  for text, n in records(o.input, csv, o.first_line) do
     s.lines = n
     if find(text, "^%s*$") then
       s.blank = s.blank + 1
