@@ -37,6 +37,12 @@ build = {
          defines = { "_POSIX_C_SOURCE=200809L" },
       },
    },
+   install = {
+      bin = { limitry = "bin/limitry" },   -- the command line (docs/cli.md)
+   },
+   -- server/ (the local Limitry-compatible server) ships in the rock's own folder, beside bin/, for
+   -- `limitry local start`; docs/ holds docs/cli.md.
+   copy_directories = { "server", "docs" },
 }
 test = {
    -- `luarocks test`: busted (installed as a rock on first use) with the settings in .busted.
