@@ -306,6 +306,8 @@ describe("limitry, the command line", function()
           assert.truthy(out:find("cust_acme%s+5,148%s+13,985,434%s+10,547,953%s+3,437,481%s+%$36%.54"), out)
           out = ok(with { "usage", "summary" })
           assert.are.equal(17360, assert(limitry.decode(out)).totalEvents)
+          out = ok(with { "-o", "csv", "usage", "summary" }) -- a common option before the command
+          assert.truthy(out:find("^totalEvents,"), out)
         end)
 
         it("timeseries --chart draws bars, or a sparkline, that fit the width", function()
@@ -623,7 +625,10 @@ describe("limitry, the command line", function()
             assert.truthy(err:find("AuthenticationError") and err:find("LIMITRY_API_KEY"), err)
             assert.falsy((out .. err):find(secret, 1, true))
           end
-          local rc, _, err = limitry_cli({ "project", "--key", "-" }, { stdin = secret .. "\n", env = { LIMITRY_API_KEY = false } })
+          local rc, _, err = limitry_cli { "--key", secret, "project" } -- common options before the command too
+          assert.are.equal(1, rc)
+          assert.falsy(err:find(secret, 1, true))
+          rc, _, err = limitry_cli({ "project", "--key", "-" }, { stdin = secret .. "\n", env = { LIMITRY_API_KEY = false } })
           assert.are.equal(1, rc)
           assert.falsy(err:find(secret, 1, true))
           local file = tmp .. "/wrongkey.ndjson"

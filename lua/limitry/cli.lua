@@ -864,6 +864,7 @@ H["events import"] = function(ctx, a)
   }
   if input ~= io.stdin then input:close() end
   if errors_file then errors_file:close() end
+  if client then client:close() end
   if shown > max_shown then
     io.stderr:write("limitry: ", format.thousands(shown - max_shown), " more bad lines not shown",
       a.errors and "" or " (--errors FILE lists them all)", "\n")
@@ -1005,19 +1006,28 @@ local OUTPUTS = {
   events_list = { "table", "json", "ndjson", "csv" },
 }
 
--- The options every command takes (listed last in its --help, under "Common options").
-local function add_globals(cmd, outputs, piped)
+-- The options every command takes (listed last in its --help, under "Common options"). They may
+-- also come before the command (`limitry -o json usage summary`): the root's go to root_<name>
+-- (argparse resets an option's target when a subcommand declares it again) and are merged after.
+local COMMON = { "key", "base_url", "timeout", "output", "quiet" }
+local function add_globals(cmd, outputs, piped, root)
+  local function target(o, name)
+    if root then o:target("root_" .. name) end
+    return o
+  end
   local list = {
-    cmd:option("--key", "API key (default: $LIMITRY_API_KEY); '-' reads it from stdin. Never printed."):argname("KEY"),
-    cmd:option("--base-url", "Limitry's URL (default: $LIMITRY_BASE_URL, else " .. limitry.DEFAULT_BASE_URL .. ")")
-      :argname("URL"),
-    cmd:option("--timeout", "seconds per request (default 30)"):argname("SECONDS"),
+    target(cmd:option("--key", "API key (default: $LIMITRY_API_KEY); '-' reads it from stdin. Never printed.")
+      :argname("KEY"), "key"),
+    target(cmd:option("--base-url", "Limitry's URL (default: $LIMITRY_BASE_URL, else " .. limitry.DEFAULT_BASE_URL .. ")")
+      :argname("URL"), "base_url"),
+    target(cmd:option("--timeout", "seconds per request (default 30)"):argname("SECONDS"), "timeout"),
   }
   if outputs then
-    list[#list + 1] = cmd:option("-o --output", "output: " .. table.concat(outputs, ", ") .. " (default: table on a "
-      .. "terminal, " .. (piped or "json") .. " otherwise)"):argname("FMT")
+    list[#list + 1] = target(cmd:option("-o --output", "output: " .. table.concat(outputs, ", ") .. " (default: table "
+      .. "on a terminal, " .. (piped or "json") .. " otherwise)"):argname("FMT"), "output")
   end
-  list[#list + 1] = cmd:flag("-q --quiet", "no progress and no messages; on a change, no output (create prints the new id)")
+  list[#list + 1] = target(cmd:flag("-q --quiet", "no progress and no messages; on a change, no output (create prints "
+    .. "the new id)"), "quiet")
   cmd._common = list
 end
 
@@ -1070,7 +1080,7 @@ local function build_parser()
     print("limitry " .. limitry.VERSION .. " (limitry-lua, " .. (jit and jit.version or _VERSION) .. ")")
     os.exit(0)
   end)
-  add_globals(p, { "table", "json", "ndjson", "csv" })
+  add_globals(p, { "table", "json", "ndjson", "csv" }, nil, true)
   paths[p] = "limitry"
   local function group(name, description)
     local g = p:command(name):summary(description):description(description)
@@ -1265,6 +1275,9 @@ function M.main(argv, opts)
       usage_error(msg:gsub("\n", "; ") .. " (see " .. path .. " --help)")
     end
     local a = parser:parse(list)
+    for _, name in ipairs(COMMON) do
+      if a[name] == nil then a[name] = a["root_" .. name] end
+    end
     local command = a.command
     if a.sub then command = command .. " " .. a.sub end
     local handler = H[command]
