@@ -331,6 +331,21 @@ describe("limitry, the command line", function()
           assert.truthy(lines(out)[2]:find("^2024%-01%-01 #+ +%$4%.06$"), out)
         end)
 
+        it("defaults to this month so far; shorthands count back from the wall clock", function()
+          local cust = "cli-now-" .. v
+          ok { "events", "record", "--customer", cust, "--event-type", "model_call", "--input-tokens", "7" }
+          local out = ok({ "usage", "summary", "--customer", cust }, { tty = true })
+          local month = os.date("!%Y-%m")
+          assert.truthy(out:find("from " .. month .. "-01T00:00:00Z to " .. os.date("!%Y-%m-%d") .. "T", 1, true), out)
+          assert.truthy(out:find("events%s+1\r?\n"), out)
+          for _, from in ipairs { "1d", "24h", "today", "mtd", "ytd", "wtd", os.date("!%Y-%m") } do
+            out = ok { "usage", "summary", "--customer", cust, "--from", from }
+            assert.are.equal(1, limitry.decode(out).totalInputTokens / 7, from)
+          end
+          out = ok { "usage", "summary", "--customer", cust, "--from", "7d", "--to", "1d" }
+          assert.are.equal(0, limitry.decode(out).totalEvents)
+        end)
+
         it("customers usage", function()
           local rc, out = limitry_cli(with { "customers", "usage", "cust_acme", "-o", "json" })
           assert.are.equal(0, rc)
@@ -390,6 +405,12 @@ describe("limitry, the command line", function()
           rc = limitry_cli({ "events", "import", "-", "--format", "ndjson" }, { stdin = read(file) })
           assert.are.equal(0, rc)
           assert.are.equal(2500, count(cust)) -- from stdin: the keys come from the lines, not the file name
+          -- the progress line (on a terminal by default; --progress forces it): position, sent, rate
+          _, err = ok { "events", "import", file, "--progress", "-o", "table" }
+          assert.truthy(err:find("\r%[#+%] 100%%  2,500 sent  2,500 lines  [%d,]+ ev/s\27%[K"), err)
+          assert.truthy(err:find("\r\27%[K$"), err) -- cleared at the end
+          out = ok({ "events", "import", file }, { tty = true })
+          assert.truthy(out:find("2,500 sent", 1, true) and out:find("2,500 events sent in", 1, true), out)
         end)
 
         it("import: killed half way and run again leaves each event once", function()

@@ -64,7 +64,8 @@ local function unicode_terminal()
   return false
 end
 
--- The clock: limitry's (sub-millisecond, monotonic enough for rates), else os.time.
+-- Two clocks: `now` for durations and rates (limitry's monotonic seconds, sub-millisecond), and
+-- os.time() for dates (--from 7d, the default --to).
 local now = (function()
   local ok, core = pcall(require, "limitry.core")
   return ok and core.now or os.time
@@ -149,7 +150,7 @@ end
 
 -- The [from, to) range of a usage command: defaults to this month so far.
 local function date_range(a)
-  local t = now()
+  local t = os.time()
   local from_text, from_t = dates.parse(a.from or "mtd", t)
   if not from_text then usage_error("--from " .. from_t) end
   local to_text, to_t
@@ -466,7 +467,7 @@ local function event_of(a)
     properties = properties_of(a.property),
   }
   if a.timestamp then
-    local text, t = dates.parse(a.timestamp, now())
+    local text, t = dates.parse(a.timestamp, os.time())
     if not text then usage_error("--timestamp " .. t) end
     ev.timestamp = text
   end
