@@ -3,7 +3,7 @@
 # .test-tmp/bench-import), printing: the file, events/s, the importing process's RSS every second,
 # then the same import run again, and a run killed half way then run again, each followed by the
 # number of events the server holds (it must be LINES every time).
-#   sh bench/import.sh [LINES]        default 1,000,000 (a 230 MB file, made once)
+#   sh bench/import.sh [LINES]        default 1,000,000 (a 210 MB file, made once: bench/import_gen.lua)
 #   LUA=5.1 sh bench/import.sh        the CLI on another Lua (5.4 by default)
 #   SERVER_HOME=DIR sh bench/import.sh   another server/ folder (a branch's, say)
 #   CONCURRENCY=N                     batches in flight (default: the CLI's, 2)
@@ -16,7 +16,7 @@ case "$LUA" in luajit) INTERP=luajit ;; *) INTERP="lua$LUA" ;; esac
 sh tools/build.sh "$LUA" >/dev/null
 OUT="$ROOT/.test-tmp/bench-import"
 mkdir -p "$OUT"
-FILE="$OUT/events-$LINES.ndjson"
+FILE="$OUT/events-$LINES-v2.ndjson"
 [ -s "$FILE" ] || lua5.4 bench/import_gen.lua "$LINES" >"$FILE"
 export LUA_PATH="$ROOT/lua/?.lua;$ROOT/lua/?/init.lua;;"
 export LUA_CPATH="$ROOT/build/$LUA/?.so;;"
