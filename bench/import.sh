@@ -36,6 +36,14 @@ start_server() {
 stop_server() { $CLI local stop --dir "$DIR" $SERVER_OPTS >/dev/null 2>&1 || true; }
 trap stop_server EXIT
 
+# CPU seconds (user + system) of a process, and of the server's nginx workers.
+cpu_of() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.1f", ($14 + $15) / hz }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+server_cpu() {
+  total=0
+  for w in $(pgrep -P "$LIMITRY_SERVER_PID"); do total=$(echo "$total $(cpu_of "$w")" | awk '{ print $1 + $2 }'); done
+  echo "$total"
+}
+
 stored() {
   $CLI usage summary --from 2000-01-01 --to 2100-01-01 --timeout 600 -o csv | sed -n 2p | cut -d, -f1
 }
@@ -43,13 +51,17 @@ stored() {
 # Runs the import in the background, sampling its RSS (MB) every second; prints the summary line.
 # $1: a label; $2: "kill" to kill -9 it once the server holds about half the file.
 import_run() {
+  srv0=$(server_cpu)
   $CLI events import "$FILE" -o json --no-progress $EXTRA >"$OUT/summary.json" 2>"$OUT/import.err" &
   pid=$!
   rss=""
   killed=""
+  cli_cpu=0
   while kill -0 "$pid" 2>/dev/null; do
     r=$(awk '/^VmRSS/{printf "%d", $2 / 1024}' "/proc/$pid/status" 2>/dev/null || true)
     [ -n "$r" ] && rss="$rss $r"
+    c=$(cpu_of "$pid")
+    [ "$c" != 0 ] && cli_cpu=$c
     if [ "${2:-}" = kill ] && [ -z "$killed" ]; then
       n=$(stored || echo 0)
       if [ "${n:-0}" -ge $((LINES / 2)) ]; then
@@ -60,11 +72,14 @@ import_run() {
     sleep 1
   done
   wait "$pid" 2>/dev/null || true
+  cpu="CPU seconds: limitry $cli_cpu (to its last second), the server's nginx worker $(echo "$(server_cpu) $srv0" | awk '{ printf "%.1f", $1 - $2 }')"
   if [ -n "$killed" ]; then
     echo "$1: killed with $killed events stored; RSS MB each second:$rss"
+    echo "$1: $cpu"
   else
     echo "$1: $(cat "$OUT/summary.json")"
     echo "$1: RSS MB each second:$rss"
+    echo "$1: $cpu"
     if [ -s "$OUT/import.err" ]; then sed 's/^/  stderr: /' "$OUT/import.err"; fi
   fi
 }

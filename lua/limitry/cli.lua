@@ -399,7 +399,7 @@ H["events list"] = function(ctx, a)
   local client = ctx.client()
   local events = client:events()
   local fmt = ctx.output
-  local widths -- table output: the first page's column widths
+  local widths -- table output: the columns' widths so far (the header is printed once)
   local count = 0
   local first_json = true
   if fmt == "csv" then out(format.csv_row(EVENT_COLUMNS)) end
@@ -432,15 +432,11 @@ H["events list"] = function(ctx, a)
       local cols = { { title = "timestamp" }, { title = "customer" }, { title = "event type" }, { title = "model" },
         { title = "input", align = "right" }, { title = "output", align = "right" }, { title = "cost", align = "right" },
         { title = "id" } }
-      if not widths then
-        if rows[1] then
-          local lines = format.table(cols, rows)
-          widths = lines
-          emit_lines(lines)
-        end
-      elseif rows[1] then
-        local lines = format.table(cols, rows)
-        for i = 3, #lines do out(lines[i]) end
+      if rows[1] then
+        local first = widths == nil
+        widths = widths or {}
+        local lines = format.table(cols, rows, widths)
+        for i = first and 1 or 3, #lines do out(lines[i]) end -- the header once
       end
     end
     q.cursor = page.nextCursor
@@ -871,7 +867,7 @@ H["events import"] = function(ctx, a)
       a.errors and "" or " (--errors FILE lists them all)", "\n")
   end
   local rate = s.seconds > 0 and s.sent / s.seconds or 0
-  local summary = { file = label, format = fmt, lines = s.lines, events = s.events, sent = s.sent, bad = s.bad,
+  local summary = { file = label, format = fmt, lines = s.lines, events = s.events, sent = s.sent, batches = s.batches, bad = s.bad,
     refused = s.refused, seconds = math.floor(s.seconds * 1000 + 0.5) / 1000, eventsPerSecond = math.floor(rate + 0.5),
     dryRun = a.dry_run or nil }
   local stop = s.stopped

@@ -162,9 +162,11 @@ end
 M.width = width
 
 -- Lines of an aligned table. columns: { { title, align = "right" }, ... }; rows: lists of text.
-function M.table(columns, rows)
-  local widths = {}
-  for i, c in ipairs(columns) do widths[i] = width(c.title) end
+-- `widths` (optional): the columns' least widths, widened in place to what the rows need (a table
+-- printed page by page keeps its first page's alignment).
+function M.table(columns, rows, widths)
+  widths = widths or {}
+  for i, c in ipairs(columns) do widths[i] = math.max(widths[i] or 0, width(c.title)) end
   for _, row in ipairs(rows) do
     for i = 1, #columns do widths[i] = math.max(widths[i], width(row[i] or "")) end
   end

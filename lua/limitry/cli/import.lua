@@ -268,13 +268,13 @@ end
 -- ("ndjson" or "csv"), strict, dry_run, key_scope, batch_size, concurrency, give_up (seconds),
 -- client (a limitry client made for it, max_retries = 0), progress (function(state) or nil),
 -- bad (function(line, reason): a line that is not imported), now (a clock in seconds).
--- Returns the summary { lines, events, bad, refused, sent, seconds, stopped = reason or nil }.
+-- Returns the summary { lines, events, bad, refused, sent, batches, seconds, stopped = reason or nil }.
 function M.run(o)
   local now = o.now
   local started = now()
   local csv = o.format == "csv"
   local prefix = "imp1-" .. (o.key_scope and (o.key_scope .. "-") or "")
-  local s = { lines = 0, events = 0, bad = 0, refused = 0, sent = 0, blank = 0, started = started }
+  local s = { lines = 0, events = 0, bad = 0, refused = 0, sent = 0, batches = 0, blank = 0, started = started }
   local rec, client
   local user_keys, line_of_key = {}, {} -- lines with their own key that are in flight: line -> key, key -> line
   local last_error, delivered_at = nil, started
@@ -348,7 +348,7 @@ function M.run(o)
 
   local function stats()
     local st = rec:stats()
-    s.sent = st.sent
+    s.sent, s.batches = st.sent, st.batches
     s.depth = st.depth
     return st
   end
@@ -366,6 +366,7 @@ function M.run(o)
   local cols
   local bs = o.batch_size
   local queued_since_tick = 0
+  local full = 2 * o.concurrency * bs -- queued + in flight: at least concurrency whole batches not yet taken
   for text, n in records(o.input, csv, o.first_line) do
     s.lines = n
     if find(text, "^%s*$") then
@@ -412,8 +413,13 @@ function M.run(o)
             ok = rec:record_json(json, tag)
           end
           queued_since_tick = queued_since_tick + 1
-          -- Batches start only when a whole batch is waiting: the recorder counts events in
-          -- flight as waiting too, so a tick in between would send a partial batch.
+          -- Batches start only when whole batches are waiting: the recorder counts events in
+          -- flight as waiting too (its tick sends whatever is queued once batch_size events are
+          -- queued or in flight), so a tick at any other time could send a partial batch. So it
+          -- ticks at every batch_size-th event (the events not yet taken are then a multiple of
+          -- batch_size), and in between only when at least `full` events wait, which guarantees
+          -- that every batch it may start is whole: then a batch answered while the file is read
+          -- is followed at once by the next, and Limitry does not sit idle.
           if queued_since_tick >= bs then
             queued_since_tick = 0
             rec:tick()
@@ -427,7 +433,7 @@ function M.run(o)
             end
             check_health()
           elseif queued_since_tick % 128 == 0 then
-            client:poll(0) -- answers to batches in flight are read as they come
+            if stats().depth >= full then rec:tick() else client:poll(0) end
           end
         end
       end
