@@ -418,7 +418,7 @@ describe("limitry, the command line", function()
           local slow_client = limitry.new { api_key = slow.api_key, base_url = slow.base_url }
           local cust = "cli-kill-" .. v
           local file = tmp .. "/kill-" .. v .. ".ndjson"
-          write(file, ndjson(600, cust, "02-04"))
+          write(file, ndjson(1000, cust, "02-04"))
           local e = { LIMITRY_BASE_URL = slow.base_url, LIMITRY_API_KEY = slow.api_key }
           local pidfile = tmp .. "/kill-" .. v .. ".pid"
           local parts = { "env -i PATH=" .. q(trees[v] .. "/bin:/usr/bin:/bin") }
@@ -433,11 +433,11 @@ describe("limitry, the command line", function()
           while stored() < 100 and socket.gettime() < deadline do socket.sleep(0.05) end
           assert(sh("kill -9 " .. pid))
           local at_kill = stored()
-          assert.truthy(at_kill >= 100 and at_kill < 600, "stored at the kill: " .. at_kill)
+          assert.truthy(at_kill >= 100 and at_kill < 1000, "stored at the kill: " .. at_kill)
           local rc, out, err = run(trees[v], { "events", "import", file, "--batch-size", "100" }, { env = e })
           assert.are.equal(0, rc, err)
-          assert.are.equal(600, limitry.decode(out).sent)
-          assert.are.equal(600, stored())
+          assert.are.equal(1000, limitry.decode(out).sent)
+          assert.are.equal(1000, stored())
           slow_client:close()
           support.stop(slow)
         end)
