@@ -29,6 +29,12 @@ build = {
       ["limitry.protocol"] = "lua/limitry/protocol.lua",
       ["limitry.async"] = "lua/limitry/async.lua",
       ["limitry.ngx_thread"] = "lua/limitry/ngx_thread.lua",
+      -- the command line (bin/limitry, docs/cli.md)
+      ["limitry.cli"] = "lua/limitry/cli.lua",
+      ["limitry.cli.chart"] = "lua/limitry/cli/chart.lua",
+      ["limitry.cli.dates"] = "lua/limitry/cli/dates.lua",
+      ["limitry.cli.format"] = "lua/limitry/cli/format.lua",
+      ["limitry.cli.import"] = "lua/limitry/cli/import.lua",
       ["limitry.core"] = {
          sources = { "src/core.c", "src/request.c", "src/multi.c", "src/process.c", "src/json.c", "src/buffer.c", "src/encode.c" },
          libraries = { "curl", "pthread" },

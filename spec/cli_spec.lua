@@ -31,12 +31,13 @@ end
 
 local tmp = support.tmpdir("cli")
 
--- Installs the rock for Lua `v` into tmp/tree-v, from a copy of the files the rockspec ships (the
--- checkout is left without build products). Returns the tree.
+-- Installs the rock for Lua `v` into tmp/tree-v, from a copy of the checkout (without .git, build/,
+-- .test-tmp/: luarocks make leaves its build products in the copy, not in the checkout). Returns
+-- the tree.
 local function install(v)
   local src, tree = tmp .. "/src-" .. v, tmp .. "/tree-" .. v
-  assert(sh(("mkdir -p %s && cp -R %s/limitry-0.1.0-1.rockspec %s/src %s/lua %s/bin %s/server %s/docs %s/"):format(
-    q(src), q(ROOT), q(ROOT), q(ROOT), q(ROOT), q(ROOT), q(ROOT), q(src))))
+  assert(sh(("mkdir -p %s && tar -C %s --exclude=./.git --exclude=./build --exclude=./.test-tmp --exclude=./.limitry-local "
+    .. "-cf - . | tar -C %s -xf -"):format(q(src), q(ROOT), q(src))))
   local log = tmp .. "/luarocks-" .. v .. ".log"
   local ok = sh(("cd %s && luarocks --lua-version %s --tree %s make --deps-mode=none "
     .. "CURL_INCDIR=/usr/include/x86_64-linux-gnu limitry-0.1.0-1.rockspec >%s 2>&1"):format(q(src), v, q(tree), q(log)))
