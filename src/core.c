@@ -17,7 +17,9 @@
  *   core.decode(json [, secret]) -> value | nil, message; the secret, where a string of the
  *                              value holds it, is replaced by "[REDACTED]" (keys included)
  *   core.numbers(t, key...)    -> whether t is a table whose raw fields key... are all numbers
- *   core.sleep(seconds), core.now() (monotonic seconds), core.null, core.curl_version */
+ *   core.sleep(seconds), core.now() (monotonic seconds), core.null, core.curl_version
+ *   core.sockets()             -> sockets libcurl opened through the core and still open, and the
+ *                              entries of the registry behind the stale-connection and fork checks */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -164,6 +166,15 @@ static int core_sleep(lua_State *L)
     return 0;
 }
 
+/* core.sockets() -> sockets libcurl opened through us and still open, entries in the registry. */
+static int core_sockets(lua_State *L)
+{
+    size_t kept = 0;
+    lua_pushinteger(L, (lua_Integer)lm_sockets_tracked(&kept));
+    lua_pushinteger(L, (lua_Integer)kept);
+    return 2;
+}
+
 static int core_now(lua_State *L)
 {
     struct timespec ts;
@@ -187,6 +198,7 @@ static const luaL_Reg core_functions[] = {
     {"numbers", core_numbers},
     {"sleep", core_sleep},
     {"now", core_now},
+    {"sockets", core_sockets},
     {NULL, NULL},
 };
 

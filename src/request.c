@@ -748,6 +748,7 @@ void lm_request_free(lm_request *r)
     lm_buffer_free(&r->head);
     if (r->easy) {
         curl_easy_cleanup(r->easy);
+        lm_sockets_forget(r);
         r->easy = NULL;
     }
     free_parsed_url(r); /* after the easy handle that pointed to it */
