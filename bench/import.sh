@@ -7,6 +7,8 @@
 #   LUA=5.1 sh bench/import.sh        the CLI on another Lua (5.4 by default)
 #   SERVER_HOME=DIR sh bench/import.sh   another server/ folder (a branch's, say)
 #   CONCURRENCY=N                     batches in flight (default: the CLI's, 2)
+#   ONLY_FIRST=1                      the first run alone (a quicker measure of ingest)
+#   ORDER=random                      the same lines in random time order (another file, made once)
 set -eu
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -16,8 +18,13 @@ case "$LUA" in luajit) INTERP=luajit ;; *) INTERP="lua$LUA" ;; esac
 sh tools/build.sh "$LUA" >/dev/null
 OUT="$ROOT/.test-tmp/bench-import"
 mkdir -p "$OUT"
-FILE="$OUT/events-$LINES-v2.ndjson"
-[ -s "$FILE" ] || lua5.4 bench/import_gen.lua "$LINES" >"$FILE"
+ORDER=${ORDER:-time}
+case "$ORDER" in
+  time) FILE="$OUT/events-$LINES-v2.ndjson" ;;
+  random) FILE="$OUT/events-$LINES-v2-random.ndjson" ;;
+  *) echo "ORDER must be time or random" >&2; exit 2 ;;
+esac
+[ -s "$FILE" ] || lua5.4 bench/import_gen.lua "$LINES" "$ORDER" >"$FILE"
 export LUA_PATH="$ROOT/lua/?.lua;$ROOT/lua/?/init.lua;;"
 export LUA_CPATH="$ROOT/build/$LUA/?.so;;"
 CLI="$INTERP $ROOT/bin/limitry"
@@ -84,11 +91,12 @@ import_run() {
   fi
 }
 
-echo "limitry events import, $LINES lines ($(du -m "$FILE" | cut -f1) MB), the CLI on $($INTERP -v 2>&1 | cut -d' ' -f1-2),"
+echo "limitry events import, $LINES lines ($(du -m "$FILE" | cut -f1) MB, in $ORDER order), the CLI on $($INTERP -v 2>&1 | cut -d' ' -f1-2),"
 echo "server: ${SERVER_HOME:-$ROOT/server} (nginx, 1 worker); $(nproc) cores; $(date -u '+%Y-%m-%d %H:%M UTC')"
 start_server a
 import_run "first run"
 echo "stored: $(stored)"
+[ -n "${ONLY_FIRST:-}" ] && exit 0
 import_run "the same file again"
 echo "stored after the second run: $(stored)"
 stop_server
