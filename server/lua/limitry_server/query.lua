@@ -2,12 +2,13 @@
 -- from the day rollups, whole hours from the hour rollups, whole minutes from the minute rollups,
 -- and only the partial minutes at its two ends from the raw rows (the covering index on ts). Each
 -- piece is one SQL aggregate; the pieces are summed here. A query without filters reads the total
--- tables (a row per day, hour or minute); one with a customer reads that customer's rows (an index
--- on customer, t); others read every group's rows of the range. So a query reads rollup rows of
--- the range's days (or hours for an hourly series), two days' hours and two hours' minutes, plus
--- two partial minutes of events, however many events are stored; and every event counts exactly
--- once: a rollup row holds the events with t <= ts < t + size (store.floor_to), and the pieces'
--- bounds are exact multiples of their size.
+-- tables (a row per day, hour or minute); one with a customer seeks (t, customer) in the rollups'
+-- primary key for each t of the piece (no index per customer: store.lua), t running over the
+-- piece as far as the table holds rows; others read every group's rows of the range. So a query
+-- reads rollup rows of the range's days (or hours for an hourly series), two days' hours and two
+-- hours' minutes, plus two partial minutes of events, however many events are stored; and every
+-- event counts exactly once: a rollup row holds the events with t <= ts < t + size
+-- (store.floor_to), and the pieces' bounds are exact multiples of their size.
 local store = require "limitry_server.store"
 local time = require "limitry_server.time"
 
@@ -60,18 +61,25 @@ end
 M.pieces = pieces
 
 -- SQL of one piece: the group column's value (or NULL), then count, input, output and cost sums.
--- `extra` is raw-only SQL (a property filter) and `extra_params` its parameters.
+-- `extra` is raw-only SQL (a property filter) and `extra_params` its parameters. `by_t`: the rollup
+-- rows are sought t by t (a customer filter), for t = ?1, ?1 + size, ... below ?2.
 local sql_cache = {}
-local function piece_sql(size, group, filters, extra)
-  local key = tostring(size) .. "|" .. (group or "") .. "|" .. filters .. "|" .. (extra or "")
+local function piece_sql(size, group, filters, extra, by_t)
+  local key = tostring(size) .. "|" .. (group or "") .. "|" .. filters .. "|" .. (extra or "") .. (by_t and "|t" or "")
   local sql = sql_cache[key]
   if sql then return sql end
-  local g = group and (group == "t" and (size and "t" or "NULL") or group) or "NULL"
+  local g = group and (group == "t" and (size and "r.t" or "NULL") or group) or "NULL"
   if size then
     -- Without a filter or a group column, the totals: one row per minute, hour or day.
     local tbl = (filters == "" and (group == nil or group == "t")) and store.TOTAL[size] or store.ROLLUP[size]
-    sql = "SELECT " .. g .. ", total(n), total(inp), total(outp), total(cost) FROM " .. tbl
-      .. " WHERE t >= ? AND t < ?" .. filters
+    if by_t then
+      sql = "WITH RECURSIVE k(t) AS (SELECT ?1 UNION ALL SELECT t + " .. size .. " FROM k WHERE t + " .. size
+        .. " < ?2) SELECT " .. g .. ", total(n), total(inp), total(outp), total(cost) FROM k CROSS JOIN " .. tbl
+        .. " r ON r.t = k.t WHERE 1" .. filters
+    else
+      sql = "SELECT " .. g .. ", total(n), total(inp), total(outp), total(cost) FROM " .. tbl .. " r"
+        .. " WHERE t >= ? AND t < ?" .. filters
+    end
   else
     sql = "SELECT " .. g .. ", count(*), total(inp), total(outp), total(cost) FROM events"
       .. " WHERE ts >= ? AND ts < ?" .. filters .. (extra or "")
@@ -79,6 +87,14 @@ local function piece_sql(size, group, filters, extra)
   if group and (group ~= "t" or size) then sql = sql .. " GROUP BY " .. g end
   sql_cache[key] = sql
   return sql
+end
+
+-- The first and last t a rollup table holds (nil when empty): a piece sought t by t runs no
+-- further than the rows.
+local function extent(db, tbl)
+  local lo = db:row("SELECT min(t) FROM " .. tbl)[1]
+  if lo == nil then return nil end
+  return lo, db:row("SELECT max(t) FROM " .. tbl)[1]
 end
 
 -- Sums the five metrics of the events in [q.start, q["end"]) matching q's filters, grouped by
@@ -105,45 +121,59 @@ local function aggregate(q, group, base, size, raw_cost)
   end
   local ev, sin, sout, scost, keys = {}, {}, {}, {}, {}
   local params = {}
+  local by_t = q.customerId ~= nil
+  local extents = {}
   for _, piece in ipairs(list) do
     local psize, a, b = piece[1], piece[2], piece[3]
-    local st = db:prepare(piece_sql(psize, group, filters, q.extra))
-    params[1], params[2] = a, b
-    local n = 2
-    for i = 1, #fparams do params[n + i] = fparams[i] end
-    n = n + #fparams
-    if q.extra_params and not psize then
-      for i = 1, #q.extra_params do params[n + i] = q.extra_params[i] end
-      n = n + #q.extra_params
-    end
-    st:bind_all(params, n)
-    while st:step() do
-      local count = st:double(1)
-      if count > 0 then
-        local k
-        if group == "t" then
-          -- A rollup row's own start, or a raw piece's (it lies within one bucket).
-          local t = psize and st:double(0) or a
-          k = floor((t - base) / size)
-          if base + k * size > t then k = k - 1 elseif base + (k + 1) * size <= t then k = k + 1 end
-        elseif group then
-          k = st:text(0)
-          if k == nil or k == "" then k = false end
-        else
-          k = 1
-        end
-        local c = ev[k]
-        if not c then
-          c, sin[k], sout[k], scost[k] = 0, 0, 0, 0
-          keys[#keys + 1] = k
-        end
-        ev[k] = c + count
-        sin[k] = sin[k] + st:double(2)
-        sout[k] = sout[k] + st:double(3)
-        scost[k] = scost[k] + st:double(4)
+    local st = db:prepare(piece_sql(psize, group, filters, q.extra, by_t and psize))
+    if by_t and psize then
+      local e = extents[psize]
+      if not e then
+        local lo, hi = extent(db, store.ROLLUP[psize])
+        e = lo and { lo, hi + psize } or { 0, 0 }
+        extents[psize] = e
       end
+      if a < e[1] then a = e[1] end
+      if b > e[2] then b = e[2] end
     end
-    st:reset()
+    if a < b then
+      params[1], params[2] = a, b
+      local n = 2
+      for i = 1, #fparams do params[n + i] = fparams[i] end
+      n = n + #fparams
+      if q.extra_params and not psize then
+        for i = 1, #q.extra_params do params[n + i] = q.extra_params[i] end
+        n = n + #q.extra_params
+      end
+      st:bind_all(params, n)
+      while st:step() do
+        local count = st:double(1)
+        if count > 0 then
+          local k
+          if group == "t" then
+            -- A rollup row's own start, or a raw piece's (it lies within one bucket).
+            local t = psize and st:double(0) or a
+            k = floor((t - base) / size)
+            if base + k * size > t then k = k - 1 elseif base + (k + 1) * size <= t then k = k + 1 end
+          elseif group then
+            k = st:text(0)
+            if k == nil or k == "" then k = false end
+          else
+            k = 1
+          end
+          local c = ev[k]
+          if not c then
+            c, sin[k], sout[k], scost[k] = 0, 0, 0, 0
+            keys[#keys + 1] = k
+          end
+          ev[k] = c + count
+          sin[k] = sin[k] + st:double(2)
+          sout[k] = sout[k] + st:double(3)
+          scost[k] = scost[k] + st:double(4)
+        end
+      end
+      st:reset()
+    end
   end
   local groups = {}
   for _, k in ipairs(keys) do

@@ -9,15 +9,24 @@
 -- their cost follows the range, not the number of stored events. Of each event only its key's hash
 -- stays in memory (keys.lua, about 16 bytes); nothing is held in Lua tables.
 --
+-- Every index is written in time or ingestion order, never per customer: a batch of a gateway's log
+-- (1,000 events over an hour, for 1,000 customers) then writes a few hundred pages, not one page of
+-- each per-customer index per customer (an index on (customer, t) on each rollup and one on the
+-- events' customer wrote ~3,000 pages of 4 KiB a batch at a million events: a third of the time,
+-- bench/results/import-2026-12-07.md). A customer's rollup rows are found by their time: the
+-- primary key is (t, customer, ...), so query.lua seeks (t, customer) for each t of a range; a
+-- customer's events, for listings, through an index on (seq >> 12, customer): per block of 4,096
+-- events, that customer's ones.
+--
 -- Tables:
 --   events (seq, ts, customer, etype, model, provider, inp, outp, cost, ikey, khash, body): seq is
 --     the ingestion order (the listing cursor) and, for events stored by this store, the n of
 --     evt_<n>; body is the event's exact JSON text as listed; ts has a covering index for range
---     sums, customer an index for listings; khash is the idempotency key's hash (keys.lua: the keys
---     are looked up in memory, and only the hashes are indexed, in seq order, to rebuild that table).
+--     sums; (seq >> 12, customer) an index for listings of a customer; khash is the idempotency
+--     key's hash (keys.lua: the keys are looked up in memory, and only the hashes are indexed, in
+--     seq order, to rebuild that table).
 --   r_minute, r_hour, r_day (t, customer, etype, model, provider, n, inp, outp, cost): t is the
---     start of the minute, hour or day; an absent model or provider is '' there (never a valid value);
---     an index on (customer, t) for the queries of one customer.
+--     start of the minute, hour or day; an absent model or provider is '' there (never a valid value).
 --   r_minute_total, r_hour_total, r_day_total (t, n, inp, outp, cost): the same summed over groups.
 --   meta (k, v): the format, and the next evt_<n> where a migration's ids ran ahead of its rows.
 local cjson = require "cjson.safe"
@@ -70,7 +79,7 @@ CREATE TABLE IF NOT EXISTS events (
   body TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_ts ON events (ts, customer, etype, model, provider, inp, outp, cost);
-CREATE INDEX IF NOT EXISTS events_customer ON events (customer);
+CREATE INDEX IF NOT EXISTS events_block ON events (seq >> 12, customer);
 CREATE INDEX IF NOT EXISTS events_keys ON events (seq, khash) WHERE khash IS NOT NULL;
 ]]
 local ROLLUP_SCHEMA = [[
@@ -79,12 +88,13 @@ CREATE TABLE IF NOT EXISTS %s (
   n REAL NOT NULL, inp REAL NOT NULL, outp REAL NOT NULL, cost REAL NOT NULL,
   PRIMARY KEY (t, customer, etype, model, provider)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS %s_customer ON %s (customer, t);
 CREATE TABLE IF NOT EXISTS %s (
   t INTEGER PRIMARY KEY, n REAL NOT NULL, inp REAL NOT NULL, outp REAL NOT NULL, cost REAL NOT NULL
 ) WITHOUT ROWID;
 ]]
-M.FORMAT = 2 -- 2: with the total tables
+M.FORMAT = 3 -- 2: with the total tables; 3: no index per customer (events_block instead)
+-- Events per block of the listing index (seq >> BLOCK_BITS).
+M.BLOCK_BITS = 12
 
 local INSERT = "INSERT INTO events (seq, ts, customer, etype, model, provider, inp, outp, cost, ikey, khash, body)"
   .. " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -115,7 +125,7 @@ local function configure(conn, durable)
   conn:exec(SCHEMA)
   for _, level in ipairs(M.LEVELS) do
     local r = M.ROLLUP[level]
-    conn:exec(ROLLUP_SCHEMA:format(r, r, r, M.TOTAL[level]))
+    conn:exec(ROLLUP_SCHEMA:format(r, M.TOTAL[level]))
   end
 end
 
@@ -264,28 +274,45 @@ end
 
 -- Up to `limit` events with seq <= from matching the filters (customerId, eventType, model),
 -- newest first: a list of their stored texts, the seq of the last one, and whether more follow.
+-- With a customer, block by block of the listing index (newest block first, each an index seek,
+-- so a customer absent for a while costs a seek per 4,096 events passed); without one, back
+-- through the events until the page is full.
 function M.list(f, from, limit)
   local where, params = { "seq <= ?" }, { from }
-  for _, c in ipairs { { "customerId", "customer" }, { "eventType", "etype" }, { "model", "model" } } do
+  for _, c in ipairs { { "eventType", "etype" }, { "model", "model" } } do
     if f[c[1]] then
       where[#where + 1] = c[2] .. " = ?"
       params[#params + 1] = f[c[1]]
     end
   end
-  params[#params + 1] = limit + 1
-  local st = db:prepare("SELECT seq, body FROM events WHERE " .. table.concat(where, " AND ")
-    .. " ORDER BY seq DESC LIMIT ?")
-  st:bind_all(params, #params)
   local out, last, more = {}, nil, false
-  while st:step() do
-    if #out == limit then
-      more = true
-      break
-    end
-    last = st:int(0)
-    out[#out + 1] = st:text(1)
+  local customer = f.customerId
+  local st
+  if customer then
+    st = db:prepare("SELECT seq, body FROM events WHERE seq >> " .. M.BLOCK_BITS .. " = ? AND customer = ? AND "
+      .. table.concat(where, " AND ") .. " ORDER BY seq DESC LIMIT ?")
+    table.insert(params, 1, customer)
+    table.insert(params, 1, 0)
+  else
+    st = db:prepare("SELECT seq, body FROM events WHERE " .. table.concat(where, " AND ") .. " ORDER BY seq DESC LIMIT ?")
   end
-  st:reset()
+  local n = #params + 1
+  local block = customer and math.floor(from / 2 ^ M.BLOCK_BITS) or 0
+  while block >= 0 and not more do
+    if customer then params[1] = block end
+    params[n] = limit + 1 - #out
+    st:bind_all(params, n)
+    while st:step() do
+      if #out == limit then
+        more = true
+        break
+      end
+      last = st:int(0)
+      out[#out + 1] = st:text(1)
+    end
+    st:reset()
+    block = block - 1
+  end
   return out, last, more
 end
 
@@ -393,12 +420,17 @@ function M.open(data_dir, sample)
   end
   local format = tonumber(meta_get("format"))
   if format ~= M.FORMAT then
-    -- Format 1 (before the total tables, never released): fill them from the grouped rollups.
     db:exec("BEGIN IMMEDIATE")
-    for _, level in ipairs(M.LEVELS) do
-      db:exec(string.format("INSERT OR REPLACE INTO %s (t, n, inp, outp, cost) SELECT t, total(n), total(inp),"
-        .. " total(outp), total(cost) FROM %s GROUP BY t", M.TOTAL[level], M.ROLLUP[level]))
+    if (format or 1) < 2 then
+      -- Format 1 (before the total tables, never released): fill them from the grouped rollups.
+      for _, level in ipairs(M.LEVELS) do
+        db:exec(string.format("INSERT OR REPLACE INTO %s (t, n, inp, outp, cost) SELECT t, total(n), total(inp),"
+          .. " total(outp), total(cost) FROM %s GROUP BY t", M.TOTAL[level], M.ROLLUP[level]))
+      end
     end
+    -- Format 2: indexes per customer, replaced by events_block (made by configure).
+    for _, level in ipairs(M.LEVELS) do db:exec("DROP INDEX IF EXISTS " .. M.ROLLUP[level] .. "_customer") end
+    db:exec("DROP INDEX IF EXISTS events_customer")
     db:run("INSERT OR REPLACE INTO meta (k, v) VALUES ('format', ?)", M.FORMAT)
     db:exec("COMMIT")
   end
