@@ -126,6 +126,14 @@ end
 
 function Stmt:bind(i, v) bind(self.stmt, i, v) end
 
+-- Binds the bytes of a string.buffer as text (copied by SQLite: the buffer may be reused at once).
+local const_char = ffi.typeof("const char *")
+function Stmt:bind_buffer(i, buf)
+  local p, n = buf:ref()
+  local rc = C.sqlite3_bind_text(self.stmt, i, ffi.cast(const_char, p), n, TRANSIENT)
+  if rc ~= SQLITE_OK then error("sqlite: bind " .. i .. ": " .. rc) end
+end
+
 -- Binds the list of parameters (n of them: nil values are NULLs).
 function Stmt:bind_all(params, n)
   local stmt = self.stmt

@@ -37,6 +37,7 @@ local keys = require "limitry_server.keys"
 
 local floor = math.floor
 local M = {}
+local body_buf = require("string.buffer").new(1024)
 
 M.count = 0     -- events stored
 M.max_seq = 0   -- the largest seq stored (listings read seq <= the first page's max_seq)
@@ -179,7 +180,12 @@ local function insert_items(conn, items, first)
     ins:bind(9, ev.costCents)
     ins:bind(10, ev.idempotencyKey)
     ins:bind(11, item.h)
-    ins:bind(12, item.body or event.encode_line(ev))
+    if item.body then
+      ins:bind(12, item.body)
+    else
+      body_buf:reset()
+      ins:bind_buffer(12, event.encode_into(body_buf, ev))
+    end
     ins:step()
   end
   ins:reset()
