@@ -29,6 +29,7 @@ const unsigned char *sqlite3_column_text(sqlite3_stmt *stmt, int i);
 int sqlite3_column_bytes(sqlite3_stmt *stmt, int i);
 int sqlite3_get_autocommit(sqlite3 *db);
 int sqlite3_changes(sqlite3 *db);
+int sqlite3_config(int op, ...);
 ]]
 
 local function load_library()
@@ -39,6 +40,10 @@ local function load_library()
   error("limitry-local: cannot load libsqlite3 (Debian: apt-get install libsqlite3-0)")
 end
 local C = load_library()
+-- No memory statistics: they take a mutex at every allocation (SQLITE_CONFIG_MEMSTATUS, before
+-- the library initializes: it fails harmlessly, SQLITE_MISUSE, if another module opened a
+-- database first).
+C.sqlite3_config(9, ffi.new("int", 0))
 
 local SQLITE_OK, SQLITE_ROW, SQLITE_DONE = 0, 100, 101
 local SQLITE_INTEGER, SQLITE_FLOAT, SQLITE_TEXT, SQLITE_NULL = 1, 2, 3, 5
