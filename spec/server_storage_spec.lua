@@ -282,14 +282,19 @@ describe("local server storage", function()
 end)
 
 describe("local server storage format", function()
-  -- The server's own SQLite binding, under LuaJIT (as nginx runs it), on a stopped server's database.
+  -- Runs SQL on a database with the server's own SQLite binding under LuaJIT (as nginx runs it);
+  -- answers "name,name,... format=N": the tables and indexes there, and the format in meta.
   local function sql(path, statements)
-    local script = os.tmpname()
+    local script, text = os.tmpname(), os.tmpname()
+    local t = assert(io.open(text, "w"))
+    t:write(statements)
+    t:close()
     local f = assert(io.open(script, "w"))
     f:write('package.path = "server/lua/?.lua;" .. package.path\n',
       'local db = require("limitry_server.sqlite").open(', string.format("%q", path), ')\n',
-      'db:exec(', string.format("%q", statements), ')\n',
-      'local st = db:prepare("SELECT name FROM sqlite_master WHERE type = \'index\' AND sql IS NOT NULL ORDER BY name")\n',
+      'local t = io.open(', string.format("%q", text), '); local s = t:read("*a"); t:close()\n',
+      'if s ~= "" then db:exec(s) end\n',
+      'local st = db:prepare("SELECT name FROM sqlite_master WHERE sql IS NOT NULL ORDER BY name")\n',
       'local out = {}\nwhile st:step() do out[#out + 1] = st:text(0) end\nst:reset()\n',
       'local v = db:row("SELECT v FROM meta WHERE k = \'format\'")\n',
       'io.write(table.concat(out, ","), " format=", tostring(v and v[1]))\ndb:close()\n')
@@ -298,40 +303,155 @@ describe("local server storage format", function()
     local out = p:read("*a")
     p:close()
     os.remove(script)
+    os.remove(text)
     return out
   end
 
-  it("upgrades a database of format 2 (indexes per customer) at start: same answers, the new index", function()
+  it("upgrades a database of format 2 (rollups by the four strings, indexes per customer) at start", function()
+    -- A format-2 database written here, as that server left it: the events and their rollups per
+    -- minute, hour and day, grouped and in total, each computed here.
     local dir = support.tmpdir("format2")
-    local info = support.start { dir = dir, faults = false }
-    local base = info.base_url
-    local list = {}
-    for i = 1, 500 do
-      list[i] = { customerId = "f" .. i % 7, eventType = "e", model = "m" .. i % 2, inputTokens = i,
-        timestamp = iso_ms(unix(2034, 2, 3) * 1000 + i * 61000) }
+    assert(os.execute("mkdir -p '" .. dir .. "/data'"))
+    local r = rng(31337)
+    local DAY = unix(2034, 2, 3) * 1000
+    local accepted = {}
+    local rows = { "BEGIN;",
+      "CREATE TABLE meta (k TEXT PRIMARY KEY, v);",
+      "CREATE TABLE events (seq INTEGER PRIMARY KEY, ts REAL NOT NULL, customer TEXT NOT NULL, etype TEXT NOT NULL,"
+        .. " model TEXT, provider TEXT, inp REAL NOT NULL, outp REAL NOT NULL, cost REAL NOT NULL, ikey TEXT,"
+        .. " khash INTEGER, body TEXT NOT NULL);",
+      "CREATE INDEX events_ts ON events (ts, customer, etype, model, provider, inp, outp, cost);",
+      "CREATE INDEX events_customer ON events (customer);",
+      "CREATE INDEX events_keys ON events (seq, khash) WHERE khash IS NOT NULL;" }
+    local LEVELS = { minute = 60000, hour = 3600000, day = 86400000 }
+    for name in pairs(LEVELS) do
+      rows[#rows + 1] = string.format("CREATE TABLE r_%s (t INTEGER NOT NULL, customer TEXT NOT NULL, etype TEXT NOT NULL,"
+        .. " model TEXT NOT NULL, provider TEXT NOT NULL, n REAL NOT NULL, inp REAL NOT NULL, outp REAL NOT NULL,"
+        .. " cost REAL NOT NULL, PRIMARY KEY (t, customer, etype, model, provider)) WITHOUT ROWID;"
+        .. " CREATE INDEX r_%s_customer ON r_%s (customer, t);"
+        .. " CREATE TABLE r_%s_total (t INTEGER PRIMARY KEY, n REAL NOT NULL, inp REAL NOT NULL, outp REAL NOT NULL,"
+        .. " cost REAL NOT NULL) WITHOUT ROWID;", name, name, name, name)
     end
-    assert.equal(201, (request(base, "POST", "/events/batch", { events = list })))
-    local paths = { "/usage?startDate=2034-02-03T00:17:30.5Z&endDate=2034-02-03T07:01:00Z&customerId=f3",
-      "/usage/timeseries?interval=hour&startDate=2034-02-01&endDate=2034-02-05&customerId=f5&model=m1",
-      "/events?customerId=f2&limit=30", "/usage/breakdown?groupBy=customer_id&startDate=2034-02-01&endDate=2034-02-05" }
-    local function snapshot(b)
-      local out = {}
-      for i, p in ipairs(paths) do out[i] = select(3, request(b, "GET", p)) end
-      return out
+    local groups, totals = {}, {}
+    for name in pairs(LEVELS) do groups[name], totals[name] = {}, {} end
+    local function q(v) return v and ("'" .. v .. "'") or "NULL" end
+    for seq = 1, 400 do
+      local ms = DAY + r(2 * 86400000)
+      local e = { customerId = "f" .. r(7), eventType = r(3) == 0 and "tool" or "chat", model = r(4) > 0 and ("m" .. r(3)) or nil,
+        provider = r(3) > 0 and ("p" .. r(2)) or nil, inputTokens = r(1000), outputTokens = r(300), cost = r(9000), ms = ms }
+      e.id = "evt_" .. seq
+      accepted[#accepted + 1] = e
+      local cost = string.format("%d.%03d", e.cost // 1000, e.cost % 1000)
+      local body = string.format('{"id":"%s","customerId":"%s","eventType":"%s"%s%s,"timestamp":"%s","inputTokens":%d,'
+        .. '"outputTokens":%d,"totalTokens":%d,"costCents":%s}', e.id, e.customerId, e.eventType,
+        e.model and (',"model":"' .. e.model .. '"') or "", e.provider and (',"provider":"' .. e.provider .. '"') or "",
+        iso_ms(ms), e.inputTokens, e.outputTokens, e.inputTokens + e.outputTokens, cost)
+      rows[#rows + 1] = string.format("INSERT INTO events VALUES (%d, %d.%03d, %s, %s, %s, %s, %d, %d, %s, NULL, NULL, '%s');",
+        seq, ms // 1000, ms % 1000, q(e.customerId), q(e.eventType), q(e.model), q(e.provider), e.inputTokens,
+        e.outputTokens, cost, body)
+      for name, size in pairs(LEVELS) do
+        local t = ms // size * size // 1000
+        local key = table.concat({ t, e.customerId, e.eventType, e.model or "", e.provider or "" }, "|")
+        local g = groups[name][key] or { t, e.customerId, e.eventType, e.model or "", e.provider or "", 0, 0, 0, 0 }
+        groups[name][key] = g
+        local tot = totals[name][t] or { t, 0, 0, 0, 0 }
+        totals[name][t] = tot
+        for _, x in ipairs { { g, 6 }, { tot, 2 } } do
+          local m, at = x[1], x[2]
+          m[at], m[at + 1], m[at + 2], m[at + 3] = m[at] + 1, m[at + 1] + e.inputTokens, m[at + 2] + e.outputTokens,
+            m[at + 3] + e.cost
+        end
+      end
     end
-    local before = snapshot(base)
-    support.stop(info)
+    for name in pairs(LEVELS) do
+      for _, g in pairs(groups[name]) do
+        rows[#rows + 1] = string.format("INSERT INTO r_%s VALUES (%d, '%s', '%s', '%s', '%s', %d, %d, %d, %d / 1000.0);",
+          name, table.unpack(g))
+      end
+      for _, tot in pairs(totals[name]) do
+        rows[#rows + 1] = string.format("INSERT INTO r_%s_total VALUES (%d, %d, %d, %d, %d / 1000.0);", name, table.unpack(tot))
+      end
+    end
+    rows[#rows + 1] = "INSERT INTO meta VALUES ('format', 2); COMMIT;"
     local db = dir .. "/data/events.db"
-    -- As format 2 left it: an index on the events' customer and on each rollup's (customer, t).
-    assert.equal("events_customer,events_keys,events_ts,r_day_customer,r_hour_customer,r_minute_customer format=2",
-      sql(db, "DROP INDEX events_block; CREATE INDEX events_customer ON events (customer);"
-        .. " CREATE INDEX r_minute_customer ON r_minute (customer, t); CREATE INDEX r_hour_customer ON r_hour (customer, t);"
-        .. " CREATE INDEX r_day_customer ON r_day (customer, t); UPDATE meta SET v = 2 WHERE k = 'format';"))
-    info = support.start { dir = dir, faults = false }
-    local after = snapshot(info.base_url)
+    assert.equal("events,events_customer,events_keys,events_ts,meta,r_day,r_day_customer,r_day_total,r_hour,"
+      .. "r_hour_customer,r_hour_total,r_minute,r_minute_customer,r_minute_total format=2",
+      sql(db, table.concat(rows, "\n")))
+
+    local info = support.start { dir = dir, faults = false }
+    local ok, err = pcall(function()
+      local base = info.base_url
+      local function check(label)
+        for _, rg in ipairs { { DAY, DAY + 2 * 86400000 }, { DAY + 3600000 * 5 + 17 * 60000 + 250, DAY + 86400000 + 3600000 * 7 + 1 },
+          { DAY + 1234567, DAY + 1234567 + 59000 }, { DAY - 86400000, DAY + 3 * 86400000 } } do
+          local s, e = rg[1], rg[2]
+          local range = "startDate=" .. pct(iso_ms(s)) .. "&endDate=" .. pct(iso_ms(e))
+          for _, f in ipairs { {}, { customerId = "f3" }, { customerId = "f5", model = "m1" }, { model = "m2" }, { customerId = "new" } } do
+            local fq = ""
+            for _, name in ipairs { "customerId", "model" } do
+              if f[name] then fq = fq .. "&" .. name .. "=" .. f[name] end
+            end
+            local want = { totalEvents = 0, totalInputTokens = 0, totalOutputTokens = 0, cost = 0 }
+            local by_hour, by_provider = {}, {}
+            for _, ev in ipairs(accepted) do
+              if ev.ms >= s and ev.ms < e and (not f.customerId or ev.customerId == f.customerId)
+                and (not f.model or ev.model == f.model) then
+                want.totalEvents = want.totalEvents + 1
+                want.totalInputTokens = want.totalInputTokens + ev.inputTokens
+                want.totalOutputTokens = want.totalOutputTokens + ev.outputTokens
+                want.cost = want.cost + ev.cost
+                local h = iso_ms(ev.ms // 3600000 * 3600000)
+                by_hour[h] = (by_hour[h] or 0) + ev.inputTokens
+                local p = ev.provider or "<null>"
+                by_provider[p] = (by_provider[p] or 0) + ev.outputTokens
+              end
+            end
+            want.totalTokens = want.totalInputTokens + want.totalOutputTokens
+            want.totalCostCents = want.cost / 1000
+            want.cost = nil
+            local _, got = request(base, "GET", "/usage?" .. range .. fq)
+            assert.same(want, got, label .. " summary " .. range .. fq)
+            local _, ts = request(base, "GET", "/usage/timeseries?interval=hour&" .. range .. fq)
+            local got_hours = {}
+            for _, p in ipairs(ts.data) do got_hours[p.timestamp] = p.totalInputTokens end
+            assert.same(by_hour, got_hours, label .. " timeseries " .. range .. fq)
+            local _, bd = request(base, "GET", "/usage/breakdown?groupBy=provider&" .. range .. fq)
+            local got_providers = {}
+            for _, row in ipairs(bd.data) do got_providers[row.dimension or "<null>"] = row.totalOutputTokens end
+            assert.same(by_provider, got_providers, label .. " breakdown " .. range .. fq)
+          end
+        end
+        local _, page = request(base, "GET", "/events?customerId=f3&limit=100")
+        local want_ids = {}
+        for n = #accepted, 1, -1 do
+          if accepted[n].customerId == "f3" and accepted[n].id then want_ids[#want_ids + 1] = accepted[n].id end
+        end
+        local got_ids = {}
+        for i, ev in ipairs(page.data) do got_ids[i] = ev.id end
+        assert.same(want_ids, got_ids, label .. " listing")
+      end
+      check("upgraded")
+      -- New events after the upgrade: an upgraded customer's new group, an upgraded group, a new customer.
+      local more = {
+        { customerId = "f3", eventType = "chat", model = "m-new", inputTokens = 7, outputTokens = 1, cost = 500, ms = DAY + 3600000 },
+        { customerId = "f5", eventType = "chat", model = "m1", provider = "p1", inputTokens = 11, outputTokens = 2, cost = 0, ms = DAY + 7200001 },
+        { customerId = "new", eventType = "chat", model = "m2", inputTokens = 13, outputTokens = 3, cost = 1, ms = DAY + 60000 },
+      }
+      local wire = {}
+      for i, ev in ipairs(more) do
+        wire[i] = { customerId = ev.customerId, eventType = ev.eventType, model = ev.model, provider = ev.provider,
+          inputTokens = ev.inputTokens, outputTokens = ev.outputTokens, timestamp = iso_ms(ev.ms),
+          costCents = { raw = string.format("%d.%03d", ev.cost // 1000, ev.cost % 1000) } }
+        accepted[#accepted + 1] = ev
+      end
+      local status, res = request(base, "POST", "/events/batch", { events = wire })
+      assert.equal(201, status)
+      for i, ev in ipairs(more) do ev.id = res.results[i].id end
+      check("after new events")
+    end)
     support.stop(info)
-    assert.same(before, after)
-    assert.equal(30, #core.decode(after[3]).data)
-    assert.equal("events_block,events_keys,events_ts format=3", sql(db, ""))
+    assert(ok, err)
+    assert.equal("dims,dims_key,events,events_block,events_keys,events_ts,g_day,g_hour,g_minute,meta,r_day_total,"
+      .. "r_hour_total,r_minute_total format=4", sql(db, ""))
   end)
 end)
