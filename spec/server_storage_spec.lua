@@ -155,6 +155,58 @@ describe("local server storage", function()
     assert.same({ "evt_4095", "evt_110" }, { p2.data[1].id, p2.data[2].id })
   end)
 
+  it("stores each event's text and answers a batch byte for byte (numbers exact, strings escaped)", function()
+    -- { what is sent, the stored text from inputTokens on }: one property each, so one order.
+    local cases = {
+      { [["inputTokens":99999999999999,"outputTokens":100000000000000,"costCents":0.1,"latencyMs":0]],
+        [["inputTokens":99999999999999,"outputTokens":100000000000000,"totalTokens":199999999999999,"latencyMs":0,"costCents":0.10000000000000001]] },
+      { [["inputTokens":9007199254740990,"outputTokens":1,"costCents":1e12,"latencyMs":9007199254740991]],
+        [["inputTokens":9007199254740990,"outputTokens":1,"totalTokens":9007199254740991,"latencyMs":9007199254740991,"costCents":1000000000000]] },
+      { [["inputTokens":-0,"costCents":-0,"properties":{"n":-0}]],
+        [["inputTokens":0,"outputTokens":0,"totalTokens":0,"costCents":0,"properties":{"n":0}]] },
+      { [["costCents":123456789.123456,"properties":{"big":1e300}]],
+        [["inputTokens":0,"outputTokens":0,"totalTokens":0,"costCents":123456789.123456,"properties":{"big":1.0000000000000001e+300}]] },
+      { [["properties":{"k\\/\"":"v\u00e9\n\u007f"}]],
+        [["inputTokens":0,"outputTokens":0,"totalTokens":0,"costCents":0,"properties":{"k\\\/\"":"vé\n\u007f"}]] },
+      { [["properties":{"t":true}]], [["inputTokens":0,"outputTokens":0,"totalTokens":0,"costCents":0,"properties":{"t":true}]] },
+      { [["properties":{"f":false,"x":12345678901234567890}]], nil },
+    }
+    local body = {}
+    for i, c in ipairs(cases) do
+      body[i] = [[{"customerId":"exact","eventType":"e\"q","model":"m/1","idempotencyKey":"key\"]] .. i
+        .. [[","timestamp":"2035-01-02T03:04:05.060Z",]] .. c[1] .. "}"
+    end
+    local raw = '{"events":[' .. table.concat(body, ",") .. "]}"
+    local status, res, text = request(server.base_url, "POST", "/events/batch", raw)
+    assert.equal(201, status, text)
+    local first = tonumber(res.results[1].id:match("%d+"))
+    local want = { [[{"count":7,"duplicates":0,"recorded":7,"results":[]] }
+    for i = 1, #cases do
+      want[#want + 1] = (i > 1 and "," or "") .. [[{"id":"evt_]] .. (first + i - 1)
+        .. [[","status":"recorded","timestamp":"2035-01-02T03:04:05.060Z"}]]
+    end
+    assert.equal(table.concat(want) .. "]}", text)
+    -- The same again: duplicates, each with its key as JSON.
+    _, _, text = request(server.base_url, "POST", "/events/batch", raw)
+    want = { [[{"count":7,"duplicates":7,"recorded":0,"results":[]] }
+    for i = 1, #cases do
+      want[#want + 1] = (i > 1 and "," or "") .. [[{"id":"evt_]] .. (first + i - 1) .. [[","idempotencyKey":"key\"]] .. i
+        .. [[","status":"duplicate"}]]
+    end
+    assert.equal(table.concat(want) .. "]}", text)
+    local _, _, listing = request(server.base_url, "GET", "/events?customerId=exact&limit=10")
+    for i, c in ipairs(cases) do
+      if c[2] then
+        local line = [[{"id":"evt_]] .. (first + i - 1) .. [[","customerId":"exact","eventType":"e\"q","model":"m\/1",]]
+          .. [["idempotencyKey":"key\"]] .. i .. [[","timestamp":"2035-01-02T03:04:05.060Z",]] .. c[2] .. "}"
+        assert.truthy(listing:find(line, 1, true), "event " .. i .. ": " .. line .. " in " .. listing)
+      else
+        local ev = core.decode(listing).data[#cases - i + 1]
+        assert.same({ f = false, x = 12345678901234567890 }, ev.properties)
+      end
+    end
+  end)
+
   it("sums a customer's usage exactly over ranges wider than the data, before 1970, with partial hours at both ends", function()
     local r = rng(2718)
     -- Events in three clusters: around the epoch (both sides), in 2031 and in 2033, for three customers.
