@@ -333,6 +333,57 @@ describe("local server storage", function()
   end)
 end)
 
+describe("local server timestamps", function()
+  it("reads the usual UTC form byte by byte exactly as the full parser does, and refuses the rest to it", function()
+    package.path = "server/lua/?.lua;" .. package.path
+    local time = require "limitry_server.time"
+    local r = rng(777)
+    local checked, fast = 0, 0
+    local function check(s)
+      checked = checked + 1
+      local a, asecs = time.parse_utc(s)
+      if a then
+        fast = fast + 1
+        local b, bsecs, digits = time.parse(s)
+        -- The same double (fraction included), and the text is what the server would write.
+        assert.equal(b, a, s)
+        assert.equal(bsecs, asecs, s)
+        assert.equal(s, time.format(bsecs, digits))
+      end
+    end
+    for _, base in ipairs { "2025-01-07T04:48:00", "1969-12-31T23:59:59", "2000-02-29T12:00:01", "0001-01-01T00:00:00" } do
+      check(base .. "Z")
+      for v = 0, 999 do check(string.format("%s.%03dZ", base, v)) end
+      for v = 0, 99 do check(string.format("%s.%02dZ", base, v)) end
+    end
+    local chars = "0123456789-T:.Zz+ tx"
+    for _ = 1, 50000 do
+      local str = string.format("%04d-%02d-%02dT%02d:%02d:%02d", r(10000), r(14), r(33), r(26), r(62), r(62))
+      local k = r(11)
+      if k > 0 and k <= 9 then
+        local f = {}
+        for i = 1, k do f[i] = tostring(r(10)) end
+        str = str .. "." .. table.concat(f)
+      elseif k == 10 then
+        str = str .. "."
+      end
+      str = str .. (r(8) == 0 and "+01:00" or "Z")
+      if r(5) == 0 then
+        local i, c = 1 + r(#str), 1 + r(#chars)
+        str = str:sub(1, i - 1) .. chars:sub(c, c) .. str:sub(i + 1)
+      end
+      check(str)
+    end
+    -- Not the usual form: left to parse.
+    for _, s in ipairs { "2025-01-07T04:48:60Z", "2025-01-07t04:48:00Z", "2025-01-07T04:48:00z", "2025-01-07T04:48:00.Z",
+      "2025-01-07T04:48:00.1234567890Z", "2025-02-29T00:00:00Z", "2025-01-07T24:00:00Z", "2025-01-07 04:48:00Z",
+      "2025-01-07T04:48:00+00:00", "2025-01-07T04:48Z", "2025-01-07" } do
+      assert.is_nil(time.parse_utc(s), s)
+    end
+    assert.is_true(fast > 20000)
+  end)
+end)
+
 describe("local server storage format", function()
   -- Runs SQL on a database with the server's own SQLite binding under LuaJIT (as nginx runs it);
   -- answers "name,name,... format=N": the tables and indexes there, and the format in meta.

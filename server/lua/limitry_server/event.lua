@@ -125,7 +125,12 @@ function M.normalize(ev, now, text_ok)
     frac = string.format("%03d", math.min(999, math.floor((now - secs) * 1000)))
     ts = secs + tonumber("0." .. frac)
   else
-    if type(stamp) == "string" and #stamp <= M.MAX_TIMESTAMP then ts, secs, frac = time.parse(stamp) end
+    if type(stamp) == "string" then
+      -- The usual UTC form is kept as it is (it is what format would write).
+      ts = time.parse_utc(stamp)
+      if ts then return ev, nil, ts end
+      if #stamp <= M.MAX_TIMESTAMP then ts, secs, frac = time.parse(stamp) end
+    end
     if not ts then
       return nil, "timestamp must be an ISO 8601 date-time such as 2024-01-15T10:30:00Z (a zone of at most "
         .. "+/-23:59, at most 9 fraction digits)"
