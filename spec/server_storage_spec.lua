@@ -397,6 +397,15 @@ describe("local server storage format", function()
       'local db = require("limitry_server.sqlite").open(', string.format("%q", path), ')\n',
       'local t = io.open(', string.format("%q", text), '); local s = t:read("*a"); t:close()\n',
       'if s ~= "" then db:exec(s) end\n',
+      -- Idempotency keys' hashes as format 2 stored them: the first 4 bytes of the key's MD5 (libcrypto).
+      'local ffi = require "ffi"\n',
+      'ffi.cdef "unsigned char *MD5(const unsigned char *d, size_t n, unsigned char *md);"\n',
+      'local md, crypto = ffi.new("unsigned char[16]"), ffi.load("crypto")\n',
+      'local keyed, upd = db:prepare("SELECT seq, ikey FROM events WHERE ikey IS NOT NULL AND khash IS NULL"), {}\n',
+      'while keyed:step() do local k = keyed:text(1); crypto.MD5(k, #k, md)\n',
+      '  upd[#upd + 1] = { keyed:int(0), tonumber(ffi.cast("uint32_t *", md)[0]) } end\n',
+      'keyed:reset()\n',
+      'for _, u in ipairs(upd) do db:run("UPDATE events SET khash = ? WHERE seq = ?", u[2], u[1]) end\n',
       'local st = db:prepare("SELECT name FROM sqlite_master WHERE sql IS NOT NULL ORDER BY name")\n',
       'local out = {}\nwhile st:step() do out[#out + 1] = st:text(0) end\nst:reset()\n',
       'local v = db:row("SELECT v FROM meta WHERE k = \'format\'")\n',
@@ -449,9 +458,11 @@ describe("local server storage format", function()
         .. '"outputTokens":%d,"totalTokens":%d,"costCents":%s}', e.id, e.customerId, e.eventType,
         e.model and (',"model":"' .. e.model .. '"') or "", e.provider and (',"provider":"' .. e.provider .. '"') or "",
         iso_ms(ms), e.inputTokens, e.outputTokens, e.inputTokens + e.outputTokens, cost)
-      rows[#rows + 1] = string.format("INSERT INTO events VALUES (%d, %d.%03d, %s, %s, %s, %s, %d, %d, %s, NULL, NULL, '%s');",
+      e.key = seq % 3 == 0 and ("k2-" .. seq) or nil
+      if e.key then body = body:sub(1, -2) .. ',"idempotencyKey":"' .. e.key .. '"}' end
+      rows[#rows + 1] = string.format("INSERT INTO events VALUES (%d, %d.%03d, %s, %s, %s, %s, %d, %d, %s, %s, NULL, '%s');",
         seq, ms // 1000, ms % 1000, q(e.customerId), q(e.eventType), q(e.model), q(e.provider), e.inputTokens,
-        e.outputTokens, cost, body)
+        e.outputTokens, cost, q(e.key), body)
       for name, size in pairs(LEVELS) do
         local t = ms // size * size // 1000
         local key = table.concat({ t, e.customerId, e.eventType, e.model or "", e.provider or "" }, "|")
@@ -534,6 +545,19 @@ describe("local server storage format", function()
         assert.same(want_ids, got_ids, label .. " listing")
       end
       check("upgraded")
+      -- The keys stored by format 2 are found: every keyed event sent again is a duplicate of its own.
+      local again, ids = {}, {}
+      for _, ev in ipairs(accepted) do
+        if ev.key then
+          again[#again + 1] = { customerId = "someone", eventType = "e", idempotencyKey = ev.key }
+          ids[#ids + 1] = ev.id
+        end
+      end
+      assert.equal(133, #again)
+      local dstatus, dres = request(base, "POST", "/events/batch", { events = again })
+      assert.equal(201, dstatus)
+      assert.equal(133, dres.duplicates)
+      for i, res in ipairs(dres.results) do assert.equal(ids[i], res.id) end
       -- New events after the upgrade: an upgraded customer's new group, an upgraded group, a new customer.
       local more = {
         { customerId = "f3", eventType = "chat", model = "m-new", inputTokens = 7, outputTokens = 1, cost = 500, ms = DAY + 3600000 },
