@@ -17,7 +17,7 @@
 -- ..., so query.lua finds a customer's rows by seeking (t, first gid) for each t of a range; a
 -- customer's events, for listings, through an index on (seq >> 12, customer): per block of 4,096
 -- events, that customer's ones. (Grouped rollups keyed by the four strings cost twice as much to
--- upsert: bench/results/import-2026-12-06-ingest.md.)
+-- upsert: docs/local-server-storage.md.)
 --
 -- Tables:
 --   events (seq, ts, customer, etype, model, provider, inp, outp, cost, ikey, khash, body): seq is
