@@ -580,5 +580,13 @@ describe("local server storage format", function()
     assert(ok, err)
     assert.equal("dims,dims_key,events,events_block,events_keys,events_ts,g_day,g_hour,g_minute,meta,r_day_total,"
       .. "r_hour_total,r_minute_total format=4", sql(db, ""))
+    -- A database of a newer format is refused at start, untouched.
+    sql(db, "UPDATE meta SET v = 5 WHERE k = 'format'")
+    local started, serr = pcall(support.start, { dir = dir, faults = false })
+    if started then support.stop(serr) end
+    assert.is_false(started)
+    local log = assert(io.open(dir .. "/logs/error.log")):read("*a")
+    assert.truthy(log:find("was written by a newer server (format 5, this one knows 4)", 1, true))
+    assert.truthy(sql(db, ""):find("format=5$"))
   end)
 end)

@@ -66,6 +66,8 @@ local function floor_to(x, size)
 end
 M.floor_to = floor_to
 
+-- Events per block of the listing index (seq >> BLOCK_BITS).
+M.BLOCK_BITS = 12
 local SCHEMA = [[
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v);
 CREATE TABLE IF NOT EXISTS events (
@@ -83,13 +85,14 @@ CREATE TABLE IF NOT EXISTS events (
   body TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_ts ON events (ts, customer, etype, model, provider, inp, outp, cost);
-CREATE INDEX IF NOT EXISTS events_block ON events (seq >> 12, customer);
+CREATE INDEX IF NOT EXISTS events_block ON events (seq >> %d, customer);
 CREATE INDEX IF NOT EXISTS events_keys ON events (seq, khash) WHERE khash IS NOT NULL;
 CREATE TABLE IF NOT EXISTS dims (
   gid INTEGER PRIMARY KEY, customer TEXT NOT NULL, etype TEXT NOT NULL, model TEXT NOT NULL, provider TEXT NOT NULL
 );
 CREATE UNIQUE INDEX IF NOT EXISTS dims_key ON dims (customer, etype, model, provider);
 ]]
+SCHEMA = SCHEMA:format(M.BLOCK_BITS)
 local ROLLUP_SCHEMA = [[
 CREATE TABLE IF NOT EXISTS %s (
   t INTEGER NOT NULL, gid INTEGER NOT NULL, n REAL NOT NULL, inp REAL NOT NULL, outp REAL NOT NULL, cost REAL NOT NULL,
@@ -101,8 +104,6 @@ CREATE TABLE IF NOT EXISTS %s (
 ]]
 -- 2: with the total tables; 4: groups numbered (dims, g_*), no index per customer (events_block)
 M.FORMAT = 4
--- Events per block of the listing index (seq >> BLOCK_BITS).
-M.BLOCK_BITS = 12
 
 local INSERT = "INSERT INTO events (seq, ts, customer, etype, model, provider, inp, outp, cost, ikey, khash, body)"
   .. " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -549,6 +550,10 @@ function M.open(data_dir, sample)
     error("limitry-local: " .. path .. " has a layout this server does not know (no khash column): move it away", 0)
   end
   local format = tonumber(meta_get("format"))
+  if format and format > M.FORMAT then
+    error("limitry-local: " .. path .. " was written by a newer server (format " .. format .. ", this one knows "
+      .. M.FORMAT .. "): start that one, or move the folder away", 0)
+  end
   if format ~= M.FORMAT then upgrade(db, format) end
   M.max_seq = db:row("SELECT max(seq) FROM events")[1] or 0
   next_id = math.max(tonumber(meta_get("next_id")) or 1, M.max_seq + 1)
