@@ -1,5 +1,6 @@
 #!/bin/sh
 # The gateway scenario of issue #16 (bench/gateway.lua), about 3 minutes; BENCH_QUICK=1 for a short run.
+#   sh bench/gateway.sh cost   CPU time per request, gateway path against bare proxy (bench/gateway_cost.lua)
 set -eu
 cd "$(dirname "$0")/.."
 sh tools/deps.sh
@@ -9,4 +10,5 @@ export LIMITRY_TEST_TMP="${LIMITRY_TEST_TMP:-$PWD/.test-tmp}"
 mkdir -p "$LIMITRY_TEST_TMP"
 unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY ALL_PROXY all_proxy
 ulimit -n 65536 2>/dev/null || true
+if [ "${1:-}" = cost ]; then exec lua5.4 bench/gateway_cost.lua; fi
 exec lua5.4 bench/gateway.lua ${BENCH_QUICK:+quick}
