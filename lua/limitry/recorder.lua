@@ -18,59 +18,17 @@
 -- bounded rate), never dropping old ones. Built on the library's public API only.
 local limitry = require "limitry"
 local api = require "limitry.api"
+local options = require "limitry.recorder.options"
+local counters = require "limitry.recorder.counters"
 
 local M = {}
 local Recorder = {}
 Recorder.__index = Recorder
 
-M.DEFAULTS = {
-  batch_size = 1000,       -- events per events:batch call (1 to 1000)
-  flush_interval = 1,      -- seconds: a partial batch goes out after this long
-  max_queued = nil,        -- events waiting at most: 100,000 in memory; in nginx, what the dict holds (1/8 kept free)
-  concurrency = 2,         -- batches in flight at once (plain hosts; the nginx flusher sends one at a time)
-  backoff = 0.5,           -- seconds before the first retry of a failed batch, doubled each time
-  max_backoff = 30,        -- seconds
-  max_retry_after = 300,   -- seconds: a longer Retry-After is waited out at this length
-  timeout = 5,             -- seconds per batch call (the recorder's own client)
-  shutdown_timeout = 3,    -- seconds a stopping nginx worker spends flushing
-  log_interval = 10,       -- seconds between two log lines of one kind
-  prefix = "rec:",         -- nginx: the recorder's keys in the dict
-}
-
-local OPTION_TYPES = {
-  client = "table", dict = "string", spool = "string", batch_size = "number", flush_interval = "number",
-  max_queued = "number", concurrency = "number", backoff = "number", max_backoff = "number",
-  max_retry_after = "number", timeout = "number", shutdown_timeout = "number", log_interval = "number",
-  prefix = "string", log = "function", dead_letter = "function",
-  on_delivered = "function", on_failure = "function", clock = "function",
-}
+M.DEFAULTS = options.DEFAULTS
+local check_options = options.check
 
 local function raise(msg) error("limitry.recorder: " .. msg, 3) end
-
-local function check_options(opts)
-  for k, v in pairs(opts) do
-    local want = OPTION_TYPES[k]
-    if not want then
-      local names = {}
-      for name in pairs(OPTION_TYPES) do names[#names + 1] = name end
-      table.sort(names)
-      raise("unknown option '" .. tostring(k) .. "' (allowed: " .. table.concat(names, ", ") .. ")")
-    end
-    if type(v) ~= want then raise("option '" .. k .. "' must be a " .. want .. " (got " .. type(v) .. ")") end
-  end
-  local b = opts.batch_size
-  if b and not (b >= 1 and b <= 1000 and b % 1 == 0) then raise("batch_size must be a whole number from 1 to 1000") end
-  for _, k in ipairs { "max_queued", "concurrency" } do
-    local v = opts[k]
-    if v and not (v >= 1 and v % 1 == 0 and v < 2 ^ 31) then raise(k .. " must be a whole number >= 1") end
-  end
-  for _, k in ipairs { "flush_interval", "backoff", "max_backoff", "max_retry_after", "timeout", "shutdown_timeout",
-    "log_interval" } do
-    local v = opts[k]
-    if v and not (v >= 0 and v <= 1e6) then raise(k .. " must be a number of seconds from 0 to 1e6") end
-  end
-  if opts.dict and opts.spool then raise("spool is for plain Lua hosts; in nginx the dict is the queue") end
-end
 
 -- The recorder's own client: no retries of its own (the queue retries) and its own timeout.
 local function make_client(given, timeout)
@@ -84,31 +42,7 @@ end
 
 local function in_nginx() return type(rawget(_G, "ngx")) == "table" and ngx.shared ~= nil end
 
--- Counters: in the dict (shared by workers, read by limitry.gateway's metrics) or a plain table.
--- In the dict they are summed in the worker first and added to the dict by sync() (the flusher's
--- timer calls it every run): a counter costs no dict operation on the request path.
-local function dict_counters(dict, prefix)
-  local pending = {}
-  local c = {
-    incr = function(name, n) pending[name] = (pending[name] or 0) + n end,
-    get = function(name) return (dict:get(prefix .. name) or 0) + (pending[name] or 0) end,
-  }
-  function c.sync()
-    for name, n in pairs(pending) do
-      local key = prefix .. name
-      if not dict:incr(key, n) then
-        dict:safe_add(key, 0)
-        dict:incr(key, n)
-      end
-    end
-    pending = {}
-  end
-  return c
-end
-local function table_counters()
-  local t = {}
-  return { incr = function(name, n) t[name] = (t[name] or 0) + n end, get = function(name) return t[name] or 0 end }
-end
+local dict_counters, table_counters = counters.dict, counters.table
 M.dict_counters = dict_counters
 
 -- Histogram buckets of a batch call's duration (seconds), as Prometheus' defaults.
