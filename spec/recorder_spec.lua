@@ -175,6 +175,28 @@ describe("limitry.recorder (plain Lua host)", function()
     assert.equal(0, recorder.new { client = { api_key = server.api_key, base_url = server.base_url }, spool = spool }:stats().restored)
   end)
 
+  it("delivers the items of an older recorder's spool ('0|' and a tag in front of each event)", function()
+    local spool = support.tmpdir("spool-old") .. "/events.spool"
+    local customer = support.test_id("spool-old")
+    local f = assert(io.open(spool, "w"))
+    for i = 1, 3 do
+      local json = limitry.encode_event { customer_id = customer, event_type = "call", input_tokens = i,
+        idempotency_key = customer .. "-" .. i }
+      local item = (i == 3 and "4|tag3" or "0|") .. json
+      f:write("R ", #item, "\n", item, "\n")
+    end
+    f:close()
+    local delivered = {}
+    local r = recorder.new { client = { api_key = server.api_key, base_url = server.base_url }, spool = spool,
+      on_delivered = function(tags) for _, t in ipairs(tags) do delivered[#delivered + 1] = t end end }
+    assert.equal(3, r:stats().restored)
+    assert.is_true(r:close(10))
+    local u = usage_of(customer)
+    assert.equal(3, u.totalEvents)
+    assert.equal(6, u.totalInputTokens)
+    assert.same({ "tag3" }, delivered)
+  end)
+
   it("loses no recorded event and counts none twice when the host is killed -9 half way (spool)", function()
     local dir = support.tmpdir("killed")
     local customer = support.test_id("killed")

@@ -80,16 +80,21 @@ function M.new(opts)
   return self
 end
 
-local find, sub, concat = string.find, string.sub, table.concat
+local find, sub, byte, concat = string.find, string.sub, string.byte, table.concat
 
--- Queue items: the tag (what on_delivered gets back) and the event's JSON text.
+-- Queue items: an event's JSON text alone (it starts with "{"), or with a tag (what on_delivered
+-- gets back) in front: "<length of the tag>|<tag><JSON>". An untagged event is stored as it came,
+-- with no copy made. Items of an older recorder ("0|<JSON>") read the same.
+local BRACE = string.byte("{")
+
 local function item_of(json, tag)
-  if tag == nil then return "0|" .. json end
+  if tag == nil then return json end
   return #tag .. "|" .. tag .. json
 end
 
 -- The JSON text and the tag of an item.
 local function split_item(item)
+  if byte(item, 1) == BRACE then return item, nil end
   local bar = find(item, "|", 1, true)
   local n = tonumber(sub(item, 1, bar - 1))
   return sub(item, bar + n + 1), n > 0 and sub(item, bar + 1, bar + n) or nil
