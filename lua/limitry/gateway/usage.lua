@@ -20,7 +20,7 @@ Extractor.__index = Extractor
 local decode = limitry.decode
 local find, sub, match, byte = string.find, string.sub, string.match, string.byte
 
-local QUOTE, COLON, SPACE, BRACE = byte('"'), byte(":"), byte(" "), byte("{")
+local QUOTE, COLON, SPACE, BRACE, NEWLINE, RETURN = byte('"'), byte(":"), byte(" "), byte("{"), byte("\n"), byte("\r")
 
 -- The text of the last usage object in s ("usage":{...} or "usage": {...}), found with plain
 -- searches: a pattern search tries every position of a chunk, and a search for '"' stops at every
@@ -98,7 +98,7 @@ local function feed_sse(self, chunk)
     or ((self.input or #buf < 128) and (find(buf, "[DONE]", 1, true) or find(buf, "message_stop", 1, true)))
     or (not self.model and find(buf, "model", 1, true))
   if not interesting then
-    if sub(buf, -1) == "\n" then
+    if byte(buf, -1) == NEWLINE then
       self.line, self.skipping = "", false
     else
       local last = match(buf, "^.*()\n")
@@ -114,10 +114,10 @@ local function feed_sse(self, chunk)
     if not nl then break end
     if not self.skipping then
       local line = sub(buf, at, nl - 1)
-      if sub(line, -1) == "\r" then line = sub(line, 1, -2) end
+      if byte(line, -1) == RETURN then line = sub(line, 1, -2) end
       if sub(line, 1, 5) == "data:" then
         local data = sub(line, 6)
-        if sub(data, 1, 1) == " " then data = sub(data, 2) end
+        if byte(data, 1) == SPACE then data = sub(data, 2) end
         on_event(self, data)
       end
     end
