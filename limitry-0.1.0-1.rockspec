@@ -50,7 +50,8 @@ build = {
       ["limitry.recorder.shdict_queue"] = "lua/limitry/recorder/shdict_queue.lua",
       ["limitry.transport"] = "lua/limitry/transport.lua",
       ["limitry.core"] = {
-         sources = { "src/core.c", "src/request.c", "src/multi.c", "src/process.c", "src/json.c", "src/buffer.c", "src/encode.c" },
+         sources = { "src/core.c", "src/class.c", "src/handle.c", "src/transfer.c", "src/multi.c", "src/process.c", "src/json.c",
+            "src/buffer.c", "src/encode.c", "src/text.c", "src/random.c" },
          libraries = { "curl", "pthread" },
          incdirs = { "$(CURL_INCDIR)" },
          libdirs = { "$(CURL_LIBDIR)" },

@@ -197,10 +197,13 @@ describe("hardening", function()
     it("the C core validates what it is handed", function()
       local h = core.new()
       local url = server.base_url .. "/usage?startDate=" .. S .. "&endDate=" .. E
-      raises("timeout_ms", h.request, h, { url = url, timeout_ms = 1e300 })
-      raises("timeout_ms", h.request, h, { url = url, timeout_ms = 0 / 0 })
-      raises("max_body", h.request, h, { url = url, max_body = 2 ^ 64 })
-      raises("max_body", h.request, h, { url = url, max_body = 0 })
+      raises("timeout_ms", h.request, h, support.core_options { url = url, timeout_ms = 1e300 })
+      raises("timeout_ms", h.request, h, support.core_options { url = url, timeout_ms = 0 / 0 })
+      raises("max_body", h.request, h, support.core_options { url = url, max_body = 2 ^ 64 })
+      raises("max_body", h.request, h, support.core_options { url = url, max_body = 0 })
+      -- C has no defaults of its own: the facade owns every one
+      raises("request option 'timeout_ms' must be a number", h.request, h, { url = url })
+      raises("request option 'verify' must be a boolean", h.request, h, support.core_options { url = url, verify = 1 })
       local m = core.multi()
       local t0 = core.now()
       assert.equal(0, m:wait(1e300)) -- nothing attached: returns at once, no overflow
@@ -299,7 +302,7 @@ describe("hardening", function()
     it("an option libcurl refuses raises instead of being ignored", function()
       local h = core.new()
       raises("libcurl refused the request option CURLOPT_URL",
-        h.request, h, { url = "http://127.0.0.1/" .. ("a"):rep(9 * 1024 * 1024) })
+        h.request, h, support.core_options { url = "http://127.0.0.1/" .. ("a"):rep(9 * 1024 * 1024) })
       h:close()
     end)
   end)
@@ -325,9 +328,9 @@ describe("hardening", function()
       local id = support.test_id("raw-headers")
       local headers = { "Authorization: Bearer " .. server.api_key, "X-Limitry-Test-Id: " .. id }
       local proxied = setmetatable({}, { __index = function(_, i) return headers[i] end, __len = function() return 2 end })
-      local status = h:request { url = url, headers = proxied }
+      local status = h:request(support.core_options { url = url, headers = proxied })
       assert.equal(401, status) -- nothing raw in the proxy table: no Authorization sent
-      status = h:request { url = url, headers = headers }
+      status = h:request(support.core_options { url = url, headers = headers })
       assert.equal(200, status)
       assert.equal(1, support.recorded(server, id).count)
       h:close()

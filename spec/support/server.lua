@@ -86,6 +86,14 @@ function M.json_fault(json, extra)
 end
 
 -- A port nothing listens on.
+-- The options a raw limitry.core handle requires (the C core has no defaults: the facade owns them),
+-- with those of t on top: for specs that call handle:request, handle:call or multi:add directly.
+function M.core_options(t)
+  local o = { timeout_ms = 30000, connect_timeout_ms = 10000, max_body = 16 * 1024 * 1024, verify = true }
+  for k, v in pairs(t or {}) do o[k] = v end
+  return o
+end
+
 function M.closed_port()
   local s = assert(socket.bind("127.0.0.1", 0))
   local _, port = s:getsockname()
