@@ -88,10 +88,14 @@ describe("hardening", function()
     end)
 
     it("reaches libcurl as at least 1 ms", function()
-      local c = client { timeout = 0.0001, connect_timeout = 0.0001 }
-      local o = c:_request_options { path = "/usage" }
+      local c = client { timeout = 0.0001, connect_timeout = 0.0001, max_retries = 0 }
+      local watched = support.watch_core()
+      c:usage():get_summary(S, E)
+      watched.restore()
+      local o = watched.configs[1] -- the configuration the client handed libcurl
       assert.equal(1, o.timeout_ms)
       assert.equal(1, o.connect_timeout_ms)
+      c:close()
     end)
   end)
 
@@ -341,11 +345,9 @@ describe("hardening", function()
     it("wait() returns when multi:add raises on a retry", function()
       local c = client { max_retries = 2, headers = { ["X-Limitry-Fault"] = "status=503;times=1" } }
       local req = c:usage():start_summary(S, E)
-      local s = c._async
-      local real = s.multi
       -- From now on every add fails the way a refused option or a failed curl_multi_add_handle does.
-      s.multi = setmetatable({ add = function() error("curl_multi_add_handle failed") end },
-        { __index = function(_, k) return function(_, ...) return real[k](real, ...) end end })
+      local watched = support.watch_core()
+      watched.fail_add = "curl_multi_add_handle failed"
       for _ = 1, 100 do
         if req:done() then break end
         c:poll(0.05)
@@ -356,7 +358,7 @@ describe("hardening", function()
       assert.equal("LimitryError", err.name)
       assert.matches("could not start the retry: .*curl_multi_add_handle failed", msg)
       assert.equal(0, c:poll(0))
-      s.multi = real
+      watched.restore()
       c:close()
     end)
 
@@ -364,14 +366,12 @@ describe("hardening", function()
       local c = client()
       local ok = c:usage():start_summary(S, E):wait()
       assert(ok)
-      local s = c._async
-      local real = s.multi
-      s.multi = setmetatable({ add = function() error("boom in add") end },
-        { __index = function(_, k) return function(_, ...) return real[k](real, ...) end end })
+      local watched = support.watch_core()
+      watched.fail_add = "boom in add"
       raises("boom in add", c:usage().start_summary, c:usage(), S, E)
-      assert.equal(0, s.pending)
-      assert.equal(0, c:poll(0))
-      s.multi = real
+      watched.restore()
+      assert.equal(0, c:poll(0)) -- nothing pending
+      assert.is_nil(c:next_timeout())
       c:close()
     end)
 

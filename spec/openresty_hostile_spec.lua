@@ -8,7 +8,7 @@ local gateway = require "spec.support.gateway"
 local hostile = require "spec.support.hostile"
 local local_server = require "limitry_local"
 local core = require "limitry.core"
-local protocol = require "limitry.protocol"
+
 
 local ROOT = os.getenv("PWD")
 -- The line of the memory checks: 64 MiB here (without the bound the worker would grow by more
@@ -34,7 +34,7 @@ local HTTP = [[
 
 local function query(args)
   local parts = {}
-  for k, v in pairs(args) do parts[#parts + 1] = k .. "=" .. protocol.percent_encode(tostring(v)) end
+  for k, v in pairs(args) do parts[#parts + 1] = k .. "=" .. core.percent_encode(tostring(v)) end
   return table.concat(parts, "&")
 end
 

@@ -153,12 +153,13 @@ static long opt_ms(lua_State *L, int idx, const char *name)
 
 static const char *const METHODS[] = {"GET", "POST", "PUT", "DELETE", NULL};
 
-/* Index of the method in METHODS; raises on anything else. */
-static int check_method(lua_State *L, const char *m)
+/* Index of the method (m, len bytes) in METHODS, compared with the length first (every call names
+ * one); raises on anything else. */
+static int check_method(lua_State *L, const char *m, size_t len)
 {
     int i;
     for (i = 0; METHODS[i] != NULL; i++)
-        if (strcmp(m, METHODS[i]) == 0)
+        if (len == strlen(METHODS[i]) && memcmp(m, METHODS[i], len) == 0)
             return i;
     return luaL_error(L, "request option 'method' must be GET, POST, PUT or DELETE");
 }
@@ -213,8 +214,9 @@ static int read_method_body(lua_State *L, options *o, int method_at, int body_at
     if (method_at && !lua_isnil(L, method_at)) {
         if (lua_type(L, method_at) != LUA_TSTRING)
             luaL_error(L, "request option 'method' must be a string");
-        o->method = lua_tostring(L, method_at);
-        m = check_method(L, o->method);
+        size_t len;
+        o->method = lua_tolstring(L, method_at, &len);
+        m = check_method(L, o->method, len);
     }
     o->body = NULL;
     o->body_len = 0;
