@@ -115,10 +115,10 @@ function Usage:start_timeseries(...) end
 ---@field proxy string?  "" turns off proxies from the environment
 ---@field no_proxy string?
 ---@field openresty "auto"|"cosocket"|"worker_thread"|"blocking"|nil  transport inside nginx ("auto": cosockets)
----@field pool_size integer?  cosockets: idle connections per pool and worker (64)
+---@field pool_size integer?  cosockets: idle connections a worker keeps, across every pool and client (64)
 ---@field keepalive_timeout number?  cosockets: seconds an idle connection is kept (60)
 ---@field thread_pool string?  openresty = "worker_thread": the nginx thread pool ("limitry")
----@field max_worker_thread_calls integer?  openresty = "worker_thread": calls waiting per worker (32)
+---@field max_worker_thread_calls integer?  openresty = "worker_thread": attempts waiting per worker (32)
 ---@field log (fun(entry: limitry.LogEntry))|false|nil  called once per attempt; tostring(entry) is one line
 
 ---One attempt, as the log option sees it. Never holds the API key.

@@ -16,7 +16,7 @@ M.DEFAULTS = {
   max_response_size = 16 * 1024 * 1024, -- bytes (a year of hourly buckets is under 2 MiB)
   ssl_verify = true,
   openresty = "auto",        -- in nginx: "auto"/"cosocket", "worker_thread" or "blocking" (limitry.transport)
-  pool_size = 64,            -- cosockets: idle keep-alive connections kept per worker and per pool
+  pool_size = 64,            -- cosockets: idle keep-alive connections a worker keeps, across every pool
   keepalive_timeout = 60,    -- cosockets: seconds an idle connection stays in the pool
   thread_pool = "limitry",   -- openresty = "worker_thread": the nginx thread pool that runs attempts
   max_worker_thread_calls = 32, -- openresty = "worker_thread": attempts waiting per worker, more fail at once

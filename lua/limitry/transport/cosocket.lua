@@ -6,6 +6,14 @@
 -- a client field they come from has changed (compared at each call).
 -- Refused, naming the fix: `proxy` (cosockets do not go through HTTP proxies) and `ca_file` /
 -- `ca_path` (nginx's lua_ssl_trusted_certificate names the CAs).
+--
+-- Connections: a pool is named after scheme, host, port, TLS name and verification, not the key
+-- (every request carries its own Authorization header), so every client of one worker that talks
+-- to the same Limitry shares it. A worker keeps at most `pool_size` idle connections across all
+-- its pools and clients (the largest pool_size of the clients that put one back): one over the
+-- bound is closed instead of pooled. The count is kept here, per worker: each connection put back,
+-- with the time it expires (keepalive_timeout); one taken again is forgotten; and a connect that
+-- found its pool empty forgets that pool's count (the server had closed them while idle).
 local reader = require "limitry.transport.cosocket_reader"
 local async = require "limitry.async"
 
@@ -39,6 +47,52 @@ local function target(base_url)
   }
 end
 
+-- The idle connections this worker keeps: pool name -> the times (ngx.now) their keep-alive ends.
+local idle, idle_total = {}, 0
+
+local function forget_expired(now)
+  idle_total = 0
+  for name, list in pairs(idle) do
+    local kept = {}
+    for _, expires in ipairs(list) do
+      if expires > now then kept[#kept + 1] = expires end
+    end
+    idle[name] = kept[1] and kept or nil
+    idle_total = idle_total + #kept
+  end
+end
+
+-- A connection of pool `name` came from the pool (reused), or the pool had none left.
+local function taken(name, reused)
+  local list = idle[name]
+  if not list then return end
+  if reused then
+    if list[1] then
+      list[#list] = nil
+      idle_total = idle_total - 1
+    end
+  else
+    idle_total = idle_total - #list
+    idle[name] = nil
+  end
+end
+
+-- Puts sock back into conn's pool, unless this worker already keeps conn.pool_size idle ones.
+local function keep(sock, conn)
+  local now = ngx.now()
+  if idle_total >= conn.pool_size then forget_expired(now) end
+  if idle_total >= conn.pool_size or not sock:setkeepalive(conn.keepalive_ms, conn.pool_size) then
+    return sock:close()
+  end
+  local list = idle[conn.pool] or {}
+  idle[conn.pool] = list
+  list[#list + 1] = now + conn.keepalive_timeout
+  idle_total = idle_total + 1
+end
+
+-- The number of idle connections this worker counts (for specs and operators).
+function M.idle() return idle_total end
+
 -- The client's settings; level: error()'s, at the caller of the public method.
 local function settings(state, level)
   local c = state.client
@@ -60,17 +114,15 @@ local function settings(state, level)
   local t = target(c.base_url)
   local lines = { state.user_agent("ngx_lua/" .. tostring(ngx.config and ngx.config.ngx_lua_version)) }
   for i, line in ipairs(state.header_lines) do lines[i + 1] = line end
-  -- Host, port, TLS name, verification and the key (as a digest: pool names are not secret) all
-  -- take part, so no two of them ever share a connection.
   local pool = table.concat({ "limitry", t.https and "https" or "http", t.host, t.port, t.server_name or "",
-    c.ssl_verify and "verify" or "noverify", ngx.md5(state.key) }, "|")
+    c.ssl_verify and "verify" or "noverify" }, "|")
   conn = {
     target = t,
     -- the request's header lines after the request line, each ending in CRLF (the blank line that
     -- ends the head comes after any body headers)
     head = "Host: " .. t.host_header .. "\r\n" .. table.concat(lines, "\r\n") .. "\r\n",
     timeout_ms = ms(c.timeout), connect_timeout_ms = ms(c.connect_timeout), keepalive_ms = ms(c.keepalive_timeout),
-    pool_options = { pool = pool, pool_size = c.pool_size },
+    pool = pool, pool_options = { pool = pool, pool_size = c.pool_size },
     -- calls that must not be sent twice: a pool nothing is ever put back into, so always a new connection
     fresh_options = { pool = pool .. "|fresh" },
     -- the fields these came from, to notice a change
@@ -98,6 +150,7 @@ local function connect(conn, fresh)
   local ok, err = sock:connect(conn.target.host, conn.target.port, fresh and conn.fresh_options or conn.pool_options)
   if not ok then return connect_failure(err) end
   local reused = sock:getreusedtimes() > 0
+  if not fresh then taken(conn.pool, reused) end
   if conn.target.https and not reused then
     -- pcall: resty.core's sslhandshake asserts (raises) when a handshake that finished at once
     -- failed verification; that is a NetworkError like any other failed handshake. Passing
@@ -153,7 +206,7 @@ local function exchange(conn, request, fresh)
     return nil, reusable, why, nil, true -- kind, message
   end
   if reusable and not fresh and reader.drained(r) and reader.keeps_alive(headers, minor) then
-    sock:setkeepalive(conn.keepalive_ms, conn.pool_size)
+    keep(sock, conn)
   else
     sock:close()
   end
