@@ -8,7 +8,7 @@
 CURL_INCDIR ?= /usr/include/x86_64-linux-gnu
 LUA ?= 5.4
 
-.PHONY: demo demo-enforce test test-quick build ubsan asan fuzz differential valgrind rock bench profile clean
+.PHONY: demo demo-enforce test test-quick build ubsan asan fuzz differential valgrind rock bench bench-server profile clean
 
 demo:
 	@sh tools/demo.sh
@@ -59,6 +59,11 @@ bench:
 
 profile:
 	@sh bench/profile.sh
+
+# The local server at 0, 100,000 and 1,000,000 stored events: ingest, track/check p50/p99, usage
+# queries, memory and start-up, one markdown table (about 3 minutes; BENCH_SCALES="0 10000" smaller).
+bench-server:
+	@sh bench/server.sh
 
 clean:
 	rm -rf build .test-tmp limitry src/*.o

@@ -56,6 +56,12 @@ build = {
       ["limitry.transport.curl"] = "lua/limitry/transport/curl.lua",
       ["limitry.transport.multi"] = "lua/limitry/transport/multi.lua",
       ["limitry.transport.worker_thread"] = "lua/limitry/transport/worker_thread.lua",
+      -- the command line (bin/limitry, docs/cli.md)
+      ["limitry.cli"] = "lua/limitry/cli.lua",
+      ["limitry.cli.chart"] = "lua/limitry/cli/chart.lua",
+      ["limitry.cli.dates"] = "lua/limitry/cli/dates.lua",
+      ["limitry.cli.format"] = "lua/limitry/cli/format.lua",
+      ["limitry.cli.import"] = "lua/limitry/cli/import.lua",
       ["limitry.core"] = {
          sources = { "src/core.c", "src/class.c", "src/handle.c", "src/transfer.c", "src/multi.c", "src/process.c", "src/json.c",
             "src/buffer.c", "src/encode.c", "src/text.c", "src/random.c" },
@@ -65,8 +71,12 @@ build = {
          defines = { "_POSIX_C_SOURCE=200809L" },
       },
    },
-   -- The LuaLS type stubs, into the rock's own folder: $(luarocks show --rock-dir limitry)/meta
-   copy_directories = { "meta" },
+   install = {
+      bin = { limitry = "bin/limitry" },   -- the command line (docs/cli.md)
+   },
+   -- Into the rock's own folder ($(luarocks show --rock-dir limitry)): meta/ (the LuaLS type stubs),
+   -- server/ (the local Limitry-compatible server, for `limitry local start`) and docs/.
+   copy_directories = { "meta", "server", "docs" },
 }
 test = {
    -- `luarocks test`: busted (installed as a rock on first use) with the settings in .busted.

@@ -2,13 +2,16 @@
 --
 --   limitry-local start [--dir DIR] [--port N] [--key KEY] [--empty] [--faults]
 --                       [--tls-cert FILE --tls-key FILE] [--delay MS] [--latency MS] [--api-limit N]
---   limitry-local stop  [--dir DIR]
+--   limitry-local stop  [--dir DIR]      (without --dir: $LIMITRY_SERVER_DIR, which start exports)
 --
 -- `start` prints shell `export` lines (LIMITRY_BASE_URL, LIMITRY_API_KEY, LIMITRY_SERVER_PID,
 -- LIMITRY_SERVER_DIR) so that `eval "$(lua5.4 server/limitry-local start)"` configures the client
--- for every command run after it.
--- --port 0 (the default) picks a free port. Events live in DIR/data/events.jsonl; on the first
--- start of a DIR the deterministic sample data is loaded unless --empty is given.
+-- for every command run after it. A second `start` in a folder whose server runs prints that
+-- server's export lines (and says so on stderr). `stop` returns once nginx's processes are gone.
+-- --port 0 (the default) picks a free port. Events live in DIR/data/events.db (SQLite; an
+-- events.jsonl of an older version is migrated into it once and kept as events.jsonl.migrated),
+-- quotas, alerts and rate limits in DIR/data/config.jsonl; on the first start of a DIR the
+-- deterministic sample data is loaded unless --empty is given.
 -- --faults enables the test-only fault injection and request recording (see faults.lua).
 -- --delay MS (test-only) holds every usage answer MS milliseconds, without blocking nginx.
 --
@@ -51,6 +54,7 @@ function M.parse_args(list)
     if a == "--dir" or a == "--port" or a == "--key" or a == "--tls-cert" or a == "--tls-key" or a == "--delay"
       or a == "--latency" or a == "--api-limit" then
       opts[a:sub(3):gsub("-", "_")] = list[i + 1] or die(a .. " needs a value")
+      if a == "--dir" then opts.dir_given = true end
       i = i + 2
     elseif a == "--empty" or a == "--faults" then
       opts[a:sub(3)] = true
@@ -203,8 +207,8 @@ end
 
 -- Plain HTTP: ready when /healthz answers 200 (the sample data is loaded by then).
 -- TLS: ready when the port accepts connections.
-local function wait_ready(port, pid, tls)
-  local deadline = socket.gettime() + 30
+local function wait_ready(port, pid, tls, seconds)
+  local deadline = socket.gettime() + (seconds or 30)
   while socket.gettime() < deadline do
     local c = socket.tcp()
     c:settimeout(1)
@@ -244,9 +248,35 @@ function M.start(opts)
     opts.dir .. "/data", tostring(not opts.empty), tostring(opts.faults == true), tostring(opts.delay or "nil"),
     tostring(opts.latency or "nil"), tostring(opts.api_limit and string.format("%d", opts.api_limit) or "nil"),
     opts.key, M.INGEST_ONLY_KEY))
-  local pid = M.run_nginx(opts.dir, M.nginx_conf(nil, SERVER_HTTP:format(here, port, tls)), port, opts.tls_cert and "tcp" or "healthz")
-  return { base_url = string.format("%s://127.0.0.1:%d/v1", opts.tls_cert and "https" or "http", port), api_key = opts.key,
+  -- An events.jsonl of an older version is migrated once into events.db before the server answers
+  -- (about a minute per million events): wait for it.
+  local wait
+  local old, new = io.open(opts.dir .. "/data/events.jsonl"), io.open(opts.dir .. "/data/events.db")
+  if old and not new then
+    io.stderr:write("limitry-local: migrating ", opts.dir, "/data/events.jsonl into events.db (once)\n")
+    wait = 1800
+  end
+  if old then old:close() end
+  if new then new:close() end
+  local pid = M.run_nginx(opts.dir, M.nginx_conf(nil, SERVER_HTTP:format(here, port, tls)), port,
+    opts.tls_cert and "tcp" or "healthz", wait)
+  local info = { base_url = string.format("%s://127.0.0.1:%d/v1", opts.tls_cert and "https" or "http", port), api_key = opts.key,
     pid = pid, dir = opts.dir, port = port }
+  -- What a second `start` in this folder prints while this server runs.
+  write_file(opts.dir .. "/logs/server.lua", string.format("return { base_url = %q, api_key = %q, pid = %d, dir = %q, port = %d }\n",
+    info.base_url, info.api_key, pid, info.dir, port))
+  return info
+end
+
+-- The server running from dir ({ base_url, api_key, pid, dir, port }), or nil.
+function M.running(dir)
+  dir = abspath(dir or ".limitry-local")
+  local pid = read_pid(dir)
+  if not pid or not alive(pid) then return nil end
+  local chunk = loadfile(dir .. "/logs/server.lua")
+  local ok, info = pcall(chunk or error)
+  if not ok or type(info) ~= "table" or info.pid ~= pid then return { pid = pid, dir = dir } end
+  return info
 end
 
 -- nginx lives in /usr/sbin on Debian, which a user's PATH often lacks: $NGINX, then PATH, then there.
@@ -262,7 +292,7 @@ end
 
 -- Writes dir/nginx.conf, starts nginx with dir as its prefix and waits until it serves: "healthz"
 -- (GET /healthz answers 200) or "tcp" (the port accepts). Returns the master's pid.
-function M.run_nginx(dir, conf, port, ready)
+function M.run_nginx(dir, conf, port, ready, wait)
   local old = read_pid(dir)
   if old and alive(old) then die("an nginx is already running from " .. dir .. " (pid " .. old .. ")") end
   for _, d in ipairs { "", "/logs", "/tmp" } do os.execute("mkdir -p '" .. dir .. d .. "'") end
@@ -274,7 +304,7 @@ function M.run_nginx(dir, conf, port, ready)
     M.nginx_binary(), dir)
   if not run_ok(cmd) then die("nginx failed to start; see " .. dir .. "/logs/error.log") end
   local pid = read_pid(dir)
-  if not wait_ready(port, pid, ready == "tcp") then
+  if not wait_ready(port, pid, ready == "tcp", wait) then
     -- Not ready is not started: leave no nginx behind for the caller to find.
     if pid then os.execute("kill " .. pid .. " 2>/dev/null") end
     die("nginx did not become ready; see " .. dir .. "/logs/error.log")
@@ -284,15 +314,51 @@ end
 
 M.free_port = free_port
 
--- Stops the server started from dir, by the pid nginx wrote there.
-function M.stop(dir)
+-- The pids of pid's children (nginx's workers), from /proc.
+local function children(pid)
+  local list = {}
+  local f = io.open("/proc/" .. pid .. "/task/" .. pid .. "/children")
+  if f then
+    for p in (f:read("*a") or ""):gmatch("%d+") do list[#list + 1] = tonumber(p) end
+    f:close()
+  end
+  return list
+end
+
+local function exists(pid)
+  local f = io.open("/proc/" .. pid .. "/stat")
+  if f then f:close() end
+  return f ~= nil
+end
+
+-- How long stop waits for an exited master to be reaped by its parent (init, once nginx has
+-- daemonized): until then `kill -0` still finds it. An init that never reaps does not hold stop longer.
+M.REAP_WAIT = 5
+
+-- Stops the server started from dir, by the pid nginx wrote there, and returns once its master and
+-- workers are gone: exited (killed after 10 s), and reaped unless their parent takes more than
+-- M.REAP_WAIT seconds (opts.reap_wait) to do it.
+function M.stop(dir, opts)
   dir = abspath(dir or ".limitry-local")
   local pid = read_pid(dir)
-  if not pid then die("no server pid in " .. dir .. "/logs/nginx.pid") end
+  if not pid then
+    die("no server pid in " .. dir .. "/logs/nginx.pid: pass --dir DIR, the folder given to `start` (or set LIMITRY_SERVER_DIR)")
+  end
+  local procs = children(pid)
+  table.insert(procs, 1, pid)
   os.execute("kill " .. pid .. " 2>/dev/null")
+  local function any(test)
+    for _, p in ipairs(procs) do if test(p) then return true end end
+    return false
+  end
   local deadline = socket.gettime() + 10
-  while alive(pid) and socket.gettime() < deadline do socket.sleep(0.05) end
-  if alive(pid) then os.execute("kill -9 " .. pid .. " 2>/dev/null") end
+  while any(alive) and socket.gettime() < deadline do socket.sleep(0.02) end
+  if any(alive) then
+    for _, p in ipairs(procs) do if alive(p) then os.execute("kill -9 " .. p .. " 2>/dev/null") end end
+    while any(alive) and socket.gettime() < deadline + 5 do socket.sleep(0.02) end
+  end
+  deadline = socket.gettime() + (opts and opts.reap_wait or M.REAP_WAIT)
+  while any(exists) and socket.gettime() < deadline do socket.sleep(0.02) end
   return pid
 end
 
@@ -307,14 +373,27 @@ function M.main(argv)
   for i = 2, #argv do rest[#rest + 1] = argv[i] end
   local ok, err = pcall(function()
     if command == "start" then
-      local info = M.start(M.parse_args(rest))
+      local opts = M.parse_args(rest)
+      local info = M.running(opts.dir)
+      if info then
+        -- `eval "$(limitry-local start)"` twice must still leave the shell configured.
+        io.stderr:write("limitry-local: a server is already running from ", info.dir, " (pid ", info.pid,
+          "); printing its settings (the options given now are not applied: stop it first to change them)\n")
+        if not info.base_url then die("no settings saved in " .. info.dir .. "/logs/server.lua: stop the server and start it again") end
+      else
+        info = M.start(opts)
+      end
       -- export lines: `eval "$(limitry-local start)"` must configure the commands run after it.
       print("export LIMITRY_BASE_URL=" .. shell_quote(info.base_url))
       print("export LIMITRY_API_KEY=" .. shell_quote(info.api_key))
       print("export LIMITRY_SERVER_PID=" .. shell_quote(tostring(info.pid)))
       print("export LIMITRY_SERVER_DIR=" .. shell_quote(info.dir))
     elseif command == "stop" then
-      print("stopped " .. M.stop(M.parse_args(rest).dir))
+      local opts = M.parse_args(rest)
+      -- Without --dir: the folder `start` exported (eval "$(limitry-local start)" sets it).
+      local env_dir = os.getenv("LIMITRY_SERVER_DIR")
+      local dir = opts.dir_given and opts.dir or (env_dir and env_dir ~= "" and env_dir) or opts.dir
+      print("stopped " .. M.stop(dir))
     else
       die("usage: limitry-local start|stop [--dir DIR] [--port N] [--key KEY] [--empty] [--faults] [--delay MS]"
         .. " [--latency MS] [--api-limit N] [--tls-cert F --tls-key F]")

@@ -46,8 +46,9 @@ describe("the rock", function()
     assert.is_table(modules["limitry.core"])
   end)
 
-  it("installs the type stubs and says what it is", function()
-    assert.same({ "meta" }, spec.build.copy_directories)
+  it("installs the type stubs (and the local server and docs for the command line) and says what it is", function()
+    assert.same({ "meta", "server", "docs" }, spec.build.copy_directories)
+    assert.same({ limitry = "bin/limitry" }, spec.build.install.bin)
     assert.is_nil(spec.description.summary:find("usage analytics API", 1, true)) -- not only the usage calls
     for _, word in ipairs { "usage", "events", "limits", "gateway" } do
       assert.truthy(spec.description.summary:find(word, 1, true), word)

@@ -56,6 +56,20 @@ describe("limitry.recorder (plain Lua host)", function()
     assert.is_true(r:close())
   end)
 
+  it("sends whole batches while one is in flight, not what happens to be queued", function()
+    local r, id = new({ batch_size = 100, flush_interval = 60, concurrency = 2 }, { ["X-Limitry-Fault"] = "delay=200" })
+    local customer = support.test_id("whole")
+    for i = 1, 350 do
+      r:record { customer_id = customer, event_type = "call", input_tokens = i }
+      if i % 10 == 0 then r:tick() end
+    end
+    assert.is_true(r:flush(10))
+    local sizes = {}
+    for _, req in ipairs(support.recorded(server, id).requests) do sizes[#sizes + 1] = #assert(core.decode(req.body)).events end
+    assert.same({ 100, 100, 100, 50 }, sizes)
+    r:close()
+  end)
+
   it("sends a partial batch after flush_interval, driven by tick() alone", function()
     local r = new { flush_interval = 0.1 }
     local customer = support.test_id("tick")
@@ -85,7 +99,9 @@ describe("limitry.recorder (plain Lua host)", function()
   end)
 
   it("retries a failed batch with backoff, honouring Retry-After, and counts it once", function()
-    local r, id = new({ log = function() end }, { ["X-Limitry-Fault"] = "status=503;retry_after=1;times=2" })
+    local failures = {}
+    local r, id = new({ log = function() end, on_failure = function(err, n) failures[#failures + 1] = { err.status, n } end },
+      { ["X-Limitry-Fault"] = "status=503;retry_after=1;times=2" })
     local customer = support.test_id("retry")
     for _ = 1, 10 do r:record { customer_id = customer, event_type = "call" } end
     local t0 = socket.gettime()
@@ -94,17 +110,18 @@ describe("limitry.recorder (plain Lua host)", function()
     assert.equal(10, usage_of(customer).totalEvents)
     assert.equal(3, support.recorded(server, id).count)
     assert.equal(20, r:stats().retried)
+    assert.same({ { 503, 10 }, { 503, 10 } }, failures)
     r:close()
   end)
 
   it("isolates an event Limitry refuses as invalid, delivers the rest and dead-letters it with the reason", function()
     local dead = {}
-    local r = new { dead_letter = function(json, reason) dead[#dead + 1] = { json, reason } end, log = function() end }
+    local r = new { dead_letter = function(json, reason, tag) dead[#dead + 1] = { json, reason, tag } end, log = function() end }
     local customer = support.test_id("dead")
     for i = 1, 10 do
       if i == 7 then
         assert.is_true(r:record_json('{"customerId":"' .. customer .. '","eventType":"call","inputTokens":-1,"idempotencyKey":"bad-'
-          .. customer .. '"}'))
+          .. customer .. '"}', "line 7"))
       else
         r:record { customer_id = customer, event_type = "call", input_tokens = i }
       end
@@ -116,6 +133,7 @@ describe("limitry.recorder (plain Lua host)", function()
     assert.equal(1, #dead)
     assert.matches('"inputTokens":%-1', dead[1][1])
     assert.matches("inputTokens must be a non%-negative integer", dead[1][2])
+    assert.equal("line 7", dead[1][3])
     assert.equal(1, r:stats().dead_lettered)
     r:close()
   end)
@@ -196,7 +214,8 @@ describe("limitry.recorder (plain Lua host)", function()
     assert.has_error(function() recorder.new { batch_size = 1001 } end, "limitry.recorder: batch_size must be a whole number from 1 to 1000")
     assert.has_error(function() recorder.new { colour = 1 } end,
       "limitry.recorder: unknown option 'colour' (allowed: backoff, batch_size, client, clock, concurrency, dead_letter, dict, "
-      .. "flush_interval, log, log_interval, max_backoff, max_queued, max_retry_after, on_delivered, prefix, shutdown_timeout, "
+      .. "flush_interval, log, log_interval, max_backoff, max_queued, max_retry_after, on_delivered, on_failure, prefix, "
+      .. "shutdown_timeout, "
       .. "spool, timeout)")
     assert.has_error(function() recorder.new { dict = "limitry" } end,
       "limitry.recorder: dict needs nginx (lua-nginx-module); leave it out in a plain Lua host")

@@ -104,6 +104,86 @@ describe("local server hardening", function()
     end)
   end)
 
+  describe("token sums and text (#21)", function()
+    it("refuses inputTokens + outputTokens past 2^53 - 1, where totalTokens could not be their sum", function()
+      local max = "9007199254740991"
+      -- A day of its own: were one stored, no other spec's sums would see it.
+      local function sum_ev(fields) return '{"customerId":"sum","eventType":"e","timestamp":"2023-07-01T00:00:00Z",' .. fields .. "}" end
+      for _, fields in ipairs {
+        '"inputTokens":' .. max .. ',"outputTokens":' .. max,
+        '"inputTokens":' .. max .. ',"outputTokens":1',
+        '"inputTokens":1,"outputTokens":' .. max .. ',"totalTokens":' .. max,
+      } do
+        local status, res = post(server, "/events", sum_ev(fields))
+        assert.equal(400, status, fields)
+        assert.matches("inputTokens + outputTokens must be at most 9007199254740991", res.error, 1, true)
+      end
+      local status, res = post(server, "/track", sum_ev('"inputTokens":' .. max .. ',"outputTokens":' .. max))
+      assert.equal(400, status)
+      assert.matches("inputTokens + outputTokens", res.error, 1, true)
+      status, res = post(server, "/events/batch", '{"events":[' .. sum_ev('"inputTokens":' .. max .. ',"outputTokens":2') .. "]}")
+      assert.equal(400, status)
+      assert.matches("events[1]: inputTokens + outputTokens", res.error, 1, true)
+      -- Exactly 2^53 - 1 in all is fine.
+      local _, got = post(server, "/events", '{"customerId":"sum-ok","eventType":"e","inputTokens":9007199254740990,"outputTokens":1}')
+      assert.matches("^evt_", got.id)
+      local _, page = get(server, "/events?customerId=sum-ok")
+      assert.equal(9007199254740991, page.data[1].totalTokens)
+    end)
+
+    it("refuses invalid UTF-8 in any string with a 400 naming the field, and serves back valid UTF-8", function()
+      local bad = { "\255", "caf\195", "\192\175", "\237\160\128", "\244\144\128\128", "a\128b" }
+      for _, b in ipairs(bad) do
+        for _, c in ipairs {
+          { "/events", '{"customerId":"' .. b .. '","eventType":"e"}', "customerId must be valid UTF-8" },
+          { "/events", '{"customerId":"u","eventType":"' .. b .. '"}', "eventType must be valid UTF-8" },
+          { "/events", '{"customerId":"u","eventType":"e","model":"' .. b .. '"}', "model must be valid UTF-8" },
+          { "/events", '{"customerId":"u","eventType":"e","idempotencyKey":"' .. b .. '"}', "idempotencyKey must be valid UTF-8" },
+          { "/events", '{"customerId":"u","eventType":"e","properties":{"p":"' .. b .. '"}}', "properties.p must be valid UTF-8" },
+          { "/events", '{"customerId":"u","eventType":"e","properties":{"' .. b .. '":"x"}}', "properties: names must be valid UTF-8" },
+          { "/events/batch", '{"events":[{"customerId":"u","eventType":"e"},{"customerId":"' .. b .. '","eventType":"e"}]}',
+            "events[2]: customerId must be valid UTF-8" },
+          { "/track", '{"customerId":"u","eventType":"e","provider":"' .. b .. '"}', "provider must be valid UTF-8" },
+          { "/quotas", '{"name":"' .. b .. '","metric":"total_events","limitValue":1,"period":"day"}', "name must be valid UTF-8" },
+          { "/rate-limits", '{"name":"r","limitValue":1,"window":"hour","dimensionFilters":{"customer_id":"' .. b .. '"}}',
+            "dimensionFilters.customer_id must be valid UTF-8" },
+          { "/quotas/check", '{"customer_id":"' .. b .. '"}', "dimension customer_id must be valid UTF-8" },
+        } do
+          local status, res, body = post(server, c[1], c[2])
+          assert.equal(400, status, c[1] .. " " .. c[2])
+          assert.is_table(res, body)
+          assert.matches(c[3], res.error, 1, true)
+          assert.truthy(utf8.len(body), "the 400 itself is valid UTF-8")
+        end
+      end
+      -- cjson turns a lone low surrogate escape into bytes that are not UTF-8: refused as well.
+      local status, res = post(server, "/events", '{"customerId":"\\udc00","eventType":"e"}')
+      assert.equal(400, status)
+      assert.is_string(res.error)
+      -- Queries and path ids too (a customer's usage echoes its id).
+      assert.equal(400, (get(server, "/customers/%FF/usage?startDate=2024-01-01&endDate=2024-01-02")))
+      assert.equal(400, (get(server, "/usage?startDate=2024-01-01&endDate=2024-01-02&customerId=%C0%AF")))
+      local s404, _, raw404 = get(server, "/quotas/%FFx")
+      assert.equal(400, s404)
+      assert.truthy(utf8.len(raw404))
+      local s4, _, raw4 = get(server, "/nothing/%FF")
+      assert.equal(404, s4)
+      assert.truthy(utf8.len(raw4), raw4)
+      -- Valid UTF-8 of every length is stored and served back as sent.
+      local names = { "caf\u{e9}", "\u{65e5}\u{672c}", "\u{1F600}", "\u{10FFFF}" }
+      for _, n in ipairs(names) do
+        assert.equal(201, (post(server, "/events", '{"customerId":"utf8-ok","eventType":"' .. n .. '","properties":{"' .. n .. '":"' .. n .. '"}}')))
+      end
+      local _, page, listed = get(server, "/events?customerId=utf8-ok")
+      assert.truthy(utf8.len(listed))
+      assert.equal(4, #page.data)
+      for i, e in ipairs(page.data) do
+        assert.equal(names[5 - i], e.eventType)
+        assert.equal(names[5 - i], e.properties[names[5 - i]])
+      end
+    end)
+  end)
+
   describe("dates", function()
     it("rejects offsets outside -23:59..+23:59 in events and in startDate/endDate", function()
       for _, off in ipairs { "+99:99", "+24:00", "-24:00", "+05:60", "+2400" } do
@@ -224,6 +304,80 @@ describe("limitry-local start", function()
       .. lua .. " stop --dir " .. dir .. " >/dev/null'")
     assert.equal(0, code, out)
     assert.matches("key=" .. KEY .. " url=http://127.0.0.1:%d+/v1", out)
+  end)
+
+  -- stdout, stderr and the exit code of cmd, separately.
+  local function shell3(cmd)
+    local errfile = os.tmpname()
+    local p = assert(io.popen(cmd .. " 2>" .. errfile))
+    local out = p:read("*a")
+    local ok, _, code = p:close()
+    local f = assert(io.open(errfile))
+    local err = f:read("*a")
+    f:close()
+    os.remove(errfile)
+    return out, err, (ok == true or ok == 0) and 0 or (code or 1)
+  end
+  local root = io.popen("pwd"):read("*l")
+  local script = "lua5.4 " .. root .. "/server/limitry-local"
+  -- tmpdir is relative unless LIMITRY_TEST_TMP is absolute (as tools/test.sh sets it).
+  local function absolute(p) return p:sub(1, 1) == "/" and p or root .. "/" .. p end
+
+  it("stop (#17): uses LIMITRY_SERVER_DIR without --dir, and names --dir when it finds no server", function()
+    local dir = absolute(support.tmpdir("stopenv"))
+    local out, err, code = shell3(script .. " start --empty --dir " .. dir)
+    assert.equal(0, code, err)
+    local pid = assert(tonumber(out:match("LIMITRY_SERVER_PID=(%d+)")))
+    -- From another folder, as a shell that ran eval "$(limitry-local start)" would.
+    out, err, code = shell3("cd /tmp && LIMITRY_SERVER_DIR=" .. dir .. " " .. script .. " stop")
+    if code ~= 0 then shell3(script .. " stop --dir " .. dir) end
+    assert.equal(0, code, err)
+    assert.equal("stopped " .. pid .. "\n", out)
+    assert.is_false(local_server.alive(pid))
+    local empty = absolute(support.tmpdir("stopnone"))
+    out, err, code = shell3("cd " .. empty .. " && env -u LIMITRY_SERVER_DIR " .. script .. " stop")
+    assert.equal(1, code)
+    assert.equal("", out)
+    assert.matches("no server pid in " .. empty .. "/.limitry-local/logs/nginx.pid", err, 1, true)
+    assert.matches("--dir", err, 1, true)
+  end)
+
+  it("stop (#17): says stopped only once the master and its workers are gone", function()
+    local dir = support.tmpdir("stopgone")
+    local out, err, code = shell3(script .. " start --empty --dir " .. dir)
+    assert.equal(0, code, err)
+    local pid = assert(tonumber(out:match("LIMITRY_SERVER_PID=(%d+)")))
+    local f = assert(io.open("/proc/" .. pid .. "/task/" .. pid .. "/children"))
+    local workers = {}
+    for w in f:read("*a"):gmatch("%d+") do workers[#workers + 1] = tonumber(w) end
+    f:close()
+    assert.is_true(#workers >= 1)
+    local t0 = socket.gettime()
+    out = shell3(script .. " stop --dir " .. dir)
+    local took = socket.gettime() - t0
+    assert.equal("stopped " .. pid .. "\n", out)
+    for _, p in ipairs { pid, table.unpack(workers) } do
+      assert.is_false(local_server.alive(p), "process " .. p .. " still runs")
+      -- Exited and reaped (kill -0 no longer finds it), unless its parent had not reaped it after
+      -- limitry_local.REAP_WAIT seconds, as an init that never reaps would not.
+      local zombie = io.open("/proc/" .. p .. "/stat")
+      if zombie then zombie:close() end
+      assert.is_true(zombie == nil or took >= local_server.REAP_WAIT, "process " .. p .. " still exists after stop")
+    end
+  end)
+
+  it("start (#17): a second start in a folder whose server runs prints that server's export lines", function()
+    local dir = support.tmpdir("twice")
+    local first, err1, code1 = shell3(script .. " start --empty --dir " .. dir)
+    assert.equal(0, code1, err1)
+    local second, err2, code2 = shell3(script .. " start --empty --dir " .. dir .. " --port 1")
+    local _, _, code3 = shell3(script .. " stop --dir " .. dir)
+    assert.equal(0, code2, err2)
+    assert.equal(0, code3)
+    assert.equal(first, second)
+    assert.matches("export LIMITRY_API_KEY=" .. KEY, second, 1, true)
+    assert.matches("already running", err2, 1, true)
+    assert.matches("pid " .. second:match("LIMITRY_SERVER_PID=(%d+)"), err2, 1, true)
   end)
 
   it("starts when the shell has LUA_PATH/LUA_CPATH set for Lua 5.4", function()

@@ -1,7 +1,8 @@
 #!/bin/sh
 # Runs every suite and ends with one line "N passed, M failed" summing them all.
 #   tools/test.sh            everything: client specs on Lua 5.4, 5.3, 5.1 and LuaJIT, the server
-#                            and nginx specs, an aggressive-GC run, UBSan, valgrind, the rock
+#                            and nginx specs, the command line (as installed), an aggressive-GC
+#                            run, UBSan, valgrind, the rock
 #                            install, luacheck, the examples, the README's code blocks
 #   tools/test.sh quick V    the client specs on one Lua (5.4, 5.3, 5.1 or luajit)
 #   tools/test.sh valgrind   the valgrind run alone
@@ -139,7 +140,9 @@ all)
   for v in 5.4 5.3 5.1 luajit; do
     run_busted "$v" "$v" "client specs (Lua $v)" $CLIENT_SPECS
   done
-  run_busted 5.4 5.4 "server + nginx specs" spec/server_spec.lua spec/server_hardening_spec.lua spec/server_api_spec.lua spec/server_standin_spec.lua spec/openresty_spec.lua spec/openresty_hostile_spec.lua spec/gateway_spec.lua spec/demo_spec.lua
+  run_busted 5.4 5.4 "server + nginx specs" spec/server_spec.lua spec/server_hardening_spec.lua spec/server_api_spec.lua spec/server_standin_spec.lua spec/server_scale_spec.lua spec/openresty_spec.lua spec/openresty_hostile_spec.lua spec/gateway_spec.lua spec/demo_spec.lua
+  # The command line through the installed rock (luarocks make into scratch trees for Lua 5.4 and 5.1).
+  run_busted 5.4 5.4 "command line (rock, 5.4 + 5.1)" spec/cli_spec.lua
   LUA_PRE="-e collectgarbage('setpause',0)" run_busted 5.4 5.4 "client specs, GC every step" spec/client_spec.lua spec/json_spec.lua spec/async_spec.lua
   CFLAGS_EXTRA="-O1 -fsanitize=undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer" \
     LDFLAGS_EXTRA="-lubsan" sh tools/build.sh ubsan && run_busted 5.4 ubsan "client specs (UBSan)" $CLIENT_SPECS
@@ -150,8 +153,10 @@ all)
   check "valgrind (zero errors, leaks)" sh tools/valgrind.sh
   grep -E "ERROR SUMMARY|definitely lost" "$LOG" | head -n 4
   check "make bench smoke run prints a complete table" env BENCH_QUICK=1 timeout -k 5 240 sh bench/bench.sh
+  check "make bench-server smoke run (2,000 events)" env BENCH_SCALES="0 2000" BENCH_CALLS=50 BENCH_QUERIES=2 \
+    timeout -k 5 120 sh bench/server.sh
   check "luarocks make installs the rock" sh tools/rock-check.sh
-  check "luacheck (lua/ server/ spec/ examples/ bench/)" luacheck --no-color lua/ server/ spec/ examples/ bench/
+  check "luacheck (lua/ server/ spec/ examples/ bench/ bin/)" luacheck --no-color lua/ server/ spec/ examples/ bench/ bin/ bin/limitry
   check "examples run as written" sh tools/examples-check.sh
   check "README blocks run as written" lua5.4 tools/readme-check.lua
   check "docs/gateway.md blocks run as written" lua5.4 tools/readme-check.lua docs/gateway.md

@@ -329,37 +329,36 @@ function M.body_filter()
   if not ok then log("extract", "error", "reading usage failed: " .. tostring(err)) end
 end
 
-local PROPERTIES = {} -- the properties table for each combination of the three flags
-local function properties(stream, incomplete, unknown)
-  local k = (stream and 1 or 0) + (incomplete and 2 or 0) + (unknown and 4 or 0)
-  if k == 0 then return nil end
-  local p = PROPERTIES[k]
-  if not p then
-    p = { stream = stream and "true" or nil, incomplete = incomplete and "true" or nil, usage = unknown and "unknown" or nil }
-    PROPERTIES[k] = p
-  end
-  return p
+-- The properties of an event, written once for each combination of the three flags.
+local PROPERTIES = {}
+for k = 0, 7 do
+  local parts = {}
+  if k % 2 == 1 then parts[#parts + 1] = '"stream":"true"' end
+  if math.floor(k / 2) % 2 == 1 then parts[#parts + 1] = '"incomplete":"true"' end
+  if k >= 4 then parts[#parts + 1] = '"usage":"unknown"' end
+  PROPERTIES[k] = parts[1] and (',"properties":{' .. table.concat(parts, ",") .. "}") or ""
 end
 
 local function record(ctx)
   local u = ctx.usage and ctx.usage:finish() or { complete = false }
   if config.extract then u = config.extract(u, ctx) or u end
   local started = ngx.req.start_time()
-  local now = ngx.now()
   local p = config.provider
   if type(p) == "function" then p = p() end
-  local f = { customer = ctx.customer, event_type = config.event_type_json, model = ctx.model or u.model,
-    provider = p or u.provider, input = u.input_tokens, output = u.output_tokens,
-    latency_ms = floor((now - started) * 1000), t = started, key = state.recorder:new_key(), cost = u.cost_cents,
-    properties = properties(u.stream, not u.complete, u.input_tokens == nil) }
-  local tag = state.decisions:account(ctx.limits, ctx.admits, u, started)
-  if state.recorder:record_json(event.json(f), tag) then
+  local input, output = u.input_tokens, u.output_tokens
+  local flags = (u.stream and 1 or 0) + (u.complete and 0 or 2) + (input == nil and 4 or 0)
+  local json = event.json(ctx.customer, config.event_type_json, state.recorder:new_key(), started,
+    floor((ngx.now() - started) * 1000), ctx.model or u.model, p or u.provider, input, output, u.cost_cents,
+    PROPERTIES[flags])
+  local limits = ctx.limits
+  local tag = limits and limits[1] and state.decisions:account(limits, ctx.admits, u, started) or nil
+  if state.recorder:record_json(json, tag) then
     local c = state.counters
     if u.complete then
       c.incr("gw:answers:complete", 1)
     else
       c.incr("gw:answers:incomplete", 1)
-      c.incr("gw:incomplete_tokens", (u.input_tokens or 0) + (u.output_tokens or 0))
+      c.incr("gw:incomplete_tokens", (input or 0) + (output or 0))
     end
   end
 end
@@ -368,7 +367,7 @@ end
 -- the status of the answer (a location without an upstream).
 local function served_status()
   local us = ngx.var.upstream_status
-  if us then return tonumber(us:match("(%d+)%D*$")) or 0 end
+  if us then return tonumber(us) or tonumber(us:match("(%d+)%D*$")) or 0 end
   return ngx.status
 end
 

@@ -41,7 +41,7 @@ local OPTION_TYPES = {
   max_queued = "number", concurrency = "number", backoff = "number", max_backoff = "number",
   max_retry_after = "number", timeout = "number", shutdown_timeout = "number", log_interval = "number",
   prefix = "string", log = "function", dead_letter = "function",
-  on_delivered = "function", clock = "function",
+  on_delivered = "function", on_failure = "function", clock = "function",
 }
 
 local function raise(msg) error("limitry.recorder: " .. msg, 3) end
@@ -256,7 +256,7 @@ function Recorder:_settle(b, jsons, tags, res, err, raised, seconds)
       local ev = limitry.decode(jsons[1])
       self:_log("dead", "error", "dropped an event Limitry will not take (" .. tostring(reason) .. "); customer "
         .. tostring(type(ev) == "table" and ev.customerId))
-      if self.dead_letter then pcall(self.dead_letter, jsons[1], reason) end
+      if self.dead_letter then pcall(self.dead_letter, jsons[1], reason, tags[1]) end
       return "done"
     end
     self.queue:split(b)
@@ -277,6 +277,7 @@ function Recorder:_settle(b, jsons, tags, res, err, raised, seconds)
   end
   self.backoff_until = self.clock() + delay
   if self.dict then self.dict:safe_set(self.prefix .. "backoff", self.backoff_until) end
+  if self.on_failure then pcall(self.on_failure, err or raised, n) end
   local hint = (err and err.name == "AuthenticationError") and " (check the API key)" or ""
   self:_log("retry", "warn", string.format("could not deliver %d events, retrying in %.1f s: %s%s", n, delay,
     err and err.msg or "unknown error", hint))
@@ -292,10 +293,13 @@ end
 
 local BATCH_OPTIONS = { idempotent = true } -- every event carries its key: a resend counts once
 
+-- Whether a batch should go out now: a failed batch waits to be sent again, or the events not yet
+-- taken (those in batches out for delivery do not count) fill a batch or have waited flush_interval.
 local function due(self, now)
-  local depth = self.queue:depth()
-  if depth == 0 then return false end
-  return depth >= self.batch_size or now - self.last_flush >= self.flush_interval or self.queue:has_pending()
+  if self.queue:has_pending() then return true end
+  local waiting = self.queue:waiting()
+  if waiting == 0 then return false end
+  return waiting >= self.batch_size or now - self.last_flush >= self.flush_interval
 end
 
 -- Plain hosts ----------------------------------------------------------------------------------

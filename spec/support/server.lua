@@ -36,8 +36,10 @@ function M.start(opts)
   return info
 end
 
+-- Returns once nginx's processes have exited (not waiting for init to reap the master: the specs
+-- stop many servers, and only `limitry-local stop` promises that).
 function M.stop(info)
-  if info then local_server.stop(info.dir) end
+  if info then local_server.stop(info.dir, { reap_wait = 0 }) end
 end
 
 -- Raw HTTP helpers (luasocket), independent of the client under test.

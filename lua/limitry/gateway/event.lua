@@ -4,7 +4,7 @@
 -- gateway itself (ids checked in the access phase: no control characters, at most 256 bytes).
 local M = {}
 
-local format, floor, find, gsub, concat = string.format, math.floor, string.find, string.gsub, table.concat
+local format, floor, find, gsub = string.format, math.floor, string.find, string.gsub
 
 -- A JSON string of s, which holds no control characters.
 local function q(s)
@@ -22,25 +22,14 @@ function M.timestamp(t)
   return format("%s.%03dZ", last_prefix, floor((t - sec) * 1000))
 end
 
--- f: customer, event_type (already quoted), model, provider, input, output, latency_ms, t, key,
--- cost, properties (a table of strings, or nil).
-function M.json(f)
-  local parts = { '{"customerId":', q(f.customer), ',"eventType":', f.event_type, ',"idempotencyKey":', q(f.key),
-    ',"timestamp":"', M.timestamp(f.t), '","latencyMs":', format("%d", f.latency_ms) }
-  local n = #parts
-  if f.model then parts[n + 1], parts[n + 2], n = ',"model":', q(f.model), n + 2 end
-  if f.provider then parts[n + 1], parts[n + 2], n = ',"provider":', q(f.provider), n + 2 end
-  if f.input then parts[n + 1], parts[n + 2], n = ',"inputTokens":', format("%d", f.input), n + 2 end
-  if f.output then parts[n + 1], parts[n + 2], n = ',"outputTokens":', format("%d", f.output), n + 2 end
-  if f.cost then parts[n + 1], parts[n + 2], n = ',"costCents":', format("%.17g", f.cost), n + 2 end
-  if f.properties then
-    local props = {}
-    for k, v in pairs(f.properties) do props[#props + 1] = q(k) .. ":" .. q(v) end
-    if props[1] then parts[n + 1], parts[n + 2], n = ',"properties":{', concat(props, ","), n + 2 end
-    if props[1] then parts[n + 1], n = "}", n + 1 end
-  end
-  parts[n + 1] = "}"
-  return concat(parts)
+-- The event's JSON text. event_type: already quoted (json string); properties: already written
+-- (`,"properties":{...}`) or "". model, provider, input, output, cost: nil when unknown.
+function M.json(customer, event_type, key, t, latency_ms, model, provider, input, output, cost, properties)
+  return format('{"customerId":%s,"eventType":%s,"idempotencyKey":%s,"timestamp":"%s","latencyMs":%d%s%s%s%s%s%s}',
+    q(customer), event_type, q(key), M.timestamp(t), latency_ms,
+    model and ',"model":' .. q(model) or "", provider and ',"provider":' .. q(provider) or "",
+    input and format(',"inputTokens":%d', input) or "", output and format(',"outputTokens":%d', output) or "",
+    cost and format(',"costCents":%.17g', cost) or "", properties)
 end
 
 return M

@@ -8,7 +8,7 @@
 --
 --   local x = usage.new(content_type)   -- "text/event-stream" reads SSE, anything else JSON
 --   x:feed(chunk) ... ; local u = x:finish()
---   u = { input_tokens, output_tokens, model, provider, stream = bool, complete = bool }
+--   u = { input_tokens, output_tokens, model, provider, stream = bool, complete = bool } (the extractor itself)
 -- `complete` is false when the answer ended before its last event (a client or upstream that hung up
 -- mid-stream): the counts are what was seen.
 local limitry = require "limitry"
@@ -91,9 +91,11 @@ end
 
 local function feed_sse(self, chunk)
   local buf = self.line ~= "" and self.line .. chunk or chunk
-  -- The common chunk (text deltas) holds no usage object and no end marker: it only moves the
-  -- partial line on.
-  local interesting = usage_object(buf) or find(buf, "[DONE]", 1, true) or find(buf, "message_stop", 1, true)
+  -- The common chunk (text deltas) holds neither: it only moves the partial line on.
+  -- The end markers come after the usage (OpenAI's [DONE], Anthropic's message_stop), in short
+  -- events of their own: looked for once usage was seen, or in a short chunk.
+  local interesting = usage_object(buf)
+    or ((self.input or #buf < 128) and (find(buf, "[DONE]", 1, true) or find(buf, "message_stop", 1, true)))
     or (not self.model and find(buf, "model", 1, true))
   if not interesting then
     if sub(buf, -1) == "\n" then
@@ -177,8 +179,8 @@ function Extractor:finish()
     end
     if not self.model then self.model = model_in(self.head or "") end
   end
-  return { input_tokens = self.input, output_tokens = self.output, model = self.model, provider = self.provider,
-    stream = self.sse, complete = self.complete }
+  self.input_tokens, self.output_tokens, self.stream = self.input, self.output, self.sse == true
+  return self
 end
 
 return M

@@ -90,6 +90,9 @@ end
 
 function Queue:depth() return self.tail - self.head + 1 + self.held end
 
+-- Items not yet taken into a batch.
+function Queue:waiting() return self.tail - self.head + 1 end
+
 -- Appends an item: true, or nil and why.
 function Queue:push(item)
   if self:depth() >= self.max then return nil, "full" end

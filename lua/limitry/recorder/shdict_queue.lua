@@ -57,6 +57,9 @@ function Queue:depth()
   return (self.dict:llen(self.k_list) or 0) + (self.dict:get(self.k_held) or 0)
 end
 
+-- Items not yet taken into a batch.
+function Queue:waiting() return self.dict:llen(self.k_list) or 0 end
+
 function Queue:push(item)
   local dict = self.dict
   if self.max then

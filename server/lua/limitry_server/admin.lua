@@ -2,9 +2,11 @@
 -- append-only log (DATA/config.jsonl, one JSON line per change, fsync'd before the answer, as
 -- events are), replayed on start so a kill -9 loses nothing that was acknowledged.
 local cjson = require "cjson.safe"
-local store = require "limitry_server.store"
+local log = require "limitry_server.log"
 local encode = require "limitry_server.encode"
 local time = require "limitry_server.time"
+local text = require "limitry_server.text"
+local valid_utf8, excerpt = text.valid_utf8, text.excerpt
 
 local M = {}
 
@@ -44,8 +46,11 @@ local function remove(kind, id)
   end
 end
 
+M.version = 0 -- changes with every quota, alert or rate-limit change applied
+
 -- One log line -> state. Returns true when the line was understood.
 local function apply(rec)
+  M.version = M.version + 1
   local kind = rec.t
   if KINDS[kind] and type(rec.v) == "table" and type(rec.v.id) == "string" then
     put(kind, rec.v)
@@ -64,7 +69,7 @@ end
 
 function M.open(path)
   local loaded, skipped
-  append_line, loaded, skipped = store.open_log(path, apply)
+  append_line, loaded, skipped = log.open(path, apply)
   return loaded, skipped
 end
 
@@ -100,9 +105,11 @@ local function check_filters(f)
     n = n + 1
     if n > M.MAX_FILTERS then return nil, "dimensionFilters may hold at most " .. M.MAX_FILTERS .. " entries" end
     if k == "" or #k > 128 then return nil, "dimensionFilters: names must be 1 to 128 characters" end
+    if not valid_utf8(k) then return nil, "dimensionFilters: names must be valid UTF-8" end
     if type(v) ~= "string" or v == "" or #v > 1024 then
       return nil, "dimensionFilters." .. k .. " must be a non-empty string of at most 1024 bytes"
     end
+    if not valid_utf8(v) then return nil, "dimensionFilters." .. k .. " must be valid UTF-8" end
   end
   return true
 end
@@ -146,6 +153,7 @@ local function name_check(v)
   if type(v) ~= "string" or v == "" or #v > M.MAX_NAME then
     return nil, "name must be a non-empty string of at most " .. M.MAX_NAME .. " bytes"
   end
+  if not valid_utf8(v) then return nil, "name must be valid UTF-8" end
   return true
 end
 FIELDS.quota.name, FIELDS.rateLimit.name = name_check, name_check
@@ -157,7 +165,7 @@ local function validate(kind, body, partial)
   local fields, out = FIELDS[kind], {}
   for k, v in pairs(body) do
     if type(k) ~= "string" or k == "required" or not fields[k] then
-      return nil, "unknown field '" .. tostring(k):sub(1, 64) .. "'"
+      return nil, "unknown field '" .. excerpt(k, 64) .. "'"
     end
     if v ~= cjson.null then
       local ok, msg = fields[k](v)

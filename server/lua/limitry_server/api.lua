@@ -1,6 +1,7 @@
 -- HTTP handlers of the local Limitry-compatible server (runs inside nginx's Lua module).
 local cjson = require "cjson.safe"
 local store = require "limitry_server.store"
+local event = require "limitry_server.event"
 local query = require "limitry_server.query"
 local time = require "limitry_server.time"
 local faults = require "limitry_server.faults"
@@ -8,6 +9,8 @@ local encode = require "limitry_server.encode"
 local admin = require "limitry_server.admin"
 local limits = require "limitry_server.limits"
 local standin = require "limitry_server.standin"
+local text = require "limitry_server.text"
+local valid_utf8, excerpt = text.valid_utf8, text.excerpt
 
 local M = {}
 local config
@@ -24,11 +27,12 @@ end
 
 local function fail(status, message) return reply(status, { error = message }) end
 
-local function load_sample()
+-- The deterministic sample data, as one batch for the store.
+local function sample_batch()
   local sample = require "limitry_server.sample"
   local batch = {}
   for _, ev in ipairs(sample.events()) do batch[#batch + 1] = { ev, (time.parse(ev.timestamp)) } end
-  assert(store.append(batch))
+  return batch
 end
 
 function M.init(conf)
@@ -37,14 +41,10 @@ function M.init(conf)
   cjson.encode_number_precision(14)
   -- cjson would take 0x10, Infinity and NaN as numbers: none of them is JSON.
   cjson.decode_invalid_numbers(false)
-  local path = conf.data_dir .. "/events.jsonl"
-  local existed = io.open(path, "rb")
-  if existed then existed:close() end
-  local loaded, skipped = store.open(path)
-  if not existed and conf.sample then load_sample() end
-  ngx.log(ngx.NOTICE, "limitry-local: ", store.count, " events (", loaded, " loaded, ", skipped, " unreadable lines skipped)")
-  loaded, skipped = admin.open(conf.data_dir .. "/config.jsonl")
+  ngx.log(ngx.NOTICE, "limitry-local: ", store.open(conf.data_dir, conf.sample and sample_batch))
+  local loaded, skipped = admin.open(conf.data_dir .. "/config.jsonl")
   ngx.log(ngx.NOTICE, "limitry-local: ", loaded, " quota/alert/rate-limit changes replayed, ", skipped, " skipped")
+  limits.warm(ngx.now())
 end
 
 -- The API key a request carries, or nil.
@@ -76,6 +76,7 @@ local function parse_range(args)
     local v = args[name]
     if v == nil or v == true or v == "" then return nil, name .. " is required" end
     if type(v) ~= "string" then return nil, name .. " must be given once" end
+    if not valid_utf8(v) then return nil, name .. " must be valid UTF-8" end
     local t = time.parse(v)
     if not t then return nil, "Invalid " .. name .. " '" .. v .. "': expected an ISO 8601 date-time such as 2024-01-01T00:00:00Z" end
     q[name] = t
@@ -86,6 +87,7 @@ local function parse_range(args)
     local v = args[name]
     if v ~= nil then
       if type(v) ~= "string" then return nil, name .. " must be a single string" end
+      if not valid_utf8(v) then return nil, name .. " must be valid UTF-8" end
       if v ~= "" then q[name] = v end
     end
   end
@@ -96,7 +98,7 @@ local function one_of(args, name, allowed)
   local v = args[name]
   if v == nil or v == true or v == "" then return nil, name .. " is required (one of " .. table.concat(allowed, ", ") .. ")" end
   for _, a in ipairs(allowed) do if v == a then return v end end
-  return nil, "Invalid " .. name .. " '" .. tostring(type(v) == "table" and v[1] or v) .. "': must be one of " .. table.concat(allowed, ", ")
+  return nil, "Invalid " .. name .. " '" .. excerpt(type(v) == "table" and v[1] or v, 64) .. "': must be one of " .. table.concat(allowed, ", ")
 end
 
 local function usage(kind, chunks)
@@ -153,7 +155,7 @@ local function read_json()
   if not raw or raw == "" then return nil, "Request body is required (JSON)" end
   local doc, derr = cjson.decode(raw)
   if doc == nil then return nil, "Request body is not valid JSON: " .. tostring(derr) end
-  return doc
+  return doc, nil, raw
 end
 
 local function json_reply(status, t, headers) return reply(status, encode.json(t), headers) end
@@ -169,7 +171,7 @@ local function store_events(accepted, now)
 end
 
 local function ingest(batch_mode)
-  local doc, jerr = read_json()
+  local doc, jerr, raw = read_json()
   if doc == nil then return fail(400, jerr) end
   local list
   if batch_mode then
@@ -182,8 +184,9 @@ local function ingest(batch_mode)
   end
   local now = clock()
   local accepted, results, keys = {}, {}, {}
+  local text_ok = event.text_ok(raw)
   for i, ev in ipairs(list) do
-    local norm, msg, ts = store.normalize(ev, now)
+    local norm, msg, ts = event.normalize(ev, now, text_ok)
     if not norm then return fail(400, (batch_mode and ("events[" .. i .. "]: ") or "") .. msg) end
     local key = norm.idempotencyKey
     local old = store.by_key(key) or (key and keys[key])
@@ -198,9 +201,7 @@ local function ingest(batch_mode)
   if #accepted > 0 and not store_events(accepted, now) then return fail(500, "Could not store events") end
   -- Ids are given by the append: fill them in now.
   for _, r in ipairs(results) do r.id, r.ev = r.ev.id, nil end
-  if batch_mode then
-    return json_reply(201, { count = #list, recorded = #accepted, duplicates = #list - #accepted, results = results })
-  end
+  if batch_mode then return reply(201, encode.batch_result(#list, #accepted, results)) end
   return json_reply(results[1].status == "duplicate" and 200 or 201, results[1])
 end
 
@@ -213,7 +214,7 @@ local function decode_cursor(c)
   b = b .. string.rep("=", (4 - #b % 4) % 4)
   local raw = ngx.decode_base64(b)
   local n = raw and tonumber(raw:match("^seq:(%d+)$"))
-  if not n or n < 1 or n > store.count + 1 then return nil end
+  if not n or n < 1 or n > store.max_seq + 1 then return nil end
   return n
 end
 
@@ -224,6 +225,7 @@ local function list_events()
     local v = args[name]
     if v ~= nil then
       if type(v) ~= "string" then return fail(400, name .. " must be a single string") end
+      if not valid_utf8(v) then return fail(400, name .. " must be valid UTF-8") end
       if v ~= "" then f[name] = v end
     end
   end
@@ -232,25 +234,13 @@ local function list_events()
     limit = type(args.limit) == "string" and args.limit:match("^%d+$") and tonumber(args.limit)
     if not limit or limit < 1 or limit > 100 then return fail(400, "limit must be an integer from 1 to 100") end
   end
-  local from = store.count
+  local from = store.max_seq
   if args.cursor ~= nil and args.cursor ~= "" then
     local n = decode_cursor(args.cursor)
     if not n then return fail(400, "Invalid cursor: pass nextCursor from a previous page unchanged") end
     from = n - 1
   end
-  local events, fc, fe, fm = store.events, f.customerId, f.eventType, f.model
-  local data, last, more = {}, nil, false
-  for i = from, 1, -1 do
-    local ev = events[i]
-    if (fc == nil or ev.customerId == fc) and (fe == nil or ev.eventType == fe) and (fm == nil or ev.model == fm) then
-      if #data == limit then
-        more = true
-        break
-      end
-      data[#data + 1] = store.encode_line(ev)
-      last = i
-    end
-  end
+  local data, last, more = store.list(f, from, limit)
   return reply(200, '{"data":[' .. table.concat(data, ",") .. '],"nextCursor":'
     .. (more and ('"' .. encode_cursor(last) .. '"') or "null") .. ',"hasMore":' .. tostring(more) .. "}")
 end
@@ -270,10 +260,10 @@ local function rate_headers(d, now)
 end
 
 local function track()
-  local doc, jerr = read_json()
+  local doc, jerr, raw = read_json()
   if doc == nil then return fail(400, jerr) end
   local now = clock()
-  local ev, msg, ts = store.normalize(doc, now)
+  local ev, msg, ts = event.normalize(doc, now, event.text_ok(raw))
   if not ev then return fail(400, msg) end
   -- A replay of an event already stored returns its id and today's statuses, counting nothing.
   local old = store.by_key(ev.idempotencyKey)
@@ -300,8 +290,10 @@ local function check(which)
   local dims = {}
   for k, v in pairs(doc) do
     if type(k) ~= "string" or (type(v) ~= "string" and v ~= cjson.null) then
-      return fail(400, "dimension " .. tostring(k):sub(1, 64) .. " must be a string")
+      return fail(400, "dimension " .. excerpt(k, 64) .. " must be a string")
     end
+    if not valid_utf8(k) then return fail(400, "dimension names must be valid UTF-8") end
+    if v ~= cjson.null and not valid_utf8(v) then return fail(400, "dimension " .. excerpt(k, 64) .. " must be valid UTF-8") end
     if v ~= cjson.null then dims[k] = v end
   end
   local now = clock()
@@ -310,7 +302,7 @@ local function check(which)
 end
 
 local NOUN = { quota = "Quota", alert = "Quota alert", rateLimit = "Rate limit" }
-local function not_found(kind, id) return fail(404, NOUN[kind] .. " '" .. id:sub(1, 256) .. "' not found") end
+local function not_found(kind, id) return fail(404, NOUN[kind] .. " '" .. excerpt(id, 256) .. "' not found") end
 
 -- CRUD over admin records: op is list, create, get, update or delete.
 local function crud(kind, op, id, extra)
@@ -346,6 +338,8 @@ local function crud(kind, op, id, extra)
     end
     return fail(status, err)
   end
+  -- The new limit's usage now, not at the first decision that needs it.
+  limits.warm(clock(), kind, rec)
   return json_reply(op == "create" and 201 or 200, rec)
 end
 
@@ -466,7 +460,7 @@ function M.handle()
   end
   if uri == "/healthz" then return reply(200, { ok = true, events = store.count }) end
   local r, params = route_for((ngx.var.request_uri or uri):match("^[^?]*"))
-  if not r then return fail(404, "Not found: " .. uri) end
+  if not r then return fail(404, "Not found: " .. excerpt(uri, 1024)) end
   local method = ngx.req.get_method()
   local entry = r[2][method]
   if not entry then
@@ -478,6 +472,9 @@ function M.handle()
   end
   local ok, status, message = authenticate(entry[1])
   if not ok then return fail(status, message) end
+  for _, p in ipairs(params) do
+    if not valid_utf8(p) then return fail(400, "Path ids must be valid UTF-8 once percent-decoded") end
+  end
   if config.delay_ms and entry[1] == "read" then ngx.sleep(config.delay_ms / 1000) end
   return entry[2](params, opts)
 end

@@ -1,78 +1,179 @@
--- Aggregations over the event store: one linear scan over the columns per request, summing into
--- plain tables keyed by group (this is the server's hottest loop: 90 days hourly is 2,160 groups).
+-- Aggregations over the event store. A half-open range [start, end) is cut into pieces: whole days
+-- from the day rollups, whole hours from the hour rollups, whole minutes from the minute rollups,
+-- and only the partial minutes at its two ends from the raw rows (the covering index on ts). Each
+-- piece is one SQL aggregate; the pieces are summed here. A query without filters reads the total
+-- tables (a row per day, hour or minute); one with a customer reads that customer's rows (an index
+-- on customer, t); others read every group's rows of the range. So a query reads rollup rows of
+-- the range's days (or hours for an hourly series), two days' hours and two hours' minutes, plus
+-- two partial minutes of events, however many events are stored; and every event counts exactly
+-- once: a rollup row holds the events with t <= ts < t + size (store.floor_to), and the pieces'
+-- bounds are exact multiples of their size.
 local store = require "limitry_server.store"
 local time = require "limitry_server.time"
 
+local floor = math.floor
+local floor_to = store.floor_to
+
 local M = {}
 
-local GROUP_COLUMN = { model = "model", customer_id = "customerId", event_type = "eventType", provider = "provider" }
 M.GROUP_BY = { "model", "customer_id", "event_type", "provider" }
 M.INTERVALS = { "hour", "day", "week" }
 local BUCKET_SECONDS = { hour = 3600, day = 86400, week = 7 * 86400 }
+local GROUP_COLUMN = { model = "model", customer_id = "customer", event_type = "etype", provider = "provider" }
+-- Filters a query may carry (the usage calls' three, and provider for quota and rate-limit filters).
+local FILTER_COLUMN = { { "customerId", "customer" }, { "eventType", "etype" }, { "model", "model" }, { "provider", "provider" } }
 
--- Sums the five metrics of the events in [q.start, q["end"]) that match q's filters, grouped by
--- `by`: nil (one group), a column (its value; false where absent) or { base, size } (the time bucket
--- numbered from base). The grouping is a branch, not a function argument: one call site calling
--- three different functions defeats LuaJIT's trace compiler (hourly series 2x slower).
--- Returns the metrics tables by group key and the keys in first-seen order.
-local function aggregate(q, by_column, base, size)
-  local c = store.cols
-  local ts, cust, etype, model = c.ts, c.customerId, c.eventType, c.model
-  local tin, tout, ttot, tcost = c.inputTokens, c.outputTokens, c.totalTokens, c.costCents
-  local s, e = q.start, q["end"]
-  local fc, fe, fm = q.customerId, q.eventType, q.model
-  local floor = math.floor
-  local ev, sin, sout, stot, scost, keys = {}, {}, {}, {}, {}, {}
-  for i = 1, store.count do
-    local t = ts[i]
-    if t >= s and t < e
-      and (fc == nil or cust[i] == fc)
-      and (fe == nil or etype[i] == fe)
-      and (fm == nil or model[i] == fm) then
-      local k
-      if by_column then
-        k = by_column[i]
-      elseif size then
-        k = floor((t - base) / size)
-      else
-        k = 1
-      end
-      local n = ev[k]
-      if not n then
-        n, sin[k], sout[k], stot[k], scost[k] = 0, 0, 0, 0, 0
-        keys[#keys + 1] = k
-      end
-      ev[k] = n + 1
-      sin[k] = sin[k] + tin[i]
-      sout[k] = sout[k] + tout[i]
-      stot[k] = stot[k] + ttot[i]
-      scost[k] = scost[k] + tcost[i]
+local function ceil_to(x, size)
+  local m = floor_to(x, size)
+  if m < x then m = m + size end
+  return m
+end
+
+-- The pieces of [s, e) as { size or false (raw rows), a, b }, using rollups no larger than max_size.
+local function pieces(s, e, max_size)
+  local out = {}
+  local levels = store.LEVELS
+  local function split(a, b, li)
+    if a >= b then return end
+    local size = levels[li]
+    if not size then
+      out[#out + 1] = { false, a, b }
+      return
     end
+    if size > max_size then return split(a, b, li + 1) end
+    local A, B = ceil_to(a, size), floor_to(b, size)
+    if A < B then
+      split(a, A, li + 1)
+      out[#out + 1] = { size, A, B }
+      split(B, b, li + 1)
+    elseif A == B then
+      -- One boundary inside: cut there, so no raw piece ever spans two minutes (nor two buckets).
+      split(a, A, li + 1)
+      split(A, b, li + 1)
+    else
+      split(a, b, li + 1)
+    end
+  end
+  split(s, e, 1)
+  return out
+end
+M.pieces = pieces
+
+-- SQL of one piece: the group column's value (or NULL), then count, input, output and cost sums.
+-- `extra` is raw-only SQL (a property filter) and `extra_params` its parameters.
+local sql_cache = {}
+local function piece_sql(size, group, filters, extra)
+  local key = tostring(size) .. "|" .. (group or "") .. "|" .. filters .. "|" .. (extra or "")
+  local sql = sql_cache[key]
+  if sql then return sql end
+  local g = group and (group == "t" and (size and "t" or "NULL") or group) or "NULL"
+  if size then
+    -- Without a filter or a group column, the totals: one row per minute, hour or day.
+    local tbl = (filters == "" and (group == nil or group == "t")) and store.TOTAL[size] or store.ROLLUP[size]
+    sql = "SELECT " .. g .. ", total(n), total(inp), total(outp), total(cost) FROM " .. tbl
+      .. " WHERE t >= ? AND t < ?" .. filters
+  else
+    sql = "SELECT " .. g .. ", count(*), total(inp), total(outp), total(cost) FROM events"
+      .. " WHERE ts >= ? AND ts < ?" .. filters .. (extra or "")
+  end
+  if group and (group ~= "t" or size) then sql = sql .. " GROUP BY " .. g end
+  sql_cache[key] = sql
+  return sql
+end
+
+-- Sums the five metrics of the events in [q.start, q["end"]) matching q's filters, grouped by
+-- `group`: nil (one group), a column name, or "t" (time buckets of `size` seconds numbered from
+-- `base`). Returns the metrics by group key (false: the attribute is absent) and the keys.
+-- q.extra, q.extra_params: a filter the rollups cannot answer (SQL on the events: string properties),
+-- applied to the raw rows of the whole range. raw_cost: the cost sums as summed, not rounded.
+local function aggregate(q, group, base, size, raw_cost)
+  local db = store.db()
+  local filters, fparams = {}, {}
+  for _, f in ipairs(FILTER_COLUMN) do
+    local v = q[f[1]]
+    if v ~= nil then
+      filters[#filters + 1] = " AND " .. f[2] .. " = ?"
+      fparams[#fparams + 1] = v
+    end
+  end
+  filters = table.concat(filters)
+  local list
+  if q.extra then
+    list = { { false, q.start, q["end"] } }
+  else
+    list = pieces(q.start, q["end"], size or math.huge)
+  end
+  local ev, sin, sout, scost, keys = {}, {}, {}, {}, {}
+  local params = {}
+  for _, piece in ipairs(list) do
+    local psize, a, b = piece[1], piece[2], piece[3]
+    local st = db:prepare(piece_sql(psize, group, filters, q.extra))
+    params[1], params[2] = a, b
+    local n = 2
+    for i = 1, #fparams do params[n + i] = fparams[i] end
+    n = n + #fparams
+    if q.extra_params and not psize then
+      for i = 1, #q.extra_params do params[n + i] = q.extra_params[i] end
+      n = n + #q.extra_params
+    end
+    st:bind_all(params, n)
+    while st:step() do
+      local count = st:double(1)
+      if count > 0 then
+        local k
+        if group == "t" then
+          -- A rollup row's own start, or a raw piece's (it lies within one bucket).
+          local t = psize and st:double(0) or a
+          k = floor((t - base) / size)
+          if base + k * size > t then k = k - 1 elseif base + (k + 1) * size <= t then k = k + 1 end
+        elseif group then
+          k = st:text(0)
+          if k == nil or k == "" then k = false end
+        else
+          k = 1
+        end
+        local c = ev[k]
+        if not c then
+          c, sin[k], sout[k], scost[k] = 0, 0, 0, 0
+          keys[#keys + 1] = k
+        end
+        ev[k] = c + count
+        sin[k] = sin[k] + st:double(2)
+        sout[k] = sout[k] + st:double(3)
+        scost[k] = scost[k] + st:double(4)
+      end
+    end
+    st:reset()
   end
   local groups = {}
   for _, k in ipairs(keys) do
     local cost = scost[k]
     -- Float sums drift (0.1 + 0.2): costs are reported to a millionth of a cent. Past 2^53 / 1e6
     -- a double has no millionths left to round (and cost * 1e6 could overflow).
-    if cost < 9e9 then cost = floor(cost * 1e6 + 0.5) / 1e6 end
+    if not raw_cost and cost < 9e9 then cost = floor(cost * 1e6 + 0.5) / 1e6 end
     groups[k] = {
-      totalEvents = ev[k], totalInputTokens = sin[k], totalOutputTokens = sout[k], totalTokens = stot[k],
+      totalEvents = ev[k], totalInputTokens = sin[k], totalOutputTokens = sout[k], totalTokens = sin[k] + sout[k],
       totalCostCents = cost,
     }
   end
   return groups, keys
 end
+M.aggregate = aggregate
+
+local EMPTY = { totalEvents = 0, totalTokens = 0, totalInputTokens = 0, totalOutputTokens = 0, totalCostCents = 0 }
 
 function M.summary(q)
   local groups = aggregate(q)
-  return groups[1] or { totalEvents = 0, totalTokens = 0, totalInputTokens = 0, totalOutputTokens = 0, totalCostCents = 0 }
+  if groups[1] then return groups[1] end
+  local m = {}
+  for k, v in pairs(EMPTY) do m[k] = v end
+  return m
 end
 
 -- Rows sorted by cost, then events, then dimension, so the order is stable; events lacking the
 -- attribute form one row whose dimension is `null_value`.
 function M.breakdown(q, group_by, null_value)
-  local col = store.cols[GROUP_COLUMN[group_by]]
-  local groups, keys = aggregate(q, col)
+  local groups, keys = aggregate(q, GROUP_COLUMN[group_by])
   local rows = {}
   for n, k in ipairs(keys) do
     local m = groups[k]
@@ -89,12 +190,11 @@ end
 
 local labels = {} -- bucket start -> ISO label; bounded by the buckets ever asked for
 
--- Only non-empty buckets, in time order. Buckets are numbered from the one holding the range
--- start, so the per-event work is one subtraction and one division.
+-- Only non-empty buckets, in time order. Buckets are numbered from the one holding the range start.
 function M.timeseries(q, interval)
   local size = BUCKET_SECONDS[interval]
   local base = time.bucket(q.start, interval)
-  local groups, keys = aggregate(q, nil, base, size)
+  local groups, keys = aggregate(q, "t", base, size)
   table.sort(keys)
   local data = {}
   for n, k in ipairs(keys) do
