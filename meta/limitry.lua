@@ -1,6 +1,6 @@
 ---@meta
 -- Type stubs for lua-language-server: add this folder to "Lua.workspace.library".
--- They describe the API in README.md; nothing here runs.
+-- They describe the API in docs/api.md; nothing here runs.
 
 ---@class limitry.Metrics
 ---@field totalEvents integer

@@ -15,7 +15,7 @@
  * stays in glibc's per-thread cache when libcurl frees it after each transfer, whereas its
  * default 16 KiB buffer, freed next to the top of the heap, lets glibc give the top back to the
  * system and fault it in again on the next transfer (measured: 0.35 page faults per async call
- * at 64 in flight, 0.01 with this size; README, Performance). 1024 is libcurl's minimum. */
+ * at 64 in flight, 0.01 with this size; docs/performance.md). 1024 is libcurl's minimum. */
 #define SMALL_BUFFER_BYTES 1024L
 #define KEEP_BUFFER_BYTES (256 * 1024)
 /* CURLOPT_CURLU as set_url uses it: libcurl treats the handle as read-only from 7.65 on */
@@ -411,8 +411,8 @@ void lm_transfer_setup(lua_State *L, lm_handle *h, int idx, const void *tag)
 
 /* Sets the URL of the next transfers. Given a plain CURLOPT_URL, libcurl parses the URL again
  * and prints it back into a normalized copy at the start of every transfer, a byte at a time
- * (about 18,000 instructions a call on a 100-byte URL, 17% of a keep-alive call; README,
- * Performance); given a URL handle (CURLOPT_CURLU, which overrides CURLOPT_URL) parsed here once,
+ * (about 18,000 instructions a call on a 100-byte URL, 17% of a keep-alive call;
+ * docs/performance.md); given a URL handle (CURLOPT_CURLU, which overrides CURLOPT_URL) parsed here once,
  * it copies the parts (also when it sends a request again on a new connection). CURLOPT_URL is
  * set too, to the same text: libcurl keeps that text as the transfer's URL
  * (CURLINFO_EFFECTIVE_URL, its own messages), which must not name an earlier one. Only an
