@@ -1,10 +1,10 @@
 -- The async call: what every start_* returns (limitry.AsyncCall in the stubs), on every transport.
---   req:done()      true once finished or cancelled
---   req:result()    res, msg, err once done; nil, "pending" before
---   req:cancel()    stops it; its callback is not called; its result becomes LimitryError "cancelled"
---   req:wait()      blocks (the multi handle: polling the client; nginx: this request's coroutine
---                   only) until done
---   req:await()     inside a coroutine, yields to the host's scheduler between polls
+--   async:done()     true once finished or cancelled
+--   async:result()   res, msg, err once done; nil, "pending" before
+--   async:cancel()   stops it; its callback is not called; its result becomes LimitryError "cancelled"
+--   async:wait()     blocks until done (the multi handle: polling the client; nginx: only the
+--                    coroutine of the nginx request that waits)
+--   async:await()    inside a coroutine, yields to the host's scheduler between polls
 -- The call runs its lifecycle (limitry.call.run) in the background: on the multi handle, whose
 -- driver runs it with each answer (limitry.transport.multi), or in an nginx light thread, on the
 -- cosocket or worker-thread transport.
@@ -87,22 +87,22 @@ end
 
 -- In an nginx light thread: the whole lifecycle, blocking only this thread. A raise (a set-up
 -- error) is kept and raised again by result() and wait(); the callback runs only on a result.
-local function in_thread(req, state)
-  local ok, res, msg, err = pcall(run, state, req.call, req.driver.transport, req)
-  if req.stage ~= "running" then return end
-  if ok then return req:complete(res, msg, err) end
-  req.raised, req.callback = res, nil
-  return req:complete(nil)
+local function in_thread(async, state)
+  local ok, res, msg, err = pcall(run, state, async.call, async.driver.transport, async)
+  if async.stage ~= "running" then return end
+  if ok then return async:complete(res, msg, err) end
+  async.raised, async.callback = res, nil
+  return async:complete(nil)
 end
 
 -- The `start` of a transport whose async calls run in nginx light threads (cosocket, worker_thread).
 function M.in_threads(t)
   local driver = { transport = t, pending = 0 }
   return function(client, state, call, callback)
-    local req = M.new(client, call, callback, driver, 0)
+    local async = M.new(client, call, callback, driver, 0)
     driver.pending = driver.pending + 1
-    req.thread = ngx.thread.spawn(in_thread, req, state)
-    return req
+    async.thread = ngx.thread.spawn(in_thread, async, state)
+    return async
   end
 end
 

@@ -104,15 +104,15 @@ local function log_attempt(log, secret, t, call, attempt, started, status, err, 
 end
 
 -- The one retry loop. Returns the result, or nil, msg, err, or PENDING while an async call goes
--- on. `req`: the async call this run belongs to (nil for a blocking call), which keeps the count
+-- on. `async`: the async call this run belongs to (nil for a blocking call), which keeps the count
 -- of attempts and the rest between runs; the arguments after it, when given, are the answer of
 -- its attempt that was in flight (headers is never nil in an answer or a failure).
-function M.run(state, call, t, req, status, headers, body, code, doc, h)
+function M.run(state, call, t, async, status, headers, body, code, doc, h)
   local log = state.client.log
   local attempt, sent, started, answered = 0, false, nil, false
-  if req then
-    attempt, answered = req.attempts, headers ~= nil
-    if log then started = req.started end
+  if async then
+    attempt, answered = async.attempts, headers ~= nil
+    if log then started = async.started end
   end
   local check = call.shape.check
   while true do
@@ -121,11 +121,11 @@ function M.run(state, call, t, req, status, headers, body, code, doc, h)
     else
       attempt = attempt + 1
       if log then started = now() end
-      status, headers, body, code, doc, h = t.send(state, call, req)
-      if req then
-        req.attempts = attempt
+      status, headers, body, code, doc, h = t.send(state, call, async)
+      if async then
+        async.attempts = attempt
         if status == false then -- the answer comes later: run is called again with it
-          if log then req.started = started end
+          if log then async.started = started end
           return PENDING
         end
       end
@@ -142,14 +142,14 @@ function M.run(state, call, t, req, status, headers, body, code, doc, h)
     end
     local delay = M.retry_delay(err, attempt, state.client, call.retry, t.KINDS)
     if log then log_attempt(log, state.key, t, call, attempt, started, err.status, err, delay) end
-    if req and req.sent then sent = true end -- an earlier run's attempt may have reached the server
+    if async and async.sent then sent = true end -- an earlier run's attempt may have reached the server
     if not delay then
       M.finish(state, err, attempt, sent, call)
       return nil, err.msg, err
     end
     sent = sent or err.sent
-    if req then req.sent = sent end
-    if t.sleep(delay, req) == false then return PENDING end -- run again when the retry is due
+    if async then async.sent = sent end
+    if t.sleep(delay, async) == false then return PENDING end -- run again when the retry is due
   end
 end
 

@@ -10,18 +10,20 @@
 -- client's private state (lua/limitry/init.lua: the key, the URLs, the header lines, the client and
 -- its option fields), where each transport keeps its own per-client things under its own names:
 --   t.name                 "curl", "multi", "cosocket" or "worker_thread" (the log entries' transport)
---   t.send(state, call, req)  one attempt of call ({ method, path, body, shape, retry, flags }):
---                          status, headers, body, code, decoded, handle for an answer (headers
---                          false: a 2xx JSON body decoded in C, `decoded`; handle:headers() has
---                          them), or nil, kind, message, code, sent for a failure (sent false: no
---                          byte of the request was written). A transport that answers later (multi)
---                          returns false and hands the answer to req:step() when it comes.
---   t.sleep(seconds, req)  waits before the next attempt (false: it will call req:step() when due)
+--   t.send(state, call, async)  one attempt of call ({ method, path, body, shape, retry, flags };
+--                          async: the async call it belongs to, or nil): status, headers, body,
+--                          code, decoded, handle for an answer (headers false: a 2xx JSON body
+--                          decoded in C, `decoded`; handle:headers() has them), or nil, kind,
+--                          message, code, sent for a failure (sent false: no byte of the request
+--                          was written). A transport that answers later (multi) returns false; its
+--                          driver runs call.run again with the answer when it comes.
+--   t.sleep(seconds, async)  waits before the next attempt (false: the driver runs call.run again
+--                          when it is due)
 --   t.KINDS                its failures' kinds: kind -> { error name, retried }
 --   t.close(state)         frees what it holds for this client (optional)
 --   t.start(client, state, call, callback, level)  starts an async call (start_*) and returns it
 --                          (limitry.async): on the multi handle, which drives it itself (and has
---                          poll(state, timeout) and cancel(req) too), or in an nginx light thread.
+--                          poll(state, timeout) and cancel(async) too), or in an nginx light thread.
 -- Configuration, change detection and refusals belong to each transport. The facade keeps the option
 -- fields listed in WATCH behind each client's metatable and calls changed(state) when one is
 -- assigned; the cosocket transport compares the fields it uses instead.

@@ -37,36 +37,36 @@ local function driver(state)
   return d
 end
 
--- Launches an attempt of c for req. Nothing changes before multi:add has succeeded (the idle
--- handle is taken off the list only then), so a raise there (an option libcurl refuses, out of
--- memory) leaves nothing behind that wait() would wait for. Returns true, or false and the error
+-- Launches an attempt of call c for the async call. Nothing changes before multi:add has
+-- succeeded (the idle handle is taken off the list only then), so a raise there (an option libcurl
+-- refuses, out of memory) leaves nothing behind that wait() would wait for. Returns true, or false and the error
 -- (its message without a position: add is called by pcall, and start_* names the caller's line).
-local function launch(state, d, c, req)
+local function launch(state, d, c, async)
   local free = d.free
   local n = #free
   local h = free[n] or core.new()
   local multi, path = d.multi, c.path
   if state.curl_path ~= path then state.curl_path, state.curl_url = path, state.url .. path end -- curl.url, inline
   local ok, why = pcall(multi.add, multi, h, state.curl_config or curl.config(state), state.curl_url, c.method,
-    c.body, c.flags, req)
+    c.body, c.flags, async)
   if not ok then return false, why end
   if n > 0 then free[n] = nil end
-  req.handle = h
+  async.handle = h
   d.running = d.running + 1
   return true
 end
 
 -- A retry's attempt: raises when it cannot start (start_due ends the call with a LimitryError).
-function M.send(state, c, req)
-  local ok, why = launch(state, state.multi, c, req)
+function M.send(state, c, async)
+  local ok, why = launch(state, state.multi, c, async)
   if not ok then error(why, 0) end
   return false
 end
 
-function M.sleep(seconds, req)
-  local d = req.driver
-  req.due = now() + seconds
-  d.waiting[#d.waiting + 1] = req
+function M.sleep(seconds, async)
+  local d = async.driver
+  async.due = now() + seconds
+  d.waiting[#d.waiting + 1] = async
   return false
 end
 
@@ -75,12 +75,12 @@ end
 -- does (error()'s `level`, counted from here) when the attempt cannot start.
 function M.start(client, state, c, callback, level)
   local d = state.multi or driver(state)
-  local req = new_async_call(client, c, callback, d, 1)
-  local ok, why = launch(state, d, c, req)
+  local async = new_async_call(client, c, callback, d, 1)
+  local ok, why = launch(state, d, c, async)
   if not ok then error(why, level) end
-  if client.log then req.started = now() end
+  if client.log then async.started = now() end
   d.pending = d.pending + 1
-  return req
+  return async
 end
 
 local function release(d, h)
@@ -94,17 +94,17 @@ end
 local function harvest(state, d, finished)
   local multi = d.multi
   for _ = 1, finished or math.huge do
-    local req, status, a, b, c, doc = multi:next_done()
-    if not req then return end
-    local h = req.handle
+    local async, status, a, b, c, doc = multi:next_done()
+    if not async then return end
+    local h = async.handle
     d.running = d.running - 1 -- release(d, h), inline on this path
     local free = d.free
     free[#free + 1] = h
-    req.handle = false
+    async.handle = false
     -- The call's lifecycle, on from its attempt's answer (h:headers() stays valid until h starts
     -- its next transfer).
-    local res, msg, err = run(state, req.call, M, req, status, a, b, c, doc, h)
-    if res ~= PENDING then req:complete(res, msg, err) end
+    local res, msg, err = run(state, async.call, M, async, status, a, b, c, doc, h)
+    if res ~= PENDING then async:complete(res, msg, err) end
     if state.multi ~= d then return end -- a callback closed the client
   end
 end
@@ -116,16 +116,16 @@ local function start_due(state, d)
   local t = now()
   local i = 1
   while i <= #waiting do
-    local req = waiting[i]
-    if req.due <= t then
+    local async = waiting[i]
+    if async.due <= t then
       table.remove(waiting, i)
-      req.due = nil
-      local ok, res, msg, err = pcall(run, state, req.call, M, req)
+      async.due = nil
+      local ok, res, msg, err = pcall(run, state, async.call, M, async)
       if not ok then
-        req:fail(state, "could not start the retry: " .. tostring(res))
+        async:fail(state, "could not start the retry: " .. tostring(res))
         if state.multi ~= d then return end
       elseif res ~= PENDING then
-        req:complete(res, msg, err)
+        async:complete(res, msg, err)
       end
     else
       i = i + 1
@@ -135,8 +135,8 @@ end
 
 local function next_due(d)
   local due
-  for _, req in ipairs(d.waiting) do
-    if not due or req.due < due then due = req.due end
+  for _, async in ipairs(d.waiting) do
+    if not due or async.due < due then due = async.due end
   end
   return due
 end
@@ -237,17 +237,17 @@ function M.fds(state)
   return d.multi:fds()
 end
 
--- Stops req's transfer or its wait for a retry (limitry.async's cancel).
-function M.cancel(req)
-  local d = req.driver
-  if req.handle then
-    d.multi:remove(req.handle)
-    release(d, req.handle)
-    req.handle = false
+-- Stops the async call's transfer or its wait for a retry (limitry.async's cancel).
+function M.cancel(async)
+  local d = async.driver
+  if async.handle then
+    d.multi:remove(async.handle)
+    release(d, async.handle)
+    async.handle = false
     flush(d)
   end
   for i, r in ipairs(d.waiting) do
-    if r == req then table.remove(d.waiting, i) break end
+    if r == async then table.remove(d.waiting, i) break end
   end
 end
 
@@ -255,7 +255,7 @@ end
 function M.close(state)
   local d = state.multi
   if not d then return end
-  for _, req in ipairs(d.multi:owners()) do req:cancel() end
+  for _, async in ipairs(d.multi:owners()) do async:cancel() end
   for i = #d.waiting, 1, -1 do d.waiting[i]:cancel() end
   if d.watch then -- the host stops watching before the sockets close
     flush(d)
