@@ -106,19 +106,18 @@ end
 -- The one retry loop. Returns the result, or nil, msg, err, or PENDING while an async call goes
 -- on. `async`: the async call this run belongs to (nil for a blocking call), which keeps the count
 -- of attempts and the rest between runs; the arguments after it, when given, are the answer of
--- its attempt that was in flight (headers is never nil in an answer or a failure).
+-- its attempt that was in flight (headers is never nil in an answer or a failure: a turn of the
+-- loop without one makes an attempt).
 function M.run(state, call, t, async, status, headers, body, code, doc, h)
   local log = state.client.log
-  local attempt, sent, started, answered = 0, false, nil, false
+  local attempt, sent, started = 0, false, nil
   if async then
-    attempt, answered = async.attempts, headers ~= nil
+    attempt = async.attempts
     if log then started = async.started end
   end
   local check = call.shape.check
   while true do
-    if answered then
-      answered = false
-    else
+    if headers == nil then
       attempt = attempt + 1
       if log then started = now() end
       status, headers, body, code, doc, h = t.send(state, call, async)
@@ -150,6 +149,7 @@ function M.run(state, call, t, async, status, headers, body, code, doc, h)
     sent = sent or err.sent
     if async then async.sent = sent end
     if t.sleep(delay, async) == false then return PENDING end -- run again when the retry is due
+    headers = nil
   end
 end
 

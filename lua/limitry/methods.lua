@@ -20,29 +20,37 @@ for _, ops in pairs(resources) do
   end
 end
 
--- A call of op: { method, path, body, shape, retry, flags, known } (limitry.call).
-local function new_call(op, method, path, body, keyed, known)
-  local retry = op.retry or "safe"
-  if retry == "keyed" then retry = keyed and "safe" or "unsent" end
-  return { method = method, path = path, body = body, shape = op.shape, retry = retry,
-    flags = op.shape.flags + (retry == "unsent" and FRESH or 0), known = known }
-end
-
 -- The function that makes op's call from the method's arguments, raising on a wrong one (`where`
--- names the method in the message).
+-- names the method in the message). A call: { method, path, body, shape, retry, flags, known }
+-- (limitry.call); retry "keyed" is "safe" when the body says every event carries a key, else
+-- "unsent", which also asks the C core for a new connection (FRESH).
 local function builder(op, where)
-  local method, path, read = op[1], op[2], op.arguments
+  local method, path, read, shape = op[1], op[2], op.arguments, op.shape
+  local rule = op.retry or "safe"
+  local function new_call(m, p, body, keyed, known)
+    local retry = rule
+    if retry == "keyed" then retry = keyed and "safe" or "unsent" end
+    return { method = m, path = p, body = body, shape = shape, retry = retry,
+      flags = shape.flags + (retry == "unsent" and FRESH or 0), known = known }
+  end
   if read and not path then -- client:request: method and path are arguments
     return function(...)
       local p, body, keyed, m = read(op, where, ...)
-      return new_call(op, m, p, body, keyed, ROUTES[m .. " " .. p:gsub("[?#].*$", ""):gsub("/$", "")] == true)
+      return new_call(m, p, body, keyed, ROUTES[m .. " " .. p:gsub("[?#].*$", ""):gsub("/$", "")] == true)
     end
   end
   local known = ROUTES[method .. " " .. path] == true
+  if read and rule ~= "keyed" then -- the usage calls, customers:get_usage: the retry rule is known now
+    local flags = shape.flags + (rule == "unsent" and FRESH or 0)
+    return function(...)
+      local p, body = read(op, where, ...)
+      return { method = method, path = p, body = body, shape = shape, retry = rule, flags = flags, known = known }
+    end
+  end
   if read then
     return function(...)
       local p, body, keyed = read(op, where, ...)
-      return new_call(op, method, p, body, keyed, known)
+      return new_call(method, p, body, keyed, known)
     end
   end
   local pieces, names = {}, {} -- path = pieces[1] .. id 1 .. pieces[2] .. id 2 ...
@@ -63,7 +71,7 @@ local function builder(op, where)
     local body, keyed
     if body_reader then body, keyed = body_reader(where, (select(n + 1, ...))) end
     if query_reader then p = p .. query_reader(where, (select(n + 1, ...))) end
-    return new_call(op, method, p, body, keyed, known)
+    return new_call(method, p, body, keyed, known)
   end
 end
 
