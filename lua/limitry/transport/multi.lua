@@ -92,13 +92,12 @@ end
 -- Hands the answers of the transfers that finished to their calls: at most `finished` (what
 -- perform counted; nil: until next_done has no more).
 local function harvest(state, d, finished)
-  local multi = d.multi
+  local multi, free = d.multi, d.free
   for _ = 1, finished or math.huge do
     local async, status, a, b, c, doc = multi:next_done()
     if not async then return end
     local h = async.handle
     d.running = d.running - 1 -- release(d, h), inline on this path
-    local free = d.free
     free[#free + 1] = h
     async.handle = false
     -- The call's lifecycle, on from its attempt's answer (h:headers() stays valid until h starts
