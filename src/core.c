@@ -9,6 +9,8 @@
  *                              value holds it, is replaced by "[REDACTED]" (keys included)
  *   core.numbers(t, key...)    -> whether t is a table whose raw fields key... are all numbers
  *   core.sleep(seconds), core.now() (monotonic seconds), core.null, core.curl_version
+ *   core.sockets()             -> sockets libcurl opened through the core and still open, and the
+ *                              entries of the registry behind the stale-connection and fork checks
  *   core.limits                the limits of core.h, which the Lua side reads instead of its own */
 #include <errno.h>
 #include <stdlib.h>
@@ -70,6 +72,15 @@ static int core_sleep(lua_State *L)
     return 0;
 }
 
+/* core.sockets() -> sockets libcurl opened through us and still open, entries in the registry. */
+static int core_sockets(lua_State *L)
+{
+    size_t kept = 0;
+    lua_pushinteger(L, (lua_Integer)lm_sockets_tracked(&kept));
+    lua_pushinteger(L, (lua_Integer)kept);
+    return 2;
+}
+
 static int core_now(lua_State *L)
 {
     struct timespec ts;
@@ -111,6 +122,7 @@ static const luaL_Reg core_functions[] = {
     {"numbers", core_numbers},
     {"sleep", core_sleep},
     {"now", core_now},
+    {"sockets", core_sockets},
     {NULL, NULL},
 };
 

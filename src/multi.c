@@ -589,6 +589,7 @@ static int multi_close(lua_State *L)
     }
     if (m->multi != NULL) {
         curl_multi_cleanup(m->multi);
+        lm_sockets_forget(m);
         m->multi = NULL;
     }
     lua_newtable(L); /* no owners left */

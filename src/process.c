@@ -2,15 +2,22 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "process.h"
 
+/* A socket libcurl opened through us. libcurl does not always close through the close callback
+ * (a connect that timed out, libcurl 7.88), so an entry may outlive its socket and its number be
+ * handed out again, to anything: the device and inode say whether the descriptor is still the
+ * socket the entry was made for, before anything is done to it. */
 typedef struct {
     curl_socket_t fd;
     pid_t pid;
     const void *tag;
     int dead; /* replaced by a socket at EOF (see lm_sockets_drop_stale) */
+    dev_t dev;
+    ino_t ino;
 } entry;
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
@@ -24,6 +31,25 @@ static void release_if_empty(void)
         free(entries);
         entries = NULL;
         cap = 0;
+    }
+}
+
+/* Whether descriptor fd is (still) the file whose identity is dev/ino. */
+static int same_file(curl_socket_t fd, dev_t dev, ino_t ino)
+{
+    struct stat st;
+    return fstat(fd, &st) == 0 && st.st_dev == dev && st.st_ino == ino;
+}
+
+static void identify(entry *e)
+{
+    struct stat st;
+    if (fstat(e->fd, &st) == 0) {
+        e->dev = st.st_dev;
+        e->ino = st.st_ino;
+    } else {
+        e->dev = 0;
+        e->ino = 0;
     }
 }
 
@@ -66,11 +92,24 @@ int lm_global_init(void)
 static curl_socket_t on_open(void *tag, curlsocktype purpose, struct curl_sockaddr *a)
 {
     curl_socket_t fd;
+    size_t i;
+    pid_t me = lm_pid();
     (void)purpose;
     fd = socket(a->family, a->socktype, a->protocol);
     if (fd == CURL_SOCKET_BAD)
         return fd;
     pthread_mutex_lock(&lock);
+    /* An entry of this process for this number is one whose socket was closed without telling
+     * us (the number was free to be given again): it is this socket's now. */
+    for (i = 0; i < count; i++) {
+        if (entries[i].fd == fd && entries[i].pid == me) {
+            entries[i].tag = tag;
+            entries[i].dead = 0;
+            identify(&entries[i]);
+            pthread_mutex_unlock(&lock);
+            return fd;
+        }
+    }
     if (count == cap) {
         size_t grown = cap ? cap * 2 : 16;
         entry *e = (entry *)realloc(entries, grown * sizeof(entry));
@@ -83,9 +122,10 @@ static curl_socket_t on_open(void *tag, curlsocktype purpose, struct curl_sockad
         cap = grown;
     }
     entries[count].fd = fd;
-    entries[count].pid = lm_pid();
+    entries[count].pid = me;
     entries[count].tag = tag;
     entries[count].dead = 0;
+    identify(&entries[count]);
     count++;
     pthread_mutex_unlock(&lock);
     return fd;
@@ -125,7 +165,9 @@ void lm_sockets_drop_inherited(void)
     pthread_mutex_lock(&lock);
     while (i < count) {
         if (entries[i].pid != me) {
-            close(entries[i].fd);
+            /* Only if the number is still the parent's socket: it may name anything by now. */
+            if (same_file(entries[i].fd, entries[i].dev, entries[i].ino))
+                close(entries[i].fd);
             entries[i] = entries[--count];
         } else {
             i++;
@@ -178,18 +220,66 @@ int lm_sockets_drop_stale(const void *tag, int (*busy)(void *ud, curl_socket_t f
             continue;
         for (j = 0; j < n; j++) {
             size_t k;
-            if (!(p[j].revents & (POLLIN | POLLHUP | POLLERR)) || make_dead(p[j].fd) != 0)
+            if (!(p[j].revents & (POLLIN | POLLHUP | POLLERR | POLLNVAL)))
                 continue;
-            /* make_dead keeps the descriptor number, so the entry is found by it */
             for (k = 0; k < count; k++) {
-                if (entries[k].fd == p[j].fd && entries[k].pid == me && entries[k].tag == tag) {
-                    entries[k].dead = 1;
+                if (entries[k].fd == p[j].fd && entries[k].pid == me && entries[k].tag == tag)
                     break;
-                }
             }
+            if (k == count)
+                continue;
+            if (!same_file(entries[k].fd, entries[k].dev, entries[k].ino)) {
+                /* Closed behind our back: the number is not ours to touch any more. */
+                entries[k] = entries[--count];
+                continue;
+            }
+            if (make_dead(p[j].fd) != 0)
+                continue;
+            /* make_dead keeps the descriptor number: the entry now names the socket pair's end */
+            entries[k].dead = 1;
+            identify(&entries[k]);
             dropped++;
         }
     }
     pthread_mutex_unlock(&lock);
     return dropped;
+}
+
+/* The registry of a process whose libcurl skipped the close callback is still allocated when the
+ * module is unloaded (Lua unloads it with the last state that loaded it): freed then. */
+#if defined(__GNUC__)
+__attribute__((destructor)) static void release_at_unload(void)
+{
+    free(entries);
+    entries = NULL;
+    count = cap = 0;
+}
+#endif
+
+void lm_sockets_forget(const void *tag)
+{
+    size_t i = 0;
+    pid_t me = lm_pid();
+    pthread_mutex_lock(&lock);
+    while (i < count) {
+        if (entries[i].tag == tag && entries[i].pid == me)
+            entries[i] = entries[--count];
+        else
+            i++;
+    }
+    release_if_empty();
+    pthread_mutex_unlock(&lock);
+}
+
+size_t lm_sockets_tracked(size_t *entries_kept)
+{
+    size_t i, n = 0;
+    pid_t me = lm_pid();
+    pthread_mutex_lock(&lock);
+    for (i = 0; i < count; i++)
+        if (entries[i].pid == me && same_file(entries[i].fd, entries[i].dev, entries[i].ino))
+            n++;
+    *entries_kept = count;
+    pthread_mutex_unlock(&lock);
+    return n;
 }

@@ -26,4 +26,11 @@ LM_HIDDEN void lm_sockets_drop_inherited(void);
  * running) are skipped; busy may be NULL when nothing runs. Returns how many were dropped. */
 LM_HIDDEN int lm_sockets_drop_stale(const void *tag, int (*busy)(void *ud, curl_socket_t fd), void *ud);
 
+/* After libcurl freed the pool tag (its handle), every socket it opened through it is closed:
+ * entries still naming tag are ones it closed without the close callback, and are dropped. */
+LM_HIDDEN void lm_sockets_forget(const void *tag);
+/* Sockets of this process libcurl opened through us and still open, and (*entries_kept) the
+ * registry's size, stale entries included (for checks and specs). */
+LM_HIDDEN size_t lm_sockets_tracked(size_t *entries_kept);
+
 #endif

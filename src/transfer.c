@@ -766,6 +766,7 @@ void lm_handle_free(lm_handle *h)
     lm_buffer_free(&h->head);
     if (h->easy) {
         curl_easy_cleanup(h->easy);
+        lm_sockets_forget(h);
         h->easy = NULL;
     }
     free_parsed_url(h); /* after the easy handle that pointed to it */
