@@ -1,15 +1,30 @@
--- NDJSON events for bench/import.sh: lua5.4 bench/import_gen.lua LINES > FILE
+-- NDJSON events for bench/import.sh: lua5.4 bench/import_gen.lua LINES [time|random] > FILE
 -- Deterministic (the same file every time), about 210 bytes a line: 1,000 customers, four models,
--- properties on every fifth line, timestamps in order over January 2025, as a gateway's log has
--- them.
+-- properties on every fifth line, timestamps over January 2025 (one every 2.7 s for a million
+-- lines): in time order, as a gateway's log has them, or ("random") the very same lines in a
+-- random order (a Park-Miller shuffle, the same every time).
 local n = tonumber(arg[1]) or 1000000
+local order = arg[2] or "time"
+assert(order == "time" or order == "random", "the order is time or random")
 local models = { { "gpt-4o", "openai" }, { "gpt-4o-mini", "openai" }, { "claude-3-5-sonnet", "anthropic" },
   { "gemini-1.5-pro", "google" } }
+local perm
+if order == "random" then
+  perm = {}
+  for i = 1, n do perm[i] = i end
+  local x = 20250101
+  for i = n, 2, -1 do
+    x = (16807 * x) % 2147483647
+    local j = 1 + x % i
+    perm[i], perm[j] = perm[j], perm[i]
+  end
+end
 local out, k = {}, 0
 local format = string.format
-for i = 1, n do
+for pos = 1, n do
+  local i = perm and perm[pos] or pos
   local m = models[i % 4 + 1]
-  local t = 1735689600 + (i - 1) * (31 * 86400) // n -- 2025-01-01 onwards, in order
+  local t = 1735689600 + (i - 1) * (31 * 86400) // n -- 2025-01-01 onwards
   local props = i % 5 == 0 and format(',"properties":{"region":"%s","retry":%s}', i % 2 == 0 and "eu" or "us",
     i % 10 == 0 and "true" or "false") or ""
   k = k + 1

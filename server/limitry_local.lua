@@ -221,6 +221,8 @@ local function wait_ready(port, pid, tls, seconds)
       local line = c:receive("*l")
       c:close()
       if line and line:match(" 200 ") then return true end
+      -- 503: the server could not open its data (see its error.log); waiting will not help.
+      if line and line:match(" 503 ") then return false end
     else
       c:close()
     end

@@ -141,7 +141,7 @@ all)
   for v in 5.4 5.3 5.1 luajit; do
     run_busted "$v" "$v" "client specs (Lua $v)" $CLIENT_SPECS
   done
-  run_busted 5.4 5.4 "server + nginx specs" spec/server_spec.lua spec/server_hardening_spec.lua spec/server_api_spec.lua spec/server_standin_spec.lua spec/server_scale_spec.lua spec/openresty_spec.lua spec/openresty_hostile_spec.lua spec/gateway_spec.lua spec/demo_spec.lua
+  run_busted 5.4 5.4 "server + nginx specs" spec/server_spec.lua spec/server_hardening_spec.lua spec/server_api_spec.lua spec/server_standin_spec.lua spec/server_scale_spec.lua spec/server_storage_spec.lua spec/openresty_spec.lua spec/openresty_hostile_spec.lua spec/gateway_spec.lua spec/demo_spec.lua
   # The command line through the installed rock (luarocks make into scratch trees for Lua 5.4 and 5.1).
   run_busted 5.4 5.4 "command line (rock, 5.4 + 5.1)" spec/cli_spec.lua
   LUA_PRE="-e collectgarbage('setpause',0)" run_busted 5.4 5.4 "client specs, GC every step" spec/client_spec.lua spec/json_spec.lua spec/async_spec.lua

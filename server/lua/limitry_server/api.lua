@@ -41,7 +41,15 @@ function M.init(conf)
   cjson.encode_number_precision(14)
   -- cjson would take 0x10, Infinity and NaN as numbers: none of them is JSON.
   cjson.decode_invalid_numbers(false)
-  ngx.log(ngx.NOTICE, "limitry-local: ", store.open(conf.data_dir, conf.sample and sample_batch))
+  -- A store that cannot be opened (a layout or format this server does not know, a failed upgrade)
+  -- leaves the server answering 503 to everything, /healthz included, so `start` fails at once.
+  local ok, opened = pcall(store.open, conf.data_dir, conf.sample and sample_batch)
+  if not ok then
+    M.broken = tostring(opened)
+    ngx.log(ngx.ERR, "limitry-local: cannot open the data: ", M.broken)
+    return
+  end
+  ngx.log(ngx.NOTICE, "limitry-local: ", opened)
   local loaded, skipped = admin.open(conf.data_dir .. "/config.jsonl")
   ngx.log(ngx.NOTICE, "limitry-local: ", loaded, " quota/alert/rate-limit changes replayed, ", skipped, " skipped")
   limits.warm(ngx.now())
@@ -432,6 +440,7 @@ local function route_for(raw)
 end
 
 function M.handle()
+  if M.broken then return fail(503, "The server could not open its data: " .. M.broken) end
   local uri = ngx.var.uri
   local opts = {}
   if config.faults then

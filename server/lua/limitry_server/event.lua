@@ -125,7 +125,12 @@ function M.normalize(ev, now, text_ok)
     frac = string.format("%03d", math.min(999, math.floor((now - secs) * 1000)))
     ts = secs + tonumber("0." .. frac)
   else
-    if type(stamp) == "string" and #stamp <= M.MAX_TIMESTAMP then ts, secs, frac = time.parse(stamp) end
+    if type(stamp) == "string" then
+      -- The usual UTC form is kept as it is (it is what format would write).
+      ts = time.parse_utc(stamp)
+      if ts then return ev, nil, ts end
+      if #stamp <= M.MAX_TIMESTAMP then ts, secs, frac = time.parse(stamp) end
+    end
     if not ts then
       return nil, "timestamp must be an ISO 8601 date-time such as 2024-01-15T10:30:00Z (a zone of at most "
         .. "+/-23:59, at most 9 fraction digits)"
@@ -137,46 +142,107 @@ end
 
 -- One stored line. Numbers are written exactly (integers as integers, others with 17 significant
 -- digits) so a restart reloads the very same doubles; cjson stops at 14 digits.
-local format, floor, concat = string.format, math.floor, table.concat
+local format, floor = string.format, math.floor
 local function number(v)
   if v == floor(v) and v > -2 ^ 53 and v < 2 ^ 53 then return format("%d", v) end
   return format("%.17g", v)
 end
 M.number = number
 
-local find, json_plain = string.find, text.json_plain
-local function str(v)
+-- The same into a string.buffer: LuaJIT writes a number of at most 14 digits as "%.14g" does, so an
+-- integer below 1e14 is put as it is (0 as "0": put(-0) would write "-0"), other numbers through
+-- putf, with no string made either way.
+local function put_number(buf, v)
+  if v == 0 then
+    buf:put("0")
+  elseif v == floor(v) and v > -1e14 and v < 1e14 then
+    buf:put(v)
+  elseif v == floor(v) and v > -2 ^ 53 and v < 2 ^ 53 then
+    buf:putf("%d", v)
+  else
+    buf:putf("%.17g", v)
+  end
+end
+
+local json_plain = text.json_plain
+local function put_str(buf, v)
   -- Nothing to escape: the usual case, without a trip through cjson.
-  if json_plain(v) then return '"' .. v .. '"' end
-  return cjson.encode(v)
+  if json_plain(v) then
+    buf:put('"', v, '"')
+  else
+    buf:put(cjson.encode(v))
+  end
 end
 
-local function value(v)
-  local t = type(v)
-  if t == "number" then return number(v) end
-  if t == "string" then return str(v) end
-  return tostring(v)
-end
-
--- The fields in this order, then properties; absent ones left out. One concatenation, no table:
--- this runs for every event stored.
-function M.encode_line(ev)
+-- The fields in this order, then properties; absent ones left out, appended to string.buffer buf.
+-- Nothing is made per event but the buffer's bytes (this runs for every event stored): the store
+-- binds them as they are.
+function M.encode_into(buf, ev)
   local model, provider, key, latency = ev.model, ev.provider, ev.idempotencyKey, ev.latencyMs
-  local line = '{"id":"' .. ev.id .. '","customerId":' .. str(ev.customerId) .. ',"eventType":' .. str(ev.eventType)
-    .. (model and ',"model":' .. str(model) or "") .. (provider and ',"provider":' .. str(provider) or "")
-    .. (key and ',"idempotencyKey":' .. str(key) or "") .. ',"timestamp":"' .. ev.timestamp
-    .. '","inputTokens":' .. number(ev.inputTokens) .. ',"outputTokens":' .. number(ev.outputTokens)
-    .. ',"totalTokens":' .. number(ev.totalTokens) .. (latency and ',"latencyMs":' .. number(latency) or "")
-    .. ',"costCents":' .. number(ev.costCents)
-  if not ev.properties then return line .. "}" end
-  local props = {}
-  for k, v in pairs(ev.properties) do props[#props + 1] = str(k) .. ":" .. value(v) end
-  return line .. ',"properties":{' .. concat(props, ",") .. "}}"
+  buf:put('{"id":"', ev.id, '","customerId":')
+  put_str(buf, ev.customerId)
+  buf:put(',"eventType":')
+  put_str(buf, ev.eventType)
+  if model then
+    buf:put(',"model":')
+    put_str(buf, model)
+  end
+  if provider then
+    buf:put(',"provider":')
+    put_str(buf, provider)
+  end
+  if key then
+    buf:put(',"idempotencyKey":')
+    put_str(buf, key)
+  end
+  buf:put(',"timestamp":"', ev.timestamp, '","inputTokens":')
+  put_number(buf, ev.inputTokens)
+  buf:put(',"outputTokens":')
+  put_number(buf, ev.outputTokens)
+  buf:put(',"totalTokens":')
+  put_number(buf, ev.totalTokens)
+  if latency then
+    buf:put(',"latencyMs":')
+    put_number(buf, latency)
+  end
+  buf:put(',"costCents":')
+  put_number(buf, ev.costCents)
+  local props = ev.properties
+  if not props then
+    buf:put("}")
+    return buf
+  end
+  buf:put(',"properties":{')
+  local first = true
+  for k, v in pairs(props) do
+    if not first then buf:put(",") end
+    first = false
+    put_str(buf, k)
+    buf:put(":")
+    local t = type(v)
+    if t == "number" then
+      put_number(buf, v)
+    elseif t == "string" then
+      put_str(buf, v)
+    else
+      buf:put(v and "true" or "false")
+    end
+  end
+  buf:put("}}")
+  return buf
+end
+
+local line_buf = require("string.buffer").new(512)
+-- The event's stored line as a string.
+function M.encode_line(ev)
+  line_buf:reset()
+  return M.encode_into(line_buf, ev):tostring()
 end
 
 -- Whether every string a JSON text holds, once decoded, is valid UTF-8: the text is, and has no
 -- \u escape of a surrogate (cjson decodes a lone one into bytes that are not UTF-8). Then the
 -- per-string checks can be skipped.
+local find = string.find
 function M.text_ok(raw)
   local at = find(raw, "\\u", 1, true)
   while at do

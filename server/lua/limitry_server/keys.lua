@@ -26,9 +26,22 @@ local function alloc(n)
   cap, mask, used = n, n - 1, 0
 end
 
--- A key's 32-bit hash (the first 4 bytes of its MD5), as an unsigned number.
+-- A key's 32-bit hash (the first 4 bytes of its MD5), as an unsigned number. Inside nginx, the MD5
+-- is written into a buffer by the function ngx.md5_bin calls (lua-resty-core declares it), so no
+-- 16-byte string is made per key; elsewhere ngx.md5_bin itself.
 local u32 = ffi.typeof("const uint32_t *")
+local md5_into
+do
+  local ok, f = pcall(function() return ffi.C.ngx_http_lua_ffi_md5_bin end)
+  if ok then md5_into = f end
+end
+local digest = ffi.new("unsigned char[16]")
+local digest32 = ffi.cast(u32, digest)
 function M.hash(key)
+  if md5_into then
+    md5_into(key, #key, digest)
+    return tonumber(digest32[0])
+  end
   return tonumber(ffi.cast(u32, ngx.md5_bin(key))[0])
 end
 

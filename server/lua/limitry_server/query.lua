@@ -2,12 +2,14 @@
 -- from the day rollups, whole hours from the hour rollups, whole minutes from the minute rollups,
 -- and only the partial minutes at its two ends from the raw rows (the covering index on ts). Each
 -- piece is one SQL aggregate; the pieces are summed here. A query without filters reads the total
--- tables (a row per day, hour or minute); one with a customer reads that customer's rows (an index
--- on customer, t); others read every group's rows of the range. So a query reads rollup rows of
--- the range's days (or hours for an hourly series), two days' hours and two hours' minutes, plus
--- two partial minutes of events, however many events are stored; and every event counts exactly
--- once: a rollup row holds the events with t <= ts < t + size (store.floor_to), and the pieces'
--- bounds are exact multiples of their size.
+-- tables (a row per day, hour or minute); one with a customer seeks (t, the customer's first gid)
+-- in the rollups' primary key for each t of the piece (a customer's groups are one range of gids:
+-- store.lua), t running over the piece as far as the table holds rows; others read every group's
+-- rows of the range, filtered by the gids of the groups that match (dims). So a query reads rollup
+-- rows of the range's days (or hours for an hourly series), two days' hours and two hours'
+-- minutes, plus two partial minutes of events, however many events are stored; and every event
+-- counts exactly once: a rollup row holds the events with t <= ts < t + size (store.floor_to), and
+-- the pieces' bounds are exact multiples of their size.
 local store = require "limitry_server.store"
 local time = require "limitry_server.time"
 
@@ -60,25 +62,63 @@ end
 M.pieces = pieces
 
 -- SQL of one piece: the group column's value (or NULL), then count, input, output and cost sums.
--- `extra` is raw-only SQL (a property filter) and `extra_params` its parameters.
+-- Raw rows (size false): the events' own columns, `names` the filtered ones, `extra` raw-only SQL (a
+-- property filter). Rollups: `customer` (the customer's gid range, two parameters), the other
+-- filters through dims; `by_t`: the rows are sought t by t, for t = ?1, ?1 + size, ... below ?2.
 local sql_cache = {}
-local function piece_sql(size, group, filters, extra)
-  local key = tostring(size) .. "|" .. (group or "") .. "|" .. filters .. "|" .. (extra or "")
+local function piece_sql(size, group, names, customer, extra, by_t)
+  local key = tostring(size) .. "|" .. (group or "") .. "|" .. names .. "|" .. (customer and "c" or "") .. "|"
+    .. (extra or "") .. (by_t and "|t" or "")
   local sql = sql_cache[key]
   if sql then return sql end
-  local g = group and (group == "t" and (size and "t" or "NULL") or group) or "NULL"
-  if size then
+  if not size then
+    local g = (group == nil or group == "t") and "NULL" or group
+    local where = {}
+    for name in names:gmatch("%S+") do where[#where + 1] = " AND " .. name .. " = ?" end
+    sql = "SELECT " .. g .. ", count(*), total(inp), total(outp), total(cost) FROM events WHERE ts >= ? AND ts < ?"
+      .. table.concat(where) .. (extra or "")
+    if group and group ~= "t" then sql = sql .. " GROUP BY " .. g end
+  elseif names == "" and not customer and (group == nil or group == "t") then
     -- Without a filter or a group column, the totals: one row per minute, hour or day.
-    local tbl = (filters == "" and (group == nil or group == "t")) and store.TOTAL[size] or store.ROLLUP[size]
-    sql = "SELECT " .. g .. ", total(n), total(inp), total(outp), total(cost) FROM " .. tbl
-      .. " WHERE t >= ? AND t < ?" .. filters
+    if group then
+      sql = "SELECT t, n, inp, outp, cost FROM " .. store.TOTAL[size] .. " WHERE t >= ? AND t < ?"
+    else
+      sql = "SELECT NULL, total(n), total(inp), total(outp), total(cost) FROM " .. store.TOTAL[size]
+        .. " WHERE t >= ? AND t < ?"
+    end
   else
-    sql = "SELECT " .. g .. ", count(*), total(inp), total(outp), total(cost) FROM events"
-      .. " WHERE ts >= ? AND ts < ?" .. filters .. (extra or "")
+    local g = group == nil and "NULL" or (group == "t" and "r.t" or "d." .. group)
+    local tbl = store.ROLLUP[size]
+    local from, where
+    if by_t then
+      from = "WITH RECURSIVE k(t) AS (SELECT ?1 UNION ALL SELECT t + " .. size .. " FROM k WHERE t + " .. size
+        .. " < ?2) SELECT %s FROM k CROSS JOIN " .. tbl .. " r"
+      where = { "r.t = k.t" }
+    else
+      from = "SELECT %s FROM " .. tbl .. " r"
+      where = { "r.t >= ?1 AND r.t < ?2" }
+    end
+    if customer then where[#where + 1] = "r.gid >= ? AND r.gid < ?" end
+    if names ~= "" then
+      local dw = {}
+      for name in names:gmatch("%S+") do dw[#dw + 1] = name .. " = ?" end
+      where[#where + 1] = "r.gid IN (SELECT gid FROM dims WHERE " .. table.concat(dw, " AND ") .. ")"
+    end
+    if group and group ~= "t" then from = from .. " CROSS JOIN dims d ON d.gid = r.gid" end
+    sql = from:format(g .. ", total(r.n), total(r.inp), total(r.outp), total(r.cost)") .. " WHERE "
+      .. table.concat(where, " AND ")
+    if group then sql = sql .. " GROUP BY " .. g end
   end
-  if group and (group ~= "t" or size) then sql = sql .. " GROUP BY " .. g end
   sql_cache[key] = sql
   return sql
+end
+
+-- The first and last t a rollup table holds (nil when empty): a piece sought t by t runs no
+-- further than the rows.
+local function extent(db, tbl)
+  local lo = db:row("SELECT min(t) FROM " .. tbl)[1]
+  if lo == nil then return nil end
+  return lo, db:row("SELECT max(t) FROM " .. tbl)[1]
 end
 
 -- Sums the five metrics of the events in [q.start, q["end"]) matching q's filters, grouped by
@@ -88,15 +128,30 @@ end
 -- applied to the raw rows of the whole range. raw_cost: the cost sums as summed, not rounded.
 local function aggregate(q, group, base, size, raw_cost)
   local db = store.db()
-  local filters, fparams = {}, {}
+  -- The filters on the events' columns; on the rollups the customer is a range of gids and the
+  -- others are looked up in dims.
+  local raw_names, raw_params, dim_names, dim_params = {}, {}, {}, {}
   for _, f in ipairs(FILTER_COLUMN) do
     local v = q[f[1]]
     if v ~= nil then
-      filters[#filters + 1] = " AND " .. f[2] .. " = ?"
-      fparams[#fparams + 1] = v
+      raw_names[#raw_names + 1] = f[2]
+      raw_params[#raw_params + 1] = v
+      if f[2] ~= "customer" then
+        dim_names[#dim_names + 1] = f[2]
+        dim_params[#dim_params + 1] = v
+      end
     end
   end
-  filters = table.concat(filters)
+  raw_names, dim_names = table.concat(raw_names, " "), table.concat(dim_names, " ")
+  local customer = q.customerId ~= nil
+  local lo, hi -- the customer's gids, [lo, hi); none: no rollup row is the customer's
+  if customer then
+    local row = db:row("SELECT gid FROM dims WHERE customer = ? LIMIT 1", q.customerId)
+    if row then
+      lo = floor(row[1] / store.PER_CUSTOMER) * store.PER_CUSTOMER
+      hi = lo + store.PER_CUSTOMER
+    end
+  end
   local list
   if q.extra then
     list = { { false, q.start, q["end"] } }
@@ -105,45 +160,66 @@ local function aggregate(q, group, base, size, raw_cost)
   end
   local ev, sin, sout, scost, keys = {}, {}, {}, {}, {}
   local params = {}
+  local extents = {}
   for _, piece in ipairs(list) do
     local psize, a, b = piece[1], piece[2], piece[3]
-    local st = db:prepare(piece_sql(psize, group, filters, q.extra))
-    params[1], params[2] = a, b
-    local n = 2
-    for i = 1, #fparams do params[n + i] = fparams[i] end
-    n = n + #fparams
-    if q.extra_params and not psize then
-      for i = 1, #q.extra_params do params[n + i] = q.extra_params[i] end
-      n = n + #q.extra_params
-    end
-    st:bind_all(params, n)
-    while st:step() do
-      local count = st:double(1)
-      if count > 0 then
-        local k
-        if group == "t" then
-          -- A rollup row's own start, or a raw piece's (it lies within one bucket).
-          local t = psize and st:double(0) or a
-          k = floor((t - base) / size)
-          if base + k * size > t then k = k - 1 elseif base + (k + 1) * size <= t then k = k + 1 end
-        elseif group then
-          k = st:text(0)
-          if k == nil or k == "" then k = false end
-        else
-          k = 1
-        end
-        local c = ev[k]
-        if not c then
-          c, sin[k], sout[k], scost[k] = 0, 0, 0, 0
-          keys[#keys + 1] = k
-        end
-        ev[k] = c + count
-        sin[k] = sin[k] + st:double(2)
-        sout[k] = sout[k] + st:double(3)
-        scost[k] = scost[k] + st:double(4)
+    local by_t = customer and psize
+    if by_t then
+      local e = extents[psize]
+      if not e then
+        local first, last = extent(db, store.ROLLUP[psize])
+        e = (first and lo) and { first, last + psize } or { 0, 0 }
+        extents[psize] = e
       end
+      if a < e[1] then a = e[1] end
+      if b > e[2] then b = e[2] end
     end
-    st:reset()
+    if a < b then
+      local st = db:prepare(psize and piece_sql(psize, group, dim_names, customer, nil, by_t)
+        or piece_sql(false, group, raw_names, customer, q.extra))
+      params[1], params[2] = a, b
+      local n = 2
+      if psize then
+        if customer then params[3], params[4], n = lo, hi, 4 end
+        for i = 1, #dim_params do params[n + i] = dim_params[i] end
+        n = n + #dim_params
+      else
+        for i = 1, #raw_params do params[n + i] = raw_params[i] end
+        n = n + #raw_params
+        if q.extra_params then
+          for i = 1, #q.extra_params do params[n + i] = q.extra_params[i] end
+          n = n + #q.extra_params
+        end
+      end
+      st:bind_all(params, n)
+      while st:step() do
+        local count = st:double(1)
+        if count > 0 then
+          local k
+          if group == "t" then
+            -- A rollup row's own start, or a raw piece's (it lies within one bucket).
+            local t = psize and st:double(0) or a
+            k = floor((t - base) / size)
+            if base + k * size > t then k = k - 1 elseif base + (k + 1) * size <= t then k = k + 1 end
+          elseif group then
+            k = st:text(0)
+            if k == nil or k == "" then k = false end
+          else
+            k = 1
+          end
+          local c = ev[k]
+          if not c then
+            c, sin[k], sout[k], scost[k] = 0, 0, 0, 0
+            keys[#keys + 1] = k
+          end
+          ev[k] = c + count
+          sin[k] = sin[k] + st:double(2)
+          sout[k] = sout[k] + st:double(3)
+          scost[k] = scost[k] + st:double(4)
+        end
+      end
+      st:reset()
+    end
   end
   local groups = {}
   for _, k in ipairs(keys) do

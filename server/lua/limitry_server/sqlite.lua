@@ -29,6 +29,7 @@ const unsigned char *sqlite3_column_text(sqlite3_stmt *stmt, int i);
 int sqlite3_column_bytes(sqlite3_stmt *stmt, int i);
 int sqlite3_get_autocommit(sqlite3 *db);
 int sqlite3_changes(sqlite3 *db);
+int sqlite3_config(int op, ...);
 ]]
 
 local function load_library()
@@ -39,6 +40,10 @@ local function load_library()
   error("limitry-local: cannot load libsqlite3 (Debian: apt-get install libsqlite3-0)")
 end
 local C = load_library()
+-- No memory statistics: they take a mutex at every allocation (SQLITE_CONFIG_MEMSTATUS, before
+-- the library initializes: it fails harmlessly, SQLITE_MISUSE, if another module opened a
+-- database first).
+C.sqlite3_config(9, ffi.new("int", 0))
 
 local SQLITE_OK, SQLITE_ROW, SQLITE_DONE = 0, 100, 101
 local SQLITE_INTEGER, SQLITE_FLOAT, SQLITE_TEXT, SQLITE_NULL = 1, 2, 3, 5
@@ -125,6 +130,14 @@ function Stmt:bind_int(i, v)
 end
 
 function Stmt:bind(i, v) bind(self.stmt, i, v) end
+
+-- Binds the bytes of a string.buffer as text (copied by SQLite: the buffer may be reused at once).
+local const_char = ffi.typeof("const char *")
+function Stmt:bind_buffer(i, buf)
+  local p, n = buf:ref()
+  local rc = C.sqlite3_bind_text(self.stmt, i, ffi.cast(const_char, p), n, TRANSIENT)
+  if rc ~= SQLITE_OK then error("sqlite: bind " .. i .. ": " .. rc) end
+end
 
 -- Binds the list of parameters (n of them: nil values are NULLs).
 function Stmt:bind_all(params, n)

@@ -9,15 +9,27 @@
 -- their cost follows the range, not the number of stored events. Of each event only its key's hash
 -- stays in memory (keys.lua, about 16 bytes); nothing is held in Lua tables.
 --
+-- Every index is written in time or ingestion order, never per customer: a batch of a gateway's log
+-- (1,000 events over an hour, for 1,000 customers) then writes a few hundred pages, not one page of
+-- each per-customer index per customer (an index on (customer, t) on each rollup and one on the
+-- events' customer wrote ~3,000 pages of 4 KiB a batch at a million events). A rollup row's group
+-- is one integer, its gid (dims): a customer's gids are one range, customer number * 2^20 + 0, 1,
+-- ..., so query.lua finds a customer's rows by seeking (t, first gid) for each t of a range; a
+-- customer's events, for listings, through an index on (seq >> 12, customer): per block of 4,096
+-- events, that customer's ones. (Grouped rollups keyed by the four strings cost twice as much to
+-- upsert: docs/local-server-storage.md.)
+--
 -- Tables:
 --   events (seq, ts, customer, etype, model, provider, inp, outp, cost, ikey, khash, body): seq is
 --     the ingestion order (the listing cursor) and, for events stored by this store, the n of
 --     evt_<n>; body is the event's exact JSON text as listed; ts has a covering index for range
---     sums, customer an index for listings; khash is the idempotency key's hash (keys.lua: the keys
---     are looked up in memory, and only the hashes are indexed, in seq order, to rebuild that table).
---   r_minute, r_hour, r_day (t, customer, etype, model, provider, n, inp, outp, cost): t is the
---     start of the minute, hour or day; an absent model or provider is '' there (never a valid value);
---     an index on (customer, t) for the queries of one customer.
+--     sums; (seq >> 12, customer) an index for listings of a customer; khash is the idempotency
+--     key's hash (keys.lua: the keys are looked up in memory, and only the hashes are indexed, in
+--     seq order, to rebuild that table).
+--   dims (gid, customer, etype, model, provider): the groups; an absent model or provider is ''
+--     there (never a valid value). gid = cid * 2^20 + k: cid numbers the customers from 1, k the
+--     customer's groups from 0 (at most 2^20 of them).
+--   g_minute, g_hour, g_day (t, gid, n, inp, outp, cost): t is the start of the minute, hour or day.
 --   r_minute_total, r_hour_total, r_day_total (t, n, inp, outp, cost): the same summed over groups.
 --   meta (k, v): the format, and the next evt_<n> where a migration's ids ran ahead of its rows.
 local cjson = require "cjson.safe"
@@ -28,6 +40,7 @@ local keys = require "limitry_server.keys"
 
 local floor = math.floor
 local M = {}
+local body_buf = require("string.buffer").new(1024)
 
 M.count = 0     -- events stored
 M.max_seq = 0   -- the largest seq stored (listings read seq <= the first page's max_seq)
@@ -36,7 +49,7 @@ local db
 
 -- Rollup levels, largest first: seconds -> table.
 M.LEVELS = { 86400, 3600, 60 }
-M.ROLLUP = { [86400] = "r_day", [3600] = "r_hour", [60] = "r_minute" }
+M.ROLLUP = { [86400] = "g_day", [3600] = "g_hour", [60] = "g_minute" }
 -- The same without the groups: one row per minute, hour and day, for the queries without filters.
 M.TOTAL = { [86400] = "r_day_total", [3600] = "r_hour_total", [60] = "r_minute_total" }
 
@@ -53,6 +66,8 @@ local function floor_to(x, size)
 end
 M.floor_to = floor_to
 
+-- Events per block of the listing index (seq >> BLOCK_BITS).
+M.BLOCK_BITS = 12
 local SCHEMA = [[
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v);
 CREATE TABLE IF NOT EXISTS events (
@@ -70,26 +85,30 @@ CREATE TABLE IF NOT EXISTS events (
   body TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_ts ON events (ts, customer, etype, model, provider, inp, outp, cost);
-CREATE INDEX IF NOT EXISTS events_customer ON events (customer);
+CREATE INDEX IF NOT EXISTS events_block ON events (seq >> %d, customer);
 CREATE INDEX IF NOT EXISTS events_keys ON events (seq, khash) WHERE khash IS NOT NULL;
+CREATE TABLE IF NOT EXISTS dims (
+  gid INTEGER PRIMARY KEY, customer TEXT NOT NULL, etype TEXT NOT NULL, model TEXT NOT NULL, provider TEXT NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS dims_key ON dims (customer, etype, model, provider);
 ]]
+SCHEMA = SCHEMA:format(M.BLOCK_BITS)
 local ROLLUP_SCHEMA = [[
 CREATE TABLE IF NOT EXISTS %s (
-  t INTEGER NOT NULL, customer TEXT NOT NULL, etype TEXT NOT NULL, model TEXT NOT NULL, provider TEXT NOT NULL,
-  n REAL NOT NULL, inp REAL NOT NULL, outp REAL NOT NULL, cost REAL NOT NULL,
-  PRIMARY KEY (t, customer, etype, model, provider)
+  t INTEGER NOT NULL, gid INTEGER NOT NULL, n REAL NOT NULL, inp REAL NOT NULL, outp REAL NOT NULL, cost REAL NOT NULL,
+  PRIMARY KEY (t, gid)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS %s_customer ON %s (customer, t);
 CREATE TABLE IF NOT EXISTS %s (
   t INTEGER PRIMARY KEY, n REAL NOT NULL, inp REAL NOT NULL, outp REAL NOT NULL, cost REAL NOT NULL
 ) WITHOUT ROWID;
 ]]
-M.FORMAT = 2 -- 2: with the total tables
+-- 2: with the total tables; 4: groups numbered (dims, g_*), no index per customer (events_block)
+M.FORMAT = 4
 
 local INSERT = "INSERT INTO events (seq, ts, customer, etype, model, provider, inp, outp, cost, ikey, khash, body)"
   .. " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-local UPSERT = "INSERT INTO %s (t, customer, etype, model, provider, n, inp, outp, cost) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-  .. " ON CONFLICT (t, customer, etype, model, provider) DO UPDATE SET n = n + excluded.n, inp = inp + excluded.inp,"
+local UPSERT = "INSERT INTO %s (t, gid, n, inp, outp, cost) VALUES (?, ?, ?, ?, ?, ?)"
+  .. " ON CONFLICT (t, gid) DO UPDATE SET n = n + excluded.n, inp = inp + excluded.inp,"
   .. " outp = outp + excluded.outp, cost = cost + excluded.cost"
 local UPSERT_TOTAL = "INSERT INTO %s (t, n, inp, outp, cost) VALUES (?, ?, ?, ?, ?) ON CONFLICT (t) DO UPDATE SET"
   .. " n = n + excluded.n, inp = inp + excluded.inp, outp = outp + excluded.outp, cost = cost + excluded.cost"
@@ -115,36 +134,95 @@ local function configure(conn, durable)
   conn:exec(SCHEMA)
   for _, level in ipairs(M.LEVELS) do
     local r = M.ROLLUP[level]
-    conn:exec(ROLLUP_SCHEMA:format(r, r, r, M.TOTAL[level]))
+    conn:exec(ROLLUP_SCHEMA:format(r, M.TOTAL[level]))
   end
 end
 
--- The rollups of a batch: level -> key -> { t, customer, etype, model, provider, n, inp, outp,
--- cost }, and level -> t -> { t, n, inp, outp, cost } for the totals.
-local function rollup_groups(items)
-  local levels, totals, last_t, last_s = {}, {}, {}, {}
-  for _, level in ipairs(M.LEVELS) do levels[level], totals[level] = {}, {} end
+-- Groups: gid by customer, event type, model and provider, cached (nested tables keyed by the
+-- event's own strings: a lookup makes no string). At most GID_CACHE groups are cached; past that
+-- the cache starts afresh. A failed transaction empties it (its new dims rows are gone).
+M.GID_BITS = 20
+local PER_CUSTOMER = 2 ^ M.GID_BITS
+M.PER_CUSTOMER = PER_CUSTOMER
+local GID_CACHE = 65536
+local gid_cache, gid_cached = {}, 0
+local function forget_gids() gid_cache, gid_cached = {}, 0 end
+
+-- The gid of a group (m, p: '' when absent), made on conn when new.
+local function gid_of(conn, c, e, m, p)
+  local by_e = gid_cache[c]
+  local by_m = by_e and by_e[e]
+  local by_p = by_m and by_m[m]
+  local g = by_p and by_p[p]
+  if g then return g end
+  local row = conn:row("SELECT gid FROM dims WHERE customer = ? AND etype = ? AND model = ? AND provider = ?", c, e, m, p)
+  if row then
+    g = row[1]
+  else
+    local cid
+    row = conn:row("SELECT gid FROM dims WHERE customer = ? LIMIT 1", c)
+    if row then
+      cid = floor(row[1] / PER_CUSTOMER)
+    else
+      cid = floor((conn:row("SELECT max(gid) FROM dims")[1] or 0) / PER_CUSTOMER) + 1
+    end
+    local last = conn:row("SELECT max(gid) FROM dims WHERE gid >= ? AND gid < ?", cid * PER_CUSTOMER,
+      (cid + 1) * PER_CUSTOMER)[1]
+    g = last and last + 1 or cid * PER_CUSTOMER
+    if g >= (cid + 1) * PER_CUSTOMER then
+      error(string.format("customer %q has %d groups (event type, model, provider) already: no more can be stored", c,
+        PER_CUSTOMER), 0)
+    end
+    conn:run("INSERT INTO dims (gid, customer, etype, model, provider) VALUES (?, ?, ?, ?, ?)", g, c, e, m, p)
+  end
+  if gid_cached >= GID_CACHE then forget_gids() end
+  gid_cached = gid_cached + 1
+  by_e = gid_cache[c]
+  if not by_e then
+    by_e = {}
+    gid_cache[c] = by_e
+  end
+  by_m = by_e[e]
+  if not by_m then
+    by_m = {}
+    by_e[e] = by_m
+  end
+  by_p = by_m[m]
+  if not by_p then
+    by_p = {}
+    by_m[m] = by_p
+  end
+  by_p[p] = g
+  return g
+end
+
+-- The rollups of a batch: level -> t -> gid -> { n, inp, outp, cost }, and level -> t -> { t, n,
+-- inp, outp, cost } for the totals.
+local function rollup_groups(conn, items)
+  local levels, totals = {}, {}
+  local LEVELS = M.LEVELS
+  for _, level in ipairs(LEVELS) do levels[level], totals[level] = {}, {} end
   for _, item in ipairs(items) do
     local ev, ts = item[1], item[2]
-    local c, e, m, p = ev.customerId, ev.eventType, ev.model or "", ev.provider or ""
+    local gid = gid_of(conn, ev.customerId, ev.eventType, ev.model or "", ev.provider or "")
     local inp, outp, cost = ev.inputTokens, ev.outputTokens, ev.costCents
-    -- Lengths first: no separator character can make two groups' keys equal.
-    local dims = #c .. ":" .. c .. #e .. ":" .. e .. #m .. ":" .. m .. #p .. ":" .. p
-    for level, groups in pairs(levels) do
+    for li = 1, #LEVELS do
+      local level = LEVELS[li]
       local t = floor_to(ts, level)
-      if t ~= last_t[level] then last_t[level], last_s[level] = t, tostring(t) .. "|" end
-      local key = last_s[level] .. dims
-      local g = groups[key]
-      if g then
-        g[6], g[7], g[8], g[9] = g[6] + 1, g[7] + inp, g[8] + outp, g[9] + cost
-      else
-        groups[key] = { t, c, e, m, p, 1, inp, outp, cost }
-      end
-      local tot = totals[level][t]
-      if tot then
-        tot[2], tot[3], tot[4], tot[5] = tot[2] + 1, tot[3] + inp, tot[4] + outp, tot[5] + cost
-      else
+      local at = levels[level][t]
+      if not at then
+        at = {}
+        levels[level][t] = at
         totals[level][t] = { t, 1, inp, outp, cost }
+      else
+        local tot = totals[level][t]
+        tot[2], tot[3], tot[4], tot[5] = tot[2] + 1, tot[3] + inp, tot[4] + outp, tot[5] + cost
+      end
+      local g = at[gid]
+      if g then
+        g[1], g[2], g[3], g[4] = g[1] + 1, g[2] + inp, g[3] + outp, g[4] + cost
+      else
+        at[gid] = { 1, inp, outp, cost }
       end
     end
   end
@@ -169,17 +247,29 @@ local function insert_items(conn, items, first)
     ins:bind(9, ev.costCents)
     ins:bind(10, ev.idempotencyKey)
     ins:bind(11, item.h)
-    ins:bind(12, item.body or event.encode_line(ev))
+    if item.body then
+      ins:bind(12, item.body)
+    else
+      body_buf:reset()
+      ins:bind_buffer(12, event.encode_into(body_buf, ev))
+    end
     ins:step()
   end
   ins:reset()
-  local levels, totals = rollup_groups(items)
-  for level, groups in pairs(levels) do
+  local levels, totals = rollup_groups(conn, items)
+  for level, by_t in pairs(levels) do
     local up = conn:prepare(UPSERT:format(M.ROLLUP[level]))
-    for _, g in pairs(groups) do
-      up:reset()
-      for i = 1, 9 do up:bind(i, g[i]) end
-      up:step()
+    for t, at in pairs(by_t) do
+      for gid, g in pairs(at) do
+        up:reset()
+        up:bind_int(1, t)
+        up:bind_int(2, gid)
+        up:bind(3, g[1])
+        up:bind(4, g[2])
+        up:bind(5, g[3])
+        up:bind(6, g[4])
+        up:step()
+      end
     end
     up:reset()
     up = conn:prepare(UPSERT_TOTAL:format(M.TOTAL[level]))
@@ -216,6 +306,7 @@ function M.append(batch)
   end)
   if not ok then
     if db:in_transaction() then pcall(db.exec, db, "ROLLBACK") end
+    forget_gids()
     for _, item in ipairs(batch) do item[1].id = nil end
     return nil, tostring(err)
   end
@@ -264,28 +355,45 @@ end
 
 -- Up to `limit` events with seq <= from matching the filters (customerId, eventType, model),
 -- newest first: a list of their stored texts, the seq of the last one, and whether more follow.
+-- With a customer, block by block of the listing index (newest block first, each an index seek,
+-- so a customer absent for a while costs a seek per 4,096 events passed); without one, back
+-- through the events until the page is full.
 function M.list(f, from, limit)
   local where, params = { "seq <= ?" }, { from }
-  for _, c in ipairs { { "customerId", "customer" }, { "eventType", "etype" }, { "model", "model" } } do
+  for _, c in ipairs { { "eventType", "etype" }, { "model", "model" } } do
     if f[c[1]] then
       where[#where + 1] = c[2] .. " = ?"
       params[#params + 1] = f[c[1]]
     end
   end
-  params[#params + 1] = limit + 1
-  local st = db:prepare("SELECT seq, body FROM events WHERE " .. table.concat(where, " AND ")
-    .. " ORDER BY seq DESC LIMIT ?")
-  st:bind_all(params, #params)
   local out, last, more = {}, nil, false
-  while st:step() do
-    if #out == limit then
-      more = true
-      break
-    end
-    last = st:int(0)
-    out[#out + 1] = st:text(1)
+  local customer = f.customerId
+  local st
+  if customer then
+    st = db:prepare("SELECT seq, body FROM events WHERE seq >> " .. M.BLOCK_BITS .. " = ? AND customer = ? AND "
+      .. table.concat(where, " AND ") .. " ORDER BY seq DESC LIMIT ?")
+    table.insert(params, 1, customer)
+    table.insert(params, 1, 0)
+  else
+    st = db:prepare("SELECT seq, body FROM events WHERE " .. table.concat(where, " AND ") .. " ORDER BY seq DESC LIMIT ?")
   end
-  st:reset()
+  local n = #params + 1
+  local block = customer and math.floor(from / 2 ^ M.BLOCK_BITS) or 0
+  while block >= 0 and not more do
+    if customer then params[1] = block end
+    params[n] = limit + 1 - #out
+    st:bind_all(params, n)
+    while st:step() do
+      if #out == limit then
+        more = true
+        break
+      end
+      last = st:int(0)
+      out[#out + 1] = st:text(1)
+    end
+    st:reset()
+    block = block - 1
+  end
   return out, last, more
 end
 
@@ -302,6 +410,7 @@ local function migrate(jsonl, tmp_path)
   local conn = sqlite.open(tmp_path)
   configure(conn, false)
   keys.reset(0)
+  forget_gids()
   local taken, skipped, seq, max_id = 0, 0, 0, 0
   local items, pending = {}, {}
   local function flush()
@@ -353,9 +462,58 @@ local function migrate(jsonl, tmp_path)
   conn:exec("COMMIT")
   conn:exec("PRAGMA wal_checkpoint(TRUNCATE)")
   conn:close()
+  forget_gids() -- the gids of that database
   -- synchronous=OFF above: make the finished file durable before it replaces anything.
   os.execute("sync '" .. tmp_path .. "'")
   return taken, skipped
+end
+
+-- A database of an earlier format, brought to this one in one transaction (at start; a million
+-- events' rollups take a few seconds, once). Format 1 (never released) had no total tables; 2 and
+-- 3 (a development one) kept the rollups by the four strings, r_minute, r_hour, r_day, and 2 had an
+-- index per customer on them and on the events.
+local function upgrade(conn, format)
+  local function exists(name)
+    return conn:row("SELECT 1 FROM sqlite_master WHERE name = ?", name) ~= nil
+  end
+  conn:exec("BEGIN IMMEDIATE")
+  local old = { [86400] = "r_day", [3600] = "r_hour", [60] = "r_minute" }
+  if exists("r_day") then
+    if (format or 1) < 2 then
+      for _, level in ipairs(M.LEVELS) do
+        conn:exec(string.format("INSERT OR REPLACE INTO %s (t, n, inp, outp, cost) SELECT t, total(n), total(inp),"
+          .. " total(outp), total(cost) FROM %s GROUP BY t", M.TOTAL[level], old[level]))
+      end
+    end
+    -- The groups: every one is in the day rollup (every event is in a day). Numbered a customer
+    -- after another, in their order.
+    local st = conn:prepare("SELECT DISTINCT customer, etype, model, provider FROM r_day ORDER BY 1, 2, 3, 4")
+    local ins = conn:prepare("INSERT INTO dims (gid, customer, etype, model, provider) VALUES (?, ?, ?, ?, ?)")
+    local cid, k, last = 0, 0, nil
+    st:reset()
+    while st:step() do
+      local c = st:text(0)
+      if c ~= last then cid, k, last = cid + 1, 0, c else k = k + 1 end
+      if k >= PER_CUSTOMER then error("limitry-local: customer " .. c .. " has too many groups to convert", 0) end
+      ins:reset()
+      ins:bind_int(1, cid * PER_CUSTOMER + k)
+      for i = 0, 3 do ins:bind(i + 2, st:text(i)) end
+      ins:step()
+    end
+    st:reset()
+    ins:reset()
+    for _, level in ipairs(M.LEVELS) do
+      conn:exec(string.format("INSERT INTO %s (t, gid, n, inp, outp, cost) SELECT r.t, d.gid, r.n, r.inp, r.outp, r.cost"
+        .. " FROM %s r JOIN dims d ON d.customer = r.customer AND d.etype = r.etype AND d.model = r.model"
+        .. " AND d.provider = r.provider", M.ROLLUP[level], old[level]))
+      conn:exec("DROP TABLE " .. old[level])
+    end
+  end
+  -- Format 2's indexes per customer (those on the rollups went with their tables).
+  conn:exec("DROP INDEX IF EXISTS events_customer")
+  conn:run("INSERT OR REPLACE INTO meta (k, v) VALUES ('format', ?)", M.FORMAT)
+  conn:exec("COMMIT")
+  forget_gids()
 end
 
 -- Opens (or creates) DATA/events.db. An old DATA/events.jsonl is migrated once, into a new database
@@ -392,16 +550,11 @@ function M.open(data_dir, sample)
     error("limitry-local: " .. path .. " has a layout this server does not know (no khash column): move it away", 0)
   end
   local format = tonumber(meta_get("format"))
-  if format ~= M.FORMAT then
-    -- Format 1 (before the total tables, never released): fill them from the grouped rollups.
-    db:exec("BEGIN IMMEDIATE")
-    for _, level in ipairs(M.LEVELS) do
-      db:exec(string.format("INSERT OR REPLACE INTO %s (t, n, inp, outp, cost) SELECT t, total(n), total(inp),"
-        .. " total(outp), total(cost) FROM %s GROUP BY t", M.TOTAL[level], M.ROLLUP[level]))
-    end
-    db:run("INSERT OR REPLACE INTO meta (k, v) VALUES ('format', ?)", M.FORMAT)
-    db:exec("COMMIT")
+  if format and format > M.FORMAT then
+    error("limitry-local: " .. path .. " was written by a newer server (format " .. format .. ", this one knows "
+      .. M.FORMAT .. "): start that one, or move the folder away", 0)
   end
+  if format ~= M.FORMAT then upgrade(db, format) end
   M.max_seq = db:row("SELECT max(seq) FROM events")[1] or 0
   next_id = math.max(tonumber(meta_get("next_id")) or 1, M.max_seq + 1)
   M.count = db:row("SELECT count(*) FROM events")[1]

@@ -79,6 +79,41 @@ function M.parse(s)
   return secs + tonumber("0." .. digits), secs, digits
 end
 
+-- The usual form alone, "YYYY-MM-DDTHH:MM:SS[.f]Z" (1 to 9 fraction digits, seconds 00-59): the
+-- unix seconds, as parse gives them, read byte by byte (parse's patterns make a string of each
+-- part, for every event of a batch); nil for anything else (parse then decides). For such a text
+-- format(secs, digits) is the text itself.
+local byte = string.byte
+local POW10 = { 10, 100, 1000, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9 }
+local function digit(b) return b >= 48 and b <= 57 end
+function M.parse_utc(s)
+  local n = #s
+  if n < 20 or n > 30 or n == 21 then return nil end
+  local b1, b2, b3, b4, b5, b6, b7, b8, b9, b10 = byte(s, 1, 10)
+  local b11, b12, b13, b14, b15, b16, b17, b18, b19, b20 = byte(s, 11, 20)
+  if b5 ~= 45 or b8 ~= 45 or b11 ~= 84 or b14 ~= 58 or b17 ~= 58 or byte(s, n) ~= 90 then return nil end
+  if not (digit(b1) and digit(b2) and digit(b3) and digit(b4) and digit(b6) and digit(b7) and digit(b9)
+    and digit(b10) and digit(b12) and digit(b13) and digit(b15) and digit(b16) and digit(b18) and digit(b19)) then
+    return nil
+  end
+  local y, mo, d = (b1 - 48) * 1000 + (b2 - 48) * 100 + (b3 - 48) * 10 + b4 - 48, (b6 - 48) * 10 + b7 - 48,
+    (b9 - 48) * 10 + b10 - 48
+  local h, mi, sec = (b12 - 48) * 10 + b13 - 48, (b15 - 48) * 10 + b16 - 48, (b18 - 48) * 10 + b19 - 48
+  if mo < 1 or mo > 12 or d < 1 or d > days_in_month(y, mo) or h > 23 or mi > 59 or sec > 59 then return nil end
+  local secs = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec
+  if n == 20 then return secs, secs end
+  -- "." then 1 to 9 digits: their value over 10^k is the double nearest the decimal fraction, as
+  -- tonumber("0." .. digits) is (both rounded once, correctly, from exact integers).
+  if b20 ~= 46 then return nil end
+  local f = 0
+  for i = 21, n - 1 do
+    local x = byte(s, i) - 48
+    if x < 0 or x > 9 then return nil end
+    f = f * 10 + x
+  end
+  return secs + f / POW10[n - 21], secs
+end
+
 -- ISO 8601 in UTC for whole unix seconds t, with the fraction's digits when given.
 function M.format(t, digits)
   t = floor(t)
