@@ -58,10 +58,17 @@ build = {
       ["limitry.transport.worker_thread"] = "lua/limitry/transport/worker_thread.lua",
       -- the command line (bin/limitry, docs/cli.md)
       ["limitry.cli"] = "lua/limitry/cli.lua",
+      ["limitry.cli.api"] = "lua/limitry/cli/api.lua",
       ["limitry.cli.chart"] = "lua/limitry/cli/chart.lua",
+      ["limitry.cli.common"] = "lua/limitry/cli/common.lua",
       ["limitry.cli.dates"] = "lua/limitry/cli/dates.lua",
+      ["limitry.cli.events"] = "lua/limitry/cli/events.lua",
       ["limitry.cli.format"] = "lua/limitry/cli/format.lua",
       ["limitry.cli.import"] = "lua/limitry/cli/import.lua",
+      ["limitry.cli.limits"] = "lua/limitry/cli/limits.lua",
+      ["limitry.cli.parser"] = "lua/limitry/cli/parser.lua",
+      ["limitry.cli.server"] = "lua/limitry/cli/server.lua",
+      ["limitry.cli.usage"] = "lua/limitry/cli/usage.lua",
       ["limitry.core"] = {
          sources = { "src/core.c", "src/class.c", "src/handle.c", "src/transfer.c", "src/multi.c", "src/process.c", "src/json.c",
             "src/buffer.c", "src/encode.c", "src/text.c", "src/random.c" },
