@@ -65,6 +65,7 @@ build = {
       ["limitry.cli.events"] = "lua/limitry/cli/events.lua",
       ["limitry.cli.format"] = "lua/limitry/cli/format.lua",
       ["limitry.cli.import"] = "lua/limitry/cli/import.lua",
+      ["limitry.cli.input"] = "lua/limitry/cli/input.lua",
       ["limitry.cli.limits"] = "lua/limitry/cli/limits.lua",
       ["limitry.cli.parser"] = "lua/limitry/cli/parser.lua",
       ["limitry.cli.server"] = "lua/limitry/cli/server.lua",
