@@ -52,10 +52,24 @@ H["usage summary"] = function(ctx, a)
   emit_lines(format.pairs_table(list))
 end
 
-local function metric_columns(first_title, first_align)
-  local cols = { { title = first_title, align = first_align } }
+-- Rows of a first column (the field `key` of each row) and the five metrics: CSV, or a table for
+-- people under `title`. first: { CSV header, table title, what a table shows for a missing key }.
+local function emit_metric_rows(ctx, data, key, first, title)
+  if ctx.output == "csv" then
+    out(format.csv_row { first[1], METRICS[1], METRICS[2], METRICS[3], METRICS[4], METRICS[5] })
+    for _, r in ipairs(data) do
+      out(format.csv_row({ r[key], r[METRICS[1]], r[METRICS[2]], r[METRICS[3]], r[METRICS[4]], r[METRICS[5]] }, 6))
+    end
+    return
+  end
+  out(title)
+  local cols, rows = { { title = first[2] } }, {}
   for i = 1, #METRICS do cols[#cols + 1] = { title = METRIC_TITLES[i], align = "right" } end
-  return cols
+  for i, r in ipairs(data) do
+    rows[i] = { r[key] or first[3] }
+    for j, m in ipairs(METRICS) do rows[i][j + 1] = show_metric(m, r[m]) end
+  end
+  emit_lines(format.table(cols, rows))
 end
 
 H["usage breakdown"] = function(ctx, a)
@@ -67,20 +81,7 @@ H["usage breakdown"] = function(ctx, a)
   local client = ctx.client()
   local res = call(ctx, client:usage().get_breakdown, client:usage(), q)
   if ctx.output == "json" then return emit_json(ctx, res) end
-  if ctx.output == "csv" then
-    out(format.csv_row { by, METRICS[1], METRICS[2], METRICS[3], METRICS[4], METRICS[5] })
-    for _, r in ipairs(res.data) do
-      out(format.csv_row({ r.dimension, r[METRICS[1]], r[METRICS[2]], r[METRICS[3]], r[METRICS[4]], r[METRICS[5]] }, 6))
-    end
-    return
-  end
-  out(range_title(from, to, a) .. ", by " .. by)
-  local rows = {}
-  for i, r in ipairs(res.data) do
-    rows[i] = { r.dimension or "(none)" }
-    for j, m in ipairs(METRICS) do rows[i][j + 1] = show_metric(m, r[m]) end
-  end
-  emit_lines(format.table(metric_columns(by:gsub("_", " ")), rows))
+  emit_metric_rows(ctx, res.data, "dimension", { by, (by:gsub("_", " ")), "(none)" }, range_title(from, to, a) .. ", by " .. by)
 end
 
 -- Label of a bucket start for charts.
@@ -158,20 +159,7 @@ H["usage timeseries"] = function(ctx, a)
     return out(tail .. (per > 1 and (" (a character is " .. per .. " " .. interval .. "s)") or ""))
   end
   if ctx.output == "json" then return emit_json(ctx, res) end
-  if ctx.output == "csv" then
-    out(format.csv_row { "timestamp", METRICS[1], METRICS[2], METRICS[3], METRICS[4], METRICS[5] })
-    for _, p in ipairs(res.data) do
-      out(format.csv_row({ p.timestamp, p[METRICS[1]], p[METRICS[2]], p[METRICS[3]], p[METRICS[4]], p[METRICS[5]] }, 6))
-    end
-    return
-  end
-  out(range_title(from, to, a) .. ", per " .. interval)
-  local rows = {}
-  for i, p in ipairs(res.data) do
-    rows[i] = { p.timestamp }
-    for j, m in ipairs(METRICS) do rows[i][j + 1] = show_metric(m, p[m]) end
-  end
-  emit_lines(format.table(metric_columns("bucket"), rows))
+  emit_metric_rows(ctx, res.data, "timestamp", { "timestamp", "bucket" }, range_title(from, to, a) .. ", per " .. interval)
 end
 
 H["customers usage"] = function(ctx, a)
