@@ -27,13 +27,10 @@ local function failure(kinds, kind, text, code, secret, sent)
 end
 
 -- An attempt's outcome as a result, or nil and an error value (not yet finished: the loop fills in
--- the attempts). Takes what t.send returned.
+-- the attempts). Takes what t.send returned, when run's fast path did not take it.
 function M.outcome(t, call, secret, status, headers, body, code, doc, h)
   if status == nil then return nil, failure(t.KINDS, headers, body, code, secret, doc) end
-  if headers == false then
-    if call.shape.check(doc) then return doc end
-    headers = h:headers() -- valid until the handle starts its next transfer
-  end
+  if headers == false then headers = h:headers() end -- valid until the handle starts its next transfer
   return answers.interpret(call.shape, secret, status, headers, body, doc)
 end
 
