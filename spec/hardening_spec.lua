@@ -89,7 +89,10 @@ describe("hardening", function()
 
     it("leaves no socket open and no entry in the socket registry when the connect times out", function()
       -- libcurl 7.88 closes a socket whose connect timed out without the close callback; an entry
-      -- left behind could later name another file under the same number.
+      -- left behind could later name another file under the same number. Counted against what
+      -- was open before: what earlier specs' clients still hold is theirs.
+      collectgarbage()
+      local open_before, kept_before = core.sockets()
       for _ = 1, 300 do
         local c = client { timeout = 0.001, connect_timeout = 0.001, max_retries = 0 }
         c:usage():get_summary(S, E)
@@ -97,9 +100,9 @@ describe("hardening", function()
       end
       collectgarbage()
       local open, kept = core.sockets()
-      assert.equal(0, open)
+      assert.equal(open_before, open)
       -- (Before: one entry more every few timeouts, 18 after 300.)
-      assert.equal(0, kept)
+      assert.equal(kept_before, kept)
     end)
 
     it("reaches libcurl as at least 1 ms", function()
