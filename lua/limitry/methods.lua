@@ -108,7 +108,8 @@ return function(limitry, Client, states, check_self)
     local memo = op.memo and {}
     if memo then build = memoized(build, memo) end
     class[name] = function(self, ...)
-      if getmetatable(self) ~= class then check_self(self, class, label, name) end
+      -- A client's metatable is its own (check_self looks behind it): a client is known by its state.
+      if getmetatable(self) ~= class and not (on_client and states[self]) then check_self(self, class, label, name) end
       local client = on_client and self or self.client
       local c = build(...)
       if client.closed then closed() end
@@ -128,7 +129,7 @@ return function(limitry, Client, states, check_self)
       return pick(client, true, 3).start(client, states[client], c, callback, 3)
     end
     class[start_name] = function(self, ...)
-      if getmetatable(self) ~= class then check_self(self, class, label, start_name) end
+      if getmetatable(self) ~= class and not (on_client and states[self]) then check_self(self, class, label, start_name) end
       local n = select("#", ...)
       if n == 3 then -- the usual (start, end, callback), without a table
         local a, b, last = ...
@@ -183,8 +184,9 @@ return function(limitry, Client, states, check_self)
       classes[resource] = class
       -- client:events(), client:quotas(), ...: one object each per client, made on first use.
       Client[resource] = function(self)
-        check_self(self, Client, "client", resource)
-        local made = states[self].resources
+        local state = states[self] -- a client is known by its state
+        if not state then check_self(self, Client, "client", resource) end
+        local made = state.resources
         local object = made[resource]
         if not object then
           object = setmetatable({ client = self }, class)
