@@ -2,10 +2,15 @@
 -- added to one and not the other fails here.
 local limitry = require "limitry"
 
-local function stub_methods()
+local function stub_text()
   local f = assert(io.open("meta/limitry.lua"))
   local text = f:read("*a")
   f:close()
+  return text
+end
+
+local function stub_methods()
+  local text = stub_text()
   local by_class = {}
   for class, method in text:gmatch("\nfunction (%a%w*)[:.]([%w_]+)%(") do
     by_class[class] = by_class[class] or {}
@@ -32,9 +37,7 @@ end
 
 -- The stub class of each resource: what `function Client:<resource>()` is stubbed to return.
 local function resource_classes()
-  local f = assert(io.open("meta/limitry.lua"))
-  local text = f:read("*a")
-  f:close()
+  local text = stub_text()
   local by_resource = {}
   for class, resource in text:gmatch("%-%-%-@return limitry%.(%a%w*)\nfunction Client:([%w_]+)%(%)") do
     by_resource[resource] = class
@@ -66,9 +69,7 @@ describe("meta/limitry.lua", function()
   end)
 
   it("stubs every option limitry.new takes", function()
-    local f = assert(io.open("meta/limitry.lua"))
-    local text = f:read("*a")
-    f:close()
+    local text = stub_text()
     local options = text:match("%-%-%-@class limitry%.Options\n(.-)\n\n")
     local stubbed = {}
     for name in options:gmatch("%-%-%-@field ([%w_]+)") do stubbed[name] = true end

@@ -67,13 +67,18 @@ local function group_options(leaf)
   leaf.cmd:group("Common options", unpack(leaf.common))
 end
 
+-- --customer, --model, --event-type: the filters of the usage reports and of events list.
+local function add_only(cmd)
+  cmd:option("--customer", "only this customer_id"):argname("ID")
+  cmd:option("--model", "only this model"):argname("MODEL")
+  cmd:option("--event-type", "only this event type"):argname("TYPE")
+end
+
 local function add_filters(cmd)
   cmd:option("--from", "start (included): YYYY-MM-DD, YYYY-MM, ISO 8601, now, today, yesterday, wtd, mtd, ytd, "
     .. "7d, 24h, 2w (default: mtd)"):argname("WHEN")
   cmd:option("--to", "end (excluded), as --from (default: now)"):argname("WHEN")
-  cmd:option("--customer", "only this customer_id"):argname("ID")
-  cmd:option("--model", "only this model"):argname("MODEL")
-  cmd:option("--event-type", "only this event type"):argname("TYPE")
+  add_only(cmd)
 end
 
 local function add_event_flags(cmd)
@@ -143,9 +148,7 @@ local function build_parser()
 
   local events = group("events", "List, record and import events.")
   c = leaf(events, "list", "Events, newest first: one page, or --all pages.", OUTPUTS.events_list, "ndjson")
-  c:option("--customer", "only this customer_id"):argname("ID")
-  c:option("--model", "only this model"):argname("MODEL")
-  c:option("--event-type", "only this event type"):argname("TYPE")
+  add_only(c)
   c:option("--limit", "events per page, 1 to 100 (default 50; 100 with --all)"):argname("N")
   c:option("--cursor", "the page after this cursor (nextCursor of the previous page)"):argname("CURSOR")
   c:flag("--all", "every page, following the cursor")
