@@ -1,11 +1,15 @@
--- Loaded by fuzz/response_fuzz.c: checks one call of protocol.interpret on fuzzed input and
+-- Loaded by fuzz/response_fuzz.c: checks one call of limitry.call's outcome (how the lifecycle
+-- reads an attempt: an answer through limitry.answers, a transport failure through the libcurl
+-- transport's kinds) on fuzzed input and
 -- raises (the harness then aborts) when a promise is broken:
 --   it never raises; it returns a table, or nil and an error value whose name is in the family
 --   of lua/limitry/errors.lua; the secret appears nowhere in an error (keys, values, nested
 --   tables, the finished message). A successful result is the server's own data, passed through
 --   unredacted (README: the key never appears in msg or err), so there the secret may appear only
 --   where the body itself held it: the client never adds it.
-local protocol = require "limitry.protocol"
+local call = require "limitry.call"
+local answers = require "limitry.answers"
+local curl = require "limitry.transport.curl"
 local errors = require "limitry.errors"
 
 local function walk(v, secret, seen, path)
@@ -22,7 +26,7 @@ local function walk(v, secret, seen, path)
 end
 
 return function(shape, secret, status, headers, body, curl_code)
-  local ok, res, err = pcall(protocol.interpret, shape, secret, status, headers, body, curl_code)
+  local ok, res, err = pcall(call.outcome, curl, { shape = answers[shape] }, secret, status, headers, body, curl_code)
   if not ok then error("interpret raised: " .. tostring(res), 0) end
   if res ~= nil then
     if type(res) ~= "table" then error("a result that is not a table: " .. type(res), 0) end

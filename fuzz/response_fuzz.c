@@ -1,4 +1,4 @@
-/* libFuzzer harness for the response path: protocol.interpret (lua/limitry/protocol.lua) with the
+/* libFuzzer harness for the response path: limitry.call's outcome (lua/limitry/call.lua) with the
  * real core (src/, linked in) in an embedded Lua 5.4, on fuzzed shape, status, headers and body.
  * The promises are checked by fuzz/response_check.lua; a broken one aborts.
  * Input layout: byte 0 picks the shape (and, with bit 7, the transport-failure path: status nil),

@@ -1,6 +1,6 @@
 ---@meta
 -- Type stubs for lua-language-server: add this folder to "Lua.workspace.library".
--- They describe the API in README.md; nothing here runs.
+-- They describe the API in docs/api.md; nothing here runs.
 
 ---@class limitry.Metrics
 ---@field totalEvents integer
@@ -59,18 +59,20 @@ function Error:is(name) end
 ---@class limitry.TimeseriesParams: limitry.SummaryParams
 ---@field interval "hour"|"day"|"week"
 
----@class limitry.Request
-local Request = {}
+---@alias limitry.Request limitry.AsyncCall  the name of earlier versions
+
+---@class limitry.AsyncCall  what every start_* returns (the "async call")
+local AsyncCall = {}
 ---@return boolean
-function Request:done() end
+function AsyncCall:done() end
 ---@return table|nil res, string|nil msg, limitry.Error|nil err
-function Request:result() end
+function AsyncCall:result() end
 ---@return boolean cancelled
-function Request:cancel() end
+function AsyncCall:cancel() end
 ---@return table|nil res, string|nil msg, limitry.Error|nil err
-function Request:wait() end
+function AsyncCall:wait() end
 ---@return table|nil res, string|nil msg, limitry.Error|nil err
-function Request:await() end
+function AsyncCall:await() end
 
 ---@class limitry.Usage
 local Usage = {}
@@ -87,13 +89,13 @@ function Usage:get_breakdown(params) end
 ---@return limitry.Timeseries|nil res, string|nil msg, limitry.Error|nil err
 function Usage:get_timeseries(params) end
 ---@param ... any  the arguments of get_summary, then an optional callback(res, msg, err)
----@return limitry.Request
+---@return limitry.AsyncCall
 function Usage:start_summary(...) end
 ---@param ... any  the arguments of get_breakdown, then an optional callback(res, msg, err)
----@return limitry.Request
+---@return limitry.AsyncCall
 function Usage:start_breakdown(...) end
 ---@param ... any  the arguments of get_timeseries, then an optional callback(res, msg, err)
----@return limitry.Request
+---@return limitry.AsyncCall
 function Usage:start_timeseries(...) end
 
 ---@class limitry.Options
@@ -113,10 +115,10 @@ function Usage:start_timeseries(...) end
 ---@field proxy string?  "" turns off proxies from the environment
 ---@field no_proxy string?
 ---@field openresty "auto"|"cosocket"|"worker_thread"|"blocking"|nil  transport inside nginx ("auto": cosockets)
----@field pool_size integer?  cosockets: idle connections per pool and worker (64)
+---@field pool_size integer?  cosockets: idle connections a worker keeps, across every pool and client (64)
 ---@field keepalive_timeout number?  cosockets: seconds an idle connection is kept (60)
 ---@field thread_pool string?  openresty = "worker_thread": the nginx thread pool ("limitry")
----@field max_worker_thread_calls integer?  openresty = "worker_thread": calls waiting per worker (32)
+---@field max_worker_thread_calls integer?  openresty = "worker_thread": attempts waiting per worker (32)
 ---@field log (fun(entry: limitry.LogEntry))|false|nil  called once per attempt; tostring(entry) is one line
 
 ---One attempt, as the log option sees it. Never holds the API key.
@@ -194,11 +196,11 @@ function Events:list(query) end
 ---@param query {customer_id: string?, event_type: string?, model: string?, limit: integer?}?
 ---@return fun(): table|nil
 function Events:each(query) end
----@return limitry.Request
+---@return limitry.AsyncCall
 function Events:start_record(event, callback) end
----@return limitry.Request
+---@return limitry.AsyncCall
 function Events:start_batch(events, callback) end
----@return limitry.Request
+---@return limitry.AsyncCall
 function Events:start_list(query, callback) end
 
 ---@class limitry.LimitResource  quotas() and rate_limits()
@@ -221,17 +223,17 @@ function LimitResource:update(id, fields) end
 ---@param id string
 ---@return {success: boolean}|nil, string|nil, limitry.Error|nil
 function LimitResource:delete(id) end
----@return limitry.Request
+---@return limitry.AsyncCall
 function LimitResource:start_check(dimensions, callback) end
----@return limitry.Request
+---@return limitry.AsyncCall
 function LimitResource:start_list(callback) end
----@return limitry.Request
+---@return limitry.AsyncCall
 function LimitResource:start_get(id, callback) end
----@return limitry.Request
+---@return limitry.AsyncCall
 function LimitResource:start_create(fields, callback) end
----@return limitry.Request
+---@return limitry.AsyncCall
 function LimitResource:start_update(id, fields, callback) end
----@return limitry.Request
+---@return limitry.AsyncCall
 function LimitResource:start_delete(id, callback) end
 
 ---@class limitry.QuotaAlerts
@@ -256,17 +258,17 @@ function QuotaAlerts:delete(id) end
 ---@param id string
 ---@return {data: table[]}|nil, string|nil, limitry.Error|nil
 function QuotaAlerts:history(id) end
----@return limitry.Request
+---@return limitry.AsyncCall
 function QuotaAlerts:start_create(quota_id, fields, callback) end
----@return limitry.Request
+---@return limitry.AsyncCall
 function QuotaAlerts:start_list(quota_id, callback) end
----@return limitry.Request
+---@return limitry.AsyncCall
 function QuotaAlerts:start_get(id, callback) end
----@return limitry.Request
+---@return limitry.AsyncCall
 function QuotaAlerts:start_update(id, fields, callback) end
----@return limitry.Request
+---@return limitry.AsyncCall
 function QuotaAlerts:start_delete(id, callback) end
----@return limitry.Request
+---@return limitry.AsyncCall
 function QuotaAlerts:start_history(id, callback) end
 
 ---@class limitry.Customers
@@ -276,14 +278,14 @@ local Customers = {}
 ---@param end_date limitry.Date?
 ---@return table|nil, string|nil, limitry.Error|nil  { customerId, <the five metrics> }
 function Customers:get_usage(customer_id, start_date, end_date) end
----@return limitry.Request
+---@return limitry.AsyncCall
 function Customers:start_usage(customer_id, start_date, end_date, callback) end
 
 ---@class limitry.Project
 local Project = {}
 ---@return table|nil, string|nil, limitry.Error|nil  { id, organizationId, name, slug, createdAt, updatedAt }
 function Project:get() end
----@return limitry.Request
+---@return limitry.AsyncCall
 function Project:start_get(callback) end
 
 ---@class limitry.Client
@@ -295,7 +297,7 @@ function Client:events() end
 ---@param event limitry.Event
 ---@return limitry.Decision|nil, string|nil, limitry.Error|nil
 function Client:track(event) end
----@return limitry.Request
+---@return limitry.AsyncCall
 function Client:start_track(event, callback) end
 ---@return limitry.LimitResource
 function Client:quotas() end
@@ -338,7 +340,7 @@ function Client:request(method, path, body, options) end
 ---@param method "GET"|"POST"|"PUT"|"DELETE"
 ---@param path string
 ---@param ... any  body, options, callback
----@return limitry.Request
+---@return limitry.AsyncCall
 function Client:start_request(method, path, ...) end
 
 ---@class limitry

@@ -150,8 +150,8 @@ describe("usage calls", function()
   end)
 
   it("take the forms of ISO 8601 the server reads, and leap days", function()
-    local protocol = require "limitry.protocol"
-    local base = protocol.parse_date("2024-01-01")
+    local dates = require "limitry.dates"
+    local base = dates.parse("2024-01-01")
     assert.equal(1704067200, base)
     for text, seconds in pairs {
       ["2024-02-29"] = 1709164800, ["2000-02-29T00:00:00Z"] = 951782400, ["2024-01-01T00:00Z"] = base,
@@ -159,10 +159,10 @@ describe("usage calls", function()
       ["2023-12-31T19:00:00-0500"] = base, ["2024-01-01T00:00:00.5Z"] = base + 0.5, ["2024-01-01T00:00:00,25Z"] = base + 0.25,
       ["2024-01-01T00:00:00.123456789+00:00"] = base + 0.123456789, ["2016-12-31T23:59:60Z"] = 1483228800,
     } do
-      assert.near(seconds, (protocol.parse_date(text)), 1e-6, text)
+      assert.near(seconds, (dates.parse(text)), 1e-6, text)
       assert.is_true(pcall(usage().start_summary, usage(), text, "9999-12-31"), text)
     end
-    assert.is_nil(protocol.parse_date("1900-02-29"))
+    assert.is_nil(dates.parse("1900-02-29"))
   end)
 
   it("check group_by and interval against the allowed values", function()

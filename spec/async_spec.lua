@@ -199,7 +199,7 @@ describe("async calls", function()
 
   it("the core's multi hands back each transfer's owner, the handle when none (or false) is given", function()
     local core = require "limitry.core"
-    local cfg = { headers = { "Authorization: Bearer " .. server.api_key }, timeout_ms = 5000 }
+    local cfg = support.core_options { headers = { "Authorization: Bearer " .. server.api_key }, timeout_ms = 5000 }
     local url = server.base_url .. "/usage?startDate=" .. S .. "&endDate=" .. E
     local m, h1, h2, h3 = core.multi(), core.new(), core.new(), core.new()
     local owner = {}

@@ -272,12 +272,12 @@ describe("limitry client", function()
     end)
 
     it("sends every date form the client accepts, and the local server reads each the same (issue #17)", function()
-      local protocol = require "limitry.protocol"
+      local dates = require "limitry.dates"
       local c, id = client()
       local forms = { "2024-01-01", "2024-01-01T00:00Z", "2024-01-01t00:00:00z", "2024-01-01 00:00:00",
         "2024-01-01T01:00:00+01:00", "2023-12-31T19:00:00-0500", "2024-01-01T00:00:00.000000000Z", "2024-01-01T00:00:00,0Z" }
       for _, form in ipairs(forms) do
-        assert.equal(1704067200, protocol.parse_date(form), form)
+        assert.equal(1704067200, dates.parse(form), form)
         local s = assert(c:usage():get_summary(form, "2024-02-01T00:00:00Z", { customer_id = "nobody" }))
         assert.equal(0, s.totalEvents)
       end
@@ -399,6 +399,10 @@ describe("limitry client", function()
       collect(c, 0)
       collect(req, 0)
       req:cancel()
+      -- Closed, not left to the collector: on LuaJIT the traces of this walk can keep the client
+      -- reachable after the test (no Lua-visible path; -joff or jit.flush() frees it), and its
+      -- connection would stay open into the specs that count sockets.
+      c:close()
       for _, s in ipairs(reachable) do assert.is_nil(s:find(key, 1, true), "key reachable from the client: " .. s) end
     end)
   end)

@@ -772,9 +772,9 @@ describe("query values (core.percent_encode, core.has_control)", function()
   end)
 
   it("a query sent to the server carries the encoded values", function()
-    local protocol = require "limitry.protocol"
+    local op = require("limitry.resources").usage.get_summary -- its reader makes the path and query
     assert.equal("/usage?startDate=2024-01-01T00%3A00%3A00Z&endDate=2024-02-01&customerId=a%20b%2Fc%26d%3D%C3%A9&model=gpt-4o",
-      protocol.build_query("get_summary", { start_date = "2024-01-01T00:00:00Z", end_date = "2024-02-01",
+      op.arguments(op, "usage:get_summary", { start_date = "2024-01-01T00:00:00Z", end_date = "2024-02-01",
         customer_id = "a b/c&d=é", model = "gpt-4o" }))
   end)
 end)

@@ -120,7 +120,7 @@ describe("fork safety (" .. fork.provider .. ")", function()
 
     local function recorded(id)
       local h = core.new()
-      local status, _, body = h:request { url = server.root .. "/_test/requests?id=" .. id, ca_file = pki .. "/ca.pem" }
+      local status, _, body = h:request(support.core_options { url = server.root .. "/_test/requests?id=" .. id, ca_file = pki .. "/ca.pem" })
       h:close()
       assert.equal(200, status)
       return assert(core.decode(body))

@@ -6,6 +6,7 @@
 local limitry = require "limitry"
 local hostile = require "spec.support.hostile"
 local socket = require "socket"
+local support = require "spec.support.server"
 
 local S, E = hostile.S, hostile.E
 local TIMEOUT = 2
@@ -89,7 +90,7 @@ describe("a hostile server", function()
       local core = require "limitry.core"
       local m = core.multi()
       local function run(url)
-        m:add(core.new(), {}, url)
+        m:add(core.new(), support.core_options(), url)
         local deadline = socket.gettime() + TIMEOUT * 2
         while socket.gettime() < deadline do
           m:perform()
@@ -114,9 +115,10 @@ describe("a hostile server", function()
   it("raw core: a URL without a host after an absolute one on the same handle is refused, not sent to the last host", function()
     local core = require "limitry.core"
     local handle = core.new()
-    assert.equal(200, (handle:call({}, root .. "/ok/v1/usage?startDate=2024-01-01T00:00:00Z")))
+    local cfg = support.core_options()
+    assert.equal(200, (handle:call(cfg, root .. "/ok/v1/usage?startDate=2024-01-01T00:00:00Z")))
     local before = control("hits", "ok")
-    local status, kind = handle:call({}, "/ok/v1/usage?startDate=2024-01-01T00:00:00Z")
+    local status, kind = handle:call(cfg, "/ok/v1/usage?startDate=2024-01-01T00:00:00Z")
     assert.is_nil(status)
     assert.equal("usage", kind)
     assert.equal(before, control("hits", "ok"))

@@ -2,10 +2,15 @@
 -- added to one and not the other fails here.
 local limitry = require "limitry"
 
-local function stub_methods()
+local function stub_text()
   local f = assert(io.open("meta/limitry.lua"))
   local text = f:read("*a")
   f:close()
+  return text
+end
+
+local function stub_methods()
+  local text = stub_text()
   local by_class = {}
   for class, method in text:gmatch("\nfunction (%a%w*)[:.]([%w_]+)%(") do
     by_class[class] = by_class[class] or {}
@@ -30,21 +35,31 @@ local function sorted(set)
   return list
 end
 
+-- The stub class of each resource: what `function Client:<resource>()` is stubbed to return.
+local function resource_classes()
+  local text = stub_text()
+  local by_resource = {}
+  for class, resource in text:gmatch("%-%-%-@return limitry%.(%a%w*)\nfunction Client:([%w_]+)%(%)") do
+    by_resource[resource] = class
+  end
+  return by_resource
+end
+
 describe("meta/limitry.lua", function()
   local stubs = stub_methods()
   local r = limitry.resources
-  local classes = {
-    Client = limitry.Client, Usage = limitry.Usage, Events = r.events, LimitResource = r.quotas,
-    QuotaAlerts = r.quota_alerts, Customers = r.customers, Project = r.project,
-  }
-  for name, class in pairs(classes) do
-    it("stubs exactly the methods of " .. name, function()
+  local stubbed_as = resource_classes()
+  it("stubs exactly the methods of Client", function()
+    assert.same(sorted(module_methods(limitry.Client)), sorted(stubs.Client or {}))
+  end)
+  -- Every resource of limitry.resources (a new one too), by the class its accessor is stubbed with.
+  for resource, class in pairs(r) do
+    it("stubs exactly the methods of client:" .. resource .. "()", function()
+      local name = stubbed_as[resource]
+      assert(name, "meta/limitry.lua: no ---@return limitry.<Class> above function Client:" .. resource .. "()")
       assert.same(sorted(module_methods(class)), sorted(stubs[name] or {}))
     end)
   end
-  it("describes rate_limits() with the same methods as quotas()", function()
-    assert.same(sorted(module_methods(r.quotas)), sorted(module_methods(r.rate_limits)))
-  end)
   it("stubs exactly the public functions of the module", function()
     local public = {}
     for name, v in pairs(limitry) do
@@ -54,9 +69,7 @@ describe("meta/limitry.lua", function()
   end)
 
   it("stubs every option limitry.new takes", function()
-    local f = assert(io.open("meta/limitry.lua"))
-    local text = f:read("*a")
-    f:close()
+    local text = stub_text()
     local options = text:match("%-%-%-@class limitry%.Options\n(.-)\n\n")
     local stubbed = {}
     for name in options:gmatch("%-%-%-@field ([%w_]+)") do stubbed[name] = true end

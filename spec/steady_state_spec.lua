@@ -15,25 +15,32 @@ describe("steady-state calls", function()
   end
 
   it("applies the options to libcurl once, and again only after a client field changed", function()
+    local core = support.watch_core()
     local c = client({}, "delay=300")
     local usage = c:usage()
     for _ = 1, 3 do assert.equal("number", type(assert(usage:get_summary(S, E)).totalEvents)) end
-    assert.equal(1, c.handle:stats().configs_applied)
+    core.restore()
+    local handle = core.handles[1] -- the client's: made on its first call
+    assert.equal(1, #core.handles)
+    assert.equal(1, handle:stats().configs_applied)
     c.timeout = 0.1 -- the server waits 300 ms: the new timeout must reach libcurl
     local res, _, err = usage:get_summary(S, E)
     assert.is_nil(res)
     assert.equal("TimeoutError", err.name)
-    assert.equal(2, c.handle:stats().configs_applied)
+    assert.equal(2, handle:stats().configs_applied)
     c.timeout = 5
     assert.is_table((usage:get_summary(S, E)))
-    assert.equal(3, c.handle:stats().configs_applied)
+    assert.equal(3, handle:stats().configs_applied)
     c:close()
   end)
 
   it("an assignment to any libcurl field reaches the next call, blocking and async", function()
+    local core = support.watch_core()
     local c = client()
     local usage = c:usage()
     assert.is_table((usage:get_summary(S, E)))
+    core.restore()
+    local handle = core.handles[1]
     c.max_response_size = 10 -- the summary is longer: the next answer is too large
     assert.equal(10, c.max_response_size)
     local _, _, err = usage:get_summary(S, E)
@@ -44,9 +51,9 @@ describe("steady-state calls", function()
     assert.is_table((usage:get_summary(S, E)))
     assert.is_table((usage:start_summary(S, E):wait()))
     c.connect_timeout = 2 -- the same answer, with a configuration made again
-    local before = c.handle:stats().configs_applied
+    local before = handle:stats().configs_applied
     assert.is_table((usage:get_summary(S, E)))
-    assert.equal(before + 1, c.handle:stats().configs_applied)
+    assert.equal(before + 1, handle:stats().configs_applied)
     -- other fields are plain fields, and the client still prints and refuses a dot call
     c.max_retries = 1
     assert.equal(1, rawget(c, "max_retries"))
@@ -73,12 +80,15 @@ describe("steady-state calls", function()
 
   it("switches method, body and headers on one handle from call to call", function()
     local c, id = client()
-    c:_call { path = "/usage?startDate=" .. S .. "&endDate=" .. E, shape = "summary" }
-    c:_call { path = "/events", method = "POST", body = '{"a":1}', shape = "summary" }
-    c:_call { path = "/nothing/1", method = "DELETE", shape = "summary" }
-    c:_call { path = "/nothing/2", method = "PUT", body = '{"b":22}', shape = "summary" }
-    c:_call { path = "/nothing/3", method = "POST", body = '{"c":333}', shape = "summary" }
-    c:_call { path = "/usage?startDate=" .. S .. "&endDate=" .. E, shape = "summary" }
+    local core = support.watch_core()
+    local keep = { idempotent = true } -- retried like GETs: every call on the client's one handle
+    c:request("GET", "/usage?startDate=" .. S .. "&endDate=" .. E)
+    c:request("POST", "/events", '{"a":1}', keep)
+    c:request("DELETE", "/nothing/1", nil, keep)
+    c:request("PUT", "/nothing/2", '{"b":22}', keep)
+    c:request("POST", "/nothing/3", '{"c":333}', keep)
+    c:request("GET", "/usage?startDate=" .. S .. "&endDate=" .. E)
+    core.restore()
     local reqs = support.recorded(server, id).requests
     local got = {}
     for i, r in ipairs(reqs) do
@@ -94,7 +104,8 @@ describe("steady-state calls", function()
       "GET /v1/usage 0 nil nil",
     }, got)
     for _, r in ipairs(reqs) do assert.equal("Bearer " .. server.api_key, r.headers.authorization) end
-    assert.equal(1, c.handle:stats().configs_applied)
+    assert.equal(1, #core.handles)
+    assert.equal(1, core.handles[1]:stats().configs_applied)
     c:close()
   end)
 

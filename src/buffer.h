@@ -4,6 +4,8 @@
 
 #include <stddef.h>
 
+#include "core.h"
+
 typedef struct {
     char *data;
     size_t len;
@@ -11,9 +13,9 @@ typedef struct {
 } lm_buffer;
 
 /* Appends n bytes; returns 0 on success, -1 when memory runs out (the buffer is unchanged). */
-int lm_buffer_append(lm_buffer *b, const char *p, size_t n);
+LM_HIDDEN int lm_buffer_append(lm_buffer *b, const char *p, size_t n);
 /* Empties the buffer, giving its memory back when it grew past keep bytes. */
-void lm_buffer_reset(lm_buffer *b, size_t keep);
-void lm_buffer_free(lm_buffer *b);
+LM_HIDDEN void lm_buffer_reset(lm_buffer *b, size_t keep);
+LM_HIDDEN void lm_buffer_free(lm_buffer *b);
 
 #endif

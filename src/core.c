@@ -1,25 +1,17 @@
-/* limitry.core: the primitives under the Lua facade (lua/limitry/init.lua).
- *   core.new()                 -> handle (one libcurl easy handle, reused for keep-alive)
- *   handle:request(opts)       -> status, headers, body, connections_opened
- *                              |  nil, kind, message, curl_code
- *   handle:call(cfg, url [, method [, body [, flags]]])
- *                              the same transfer with the options split: cfg (never changed once
- *                              used) is applied to libcurl only when it is not the table applied
- *                              last; flags: true or 1 (decode): a 2xx JSON answer comes back
- *                              decoded: status, false, nil, connections_opened, value; + 2: the
- *                              answer is small (a 1 KiB receive buffer); + 4: send it on a new
- *                              connection (a call that must not be sent twice). A failure is
- *                              nil, kind, message, curl_code, sent (false: nothing was sent).
- *                              cfg.secret (the API key) is redacted from decoded strings.
- *   handle:headers()           -> the last response's headers (after call returned `false`)
- *   handle:stats()             -> { configs_applied = n }
- *   handle:close()             frees everything; also __gc and (5.4) __close
+/* limitry.core: the primitives under the Lua facade (lua/limitry/init.lua). Each class and group
+ * of functions lives in its own file; this one opens the module and holds the small functions:
+ *   core.new() -> handle        handle.c (one libcurl easy handle; transfer.c does its transfers)
+ *   core.multi() -> multi       multi.c (many transfers in flight, driven without blocking)
+ *   core.encode(value), core.utf8_error(s), core.array_mt            encode.c
+ *   core.percent_encode(s), core.has_control(s)                      text.c
+ *   core.random_id()                                                 random.c
  *   core.decode(json [, secret]) -> value | nil, message; the secret, where a string of the
  *                              value holds it, is replaced by "[REDACTED]" (keys included)
  *   core.numbers(t, key...)    -> whether t is a table whose raw fields key... are all numbers
  *   core.sleep(seconds), core.now() (monotonic seconds), core.null, core.curl_version
  *   core.sockets()             -> sockets libcurl opened through the core and still open, and the
- *                              entries of the registry behind the stale-connection and fork checks */
+ *                              entries of the registry behind the stale-connection and fork checks
+ *   core.limits                the limits of core.h, which the Lua side reads instead of its own */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,100 +19,14 @@
 
 #include "compat.h"
 #include "encode.h"
+#include "handle.h"
 #include "json.h"
 #include "multi.h"
 #include "process.h"
-#include "request.h"
+#include "random.h"
+#include "text.h"
 
-#define HANDLE_MT "limitry.handle"
 #define LIMITRY_CORE_VERSION "0.1.0"
-#define LM_MAX_SLEEP 1e7
-
-static lm_request *check_handle(lua_State *L)
-{
-    lm_request *r = (lm_request *)lm_check_udata(L, 1, 1, HANDLE_MT);
-    if (r->closed)
-        luaL_error(L, "attempt to use a closed limitry handle");
-    return r;
-}
-
-static int handle_new(lua_State *L)
-{
-    /* The userdata exists before the easy handle, so an allocation error cannot leak it. */
-    lm_request *r = (lm_request *)lua_newuserdata(L, sizeof(lm_request));
-    memset(r, 0, sizeof(*r));
-    luaL_getmetatable(L, HANDLE_MT);
-    lua_setmetatable(L, -2);
-    if (lm_request_init(r) != 0)
-        return luaL_error(L, "curl_easy_init failed");
-    return 1;
-}
-
-static int handle_request(lua_State *L)
-{
-    lm_request *r = check_handle(L);
-    CURLcode code;
-    if (r->owner != NULL)
-        return luaL_error(L, "this handle is in flight on a multi handle");
-    /* After fork the inherited easy handle is swapped for a new one: the child's first call
-     * opens its own connection. */
-    if (lm_request_init(r) != 0)
-        return luaL_error(L, "curl_easy_init failed");
-    lm_request_setup(L, r, 2, r);
-    /* Never take an answer that was on the wire before the request was sent. */
-    lm_sockets_drop_stale(r, NULL, NULL);
-    code = curl_easy_perform(r->easy);
-    return lm_request_push_result(L, r, code);
-}
-
-/* Keeps the configuration table at cfg alive while it is the one applied to r's easy handle
- * (C compares its address), as the user value of the handle userdata at index ud. */
-void lm_anchor_config(lua_State *L, int ud, int cfg)
-{
-    lua_pushvalue(L, cfg);
-    lm_setuservalue(L, ud);
-}
-
-static int handle_call(lua_State *L)
-{
-    lm_request *r = check_handle(L);
-    CURLcode code;
-    if (r->owner != NULL)
-        return luaL_error(L, "this handle is in flight on a multi handle");
-    lua_settop(L, 6);
-    if (lm_request_init(r) != 0)
-        return luaL_error(L, "curl_easy_init failed");
-    lm_request_setup_config(L, r, 2, r);
-    lm_anchor_config(L, 1, 2);
-    lm_sockets_drop_stale(r, NULL, NULL);
-    code = curl_easy_perform(r->easy);
-    return lm_request_push_result(L, r, code);
-}
-
-static int handle_headers(lua_State *L)
-{
-    lm_request_push_headers(L, check_handle(L));
-    return 1;
-}
-
-/* How often a full set of options went to libcurl: once per configuration in steady state. */
-static int handle_stats(lua_State *L)
-{
-    lm_request *r = check_handle(L);
-    lua_createtable(L, 0, 1);
-    lua_pushinteger(L, r->applies);
-    lua_setfield(L, -2, "configs_applied");
-    return 1;
-}
-
-static int handle_close(lua_State *L)
-{
-    lm_request *r = (lm_request *)luaL_checkudata(L, 1, HANDLE_MT);
-    lm_multi_detach(r);
-    lm_request_free(r);
-    r->closed = 1;
-    return 0;
-}
 
 static int core_decode(lua_State *L)
 {
@@ -157,8 +63,8 @@ static int core_sleep(lua_State *L)
     struct timespec ts, rem;
     if (!(s > 0))
         return 0;
-    if (s > LM_MAX_SLEEP) /* also keeps the conversion to time_t defined */
-        s = LM_MAX_SLEEP;
+    if (s > LM_MAX_TIMEOUT_MS / 1000) /* also keeps the conversion to time_t defined */
+        s = LM_MAX_TIMEOUT_MS / 1000;
     ts.tv_sec = (time_t)s;
     ts.tv_nsec = (long)((s - (lua_Number)ts.tv_sec) * 1e9);
     while (nanosleep(&ts, &rem) != 0 && errno == EINTR)
@@ -183,17 +89,35 @@ static int core_now(lua_State *L)
     return 1;
 }
 
-static const luaL_Reg handle_methods[] = {
-    {"request", handle_request},
-    {"call", handle_call},
-    {"headers", handle_headers},
-    {"stats", handle_stats},
-    {"close", handle_close},
-    {NULL, NULL},
-};
+/* core.limits: every limit of core.h, by name. */
+static void push_limits(lua_State *L)
+{
+    static const struct {
+        const char *name;
+        double value;
+    } LIMITS[] = {
+        {"header_bytes", LM_MAX_HEADER_BYTES},
+        {"all_header_bytes", LM_MAX_ALL_HEADER_BYTES},
+        {"chunk_hex_digits", LM_MAX_CHUNK_HEX},
+        {"timeout_ms", LM_MAX_TIMEOUT_MS},
+        {"body_bytes", LM_MAX_BODY},
+        {"decode_depth", LM_MAX_DECODE_DEPTH},
+        {"encode_depth", LM_MAX_ENCODE_DEPTH},
+    };
+    size_t i;
+    lua_createtable(L, 0, (int)(sizeof LIMITS / sizeof LIMITS[0]));
+    for (i = 0; i < sizeof LIMITS / sizeof LIMITS[0]; i++) {
+#if LM_HAS_INTEGERS
+        if (LIMITS[i].value <= (double)LUA_MAXINTEGER) /* whole numbers: integers where the VM has them */
+            lua_pushinteger(L, (lua_Integer)LIMITS[i].value);
+        else
+#endif
+            lua_pushnumber(L, LIMITS[i].value);
+        lua_setfield(L, -2, LIMITS[i].name);
+    }
+}
 
 static const luaL_Reg core_functions[] = {
-    {"new", handle_new},
     {"decode", core_decode},
     {"numbers", core_numbers},
     {"sleep", core_sleep},
@@ -202,58 +126,25 @@ static const luaL_Reg core_functions[] = {
     {NULL, NULL},
 };
 
-void lm_register_class(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction release,
-                       const char *other)
-{
-    /* luaL_newmetatable returns the existing table when re-required: no duplicate state. */
-    luaL_newmetatable(L, name);
-    lua_newtable(L);
-    lua_pushvalue(L, -2); /* upvalue 1 of every method: this class's metatable (lm_check_udata) */
-    if (other != NULL)
-        luaL_getmetatable(L, other); /* upvalue 2: the other class's */
-    else
-        lua_pushnil(L);
-    luaL_setfuncs(L, methods, 2);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, release);
-    lua_setfield(L, -2, "__gc");
-#if LUA_VERSION_NUM >= 504
-    lua_pushcfunction(L, release);
-    lua_setfield(L, -2, "__close");
-#endif
-    lua_pushstring(L, name);
-    lua_setfield(L, -2, "__name");
-    lua_pop(L, 1);
-}
-
-void *lm_check_udata(lua_State *L, int idx, int up, const char *name)
-{
-    void *p = lua_touserdata(L, idx);
-    if (p != NULL && lua_getmetatable(L, idx)) {
-        int same = lua_rawequal(L, -1, lua_upvalueindex(up));
-        lua_pop(L, 1);
-        if (same)
-            return p;
-    }
-    return luaL_checkudata(L, idx, name); /* raises with the usual message */
-}
-
-int luaopen_limitry_core(lua_State *L)
+LM_EXPORT int luaopen_limitry_core(lua_State *L)
 {
     /* Once per process however many Lua states load the module, from whatever threads.
      * Hosts that own libcurl set LIMITRY_NO_CURL_INIT. */
     if (lm_global_init() != 0)
         return luaL_error(L, "curl_global_init failed");
-    lm_register_class(L, HANDLE_MT, handle_methods, handle_close, NULL);
-
     luaL_newlib(L, core_functions);
-    lm_multi_register(L);
-    lm_encode_register(L); /* encode, random_id, array_mt */
+    lm_handle_register(L);
+    lm_multi_register(L); /* after the handle class: its methods take handles */
+    lm_encode_register(L);
+    lm_text_register(L);
+    lm_random_register(L);
     lm_json_pushnull(L);
     lua_setfield(L, -2, "null");
     lua_pushliteral(L, LIMITRY_CORE_VERSION);
     lua_setfield(L, -2, "version");
     lua_pushstring(L, curl_version_info(CURLVERSION_NOW)->version);
     lua_setfield(L, -2, "curl_version");
+    push_limits(L);
+    lua_setfield(L, -2, "limits");
     return 1;
 }

@@ -1,5 +1,5 @@
-/* core.encode(value) -> JSON text; core.random_id() -> 32 hex digits; core.array_mt;
- * core.percent_encode(s) and core.has_control(s) for query values (at the end of this file).
+/* core.encode(value) -> JSON text; core.array_mt; core.utf8_error(s) (the encoder's UTF-8 check,
+ * for the facade's argument checks).
  * Request bodies are encoded here rather than by lua-cjson: Debian's 2.1.0 prints 14 digits
  * (2^53 - 1 becomes 9.007199254741e+15) and its settings are shared with the host.
  *
@@ -20,8 +20,6 @@
  * of the offending value: "core.encode: events[3].cost_cents is not a finite number (nan)". The
  * output buffer is C memory owned by a userdata with __gc, created before anything else, so a raise
  * or an out-of-memory longjmp from anywhere inside cannot leak it. */
-#include <errno.h>
-#include <fcntl.h>
 #include <float.h>
 #include <locale.h>
 #include <math.h>
@@ -29,17 +27,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <sys/types.h>
-#include <unistd.h>
-#if defined(__linux__)
-#include <sys/random.h>
-#endif
 
 #include "compat.h"
 #include "encode.h"
 
-#define MAX_DEPTH 100
+#define MAX_DEPTH LM_MAX_ENCODE_DEPTH
 #define INLINE_KEYS 32 /* objects up to this size keep their keys on the Lua stack */
 #define ARRAY_MT "limitry.array"
 #define ENCODER_MT "limitry.encoder"
@@ -652,128 +644,6 @@ static int core_encode(lua_State *L)
     return 1;
 }
 
-/* ---- random ids ------------------------------------------------------------------------------ */
-
-/* Fills buf from the kernel, never from userspace state, so forked children cannot repeat their
- * parent's ids. Returns 0, or -1 with a reason in why. */
-static int os_random(unsigned char *buf, size_t n, char *why, size_t whysize)
-{
-    size_t got = 0;
-    int fd;
-    struct stat st;
-#if defined(__linux__)
-    while (got < n) {
-        /* GRND_NONBLOCK: before the pool is seeded (early boot) this fails with EAGAIN instead of
-         * blocking the host; /dev/urandom below never blocks. */
-        ssize_t r = getrandom(buf + got, n - got, GRND_NONBLOCK);
-        if (r > 0)
-            got += (size_t)r;
-        else if (r < 0 && errno == EINTR)
-            continue;
-        else
-            break;
-    }
-    if (got == n)
-        return 0;
-    snprintf(why, whysize, "getrandom: %s; ", strerror(errno));
-#else
-    why[0] = '\0';
-#endif
-    got = 0;
-    fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        size_t used = strlen(why);
-        snprintf(why + used, whysize - used, "/dev/urandom: %s", strerror(errno));
-        return -1;
-    }
-    if (fstat(fd, &st) != 0 || !S_ISCHR(st.st_mode)) {
-        size_t used = strlen(why);
-        snprintf(why + used, whysize - used, "/dev/urandom: not a character device");
-        close(fd);
-        return -1;
-    }
-    while (got < n) {
-        ssize_t r = read(fd, buf + got, n - got);
-        if (r > 0)
-            got += (size_t)r;
-        else if (r < 0 && errno == EINTR)
-            continue;
-        else {
-            size_t used = strlen(why);
-            snprintf(why + used, whysize - used, "/dev/urandom: %s", r == 0 ? "end of file" : strerror(errno));
-            close(fd);
-            return -1;
-        }
-    }
-    close(fd);
-    return 0;
-}
-
-static int core_random_id(lua_State *L)
-{
-    static const char hex[] = "0123456789abcdef";
-    unsigned char bytes[16];
-    char text[32], why[256];
-    int i;
-    if (os_random(bytes, sizeof bytes, why, sizeof why) != 0)
-        return luaL_error(L, "core.random_id: no OS random source works (%s)", why);
-    for (i = 0; i < 16; i++) {
-        text[2 * i] = hex[bytes[i] >> 4];
-        text[2 * i + 1] = hex[bytes[i] & 15];
-    }
-    lua_pushlstring(L, text, sizeof text);
-    return 1;
-}
-
-/* RFC 3986's unreserved bytes as a bitmap, 32 bytes to a word: - . 0-9 (word 1), A-Z _ (2), a-z ~ (3). */
-static const unsigned long UNRESERVED[8] = {0, 0x03FF6000UL, 0x87FFFFFEUL, 0x47FFFFFEUL, 0, 0, 0, 0};
-
-static int is_unreserved(unsigned char c)
-{
-    return (int)((UNRESERVED[c >> 5] >> (c & 31)) & 1);
-}
-
-/* core.percent_encode(s): every byte but RFC 3986's unreserved ones (ALPHA DIGIT - . _ ~) as %XX
- * (upper-case hex); s itself when nothing needs it. Lua's gsub with a class pays ~150
- * instructions a byte; a query value is encoded on every call whose arguments changed. */
-static int core_percent_encode(lua_State *L)
-{
-    static const char hex[] = "0123456789ABCDEF";
-    size_t len, i;
-    const unsigned char *s = (const unsigned char *)luaL_checklstring(L, 1, &len);
-    luaL_Buffer b;
-    for (i = 0; i < len && is_unreserved(s[i]); i++)
-        ;
-    if (i == len) {
-        lua_settop(L, 1);
-        return 1;
-    }
-    luaL_buffinit(L, &b);
-    luaL_addlstring(&b, (const char *)s, i);
-    for (; i < len; i++) {
-        if (is_unreserved(s[i])) {
-            luaL_addchar(&b, (char)s[i]);
-        } else {
-            luaL_addchar(&b, '%');
-            luaL_addchar(&b, hex[s[i] >> 4]);
-            luaL_addchar(&b, hex[s[i] & 15]);
-        }
-    }
-    luaL_pushresult(&b);
-    return 1;
-}
-
-/* core.has_control(s): whether s holds a byte 0-31 or 127. */
-static int core_has_control(lua_State *L)
-{
-    size_t len, i;
-    const unsigned char *s = (const unsigned char *)luaL_checklstring(L, 1, &len);
-    for (i = 0; i < len && s[i] >= 32 && s[i] != 127; i++)
-        ;
-    lua_pushboolean(L, i < len);
-    return 1;
-}
-
 /* core.utf8_error(s): nil when s is well-formed UTF-8 (as the encoder requires), else the 1-based
  * offset of its first bad byte, so an argument check can name the argument instead of leaving it
  * to core.encode. */
@@ -804,12 +674,6 @@ void lm_encode_register(lua_State *L)
     lua_setfield(L, -2, "__gc");
     lua_pushcclosure(L, core_encode, 2);
     lua_setfield(L, -2, "encode");
-    lua_pushcfunction(L, core_random_id);
-    lua_setfield(L, -2, "random_id");
-    lua_pushcfunction(L, core_percent_encode);
-    lua_setfield(L, -2, "percent_encode");
-    lua_pushcfunction(L, core_has_control);
-    lua_setfield(L, -2, "has_control");
     lua_pushcfunction(L, core_utf8_error);
     lua_setfield(L, -2, "utf8_error");
 }

@@ -11,7 +11,7 @@
 #include "compat.h"
 #include "json.h"
 
-#define MAX_DEPTH 200
+#define MAX_DEPTH LM_MAX_DECODE_DEPTH
 
 /* Object keys repeat from answer to answer and from row to row ("totalTokens" 8,760 times in a
  * year of hourly buckets). The last key seen in each of KEY_SLOTS slots is kept with its Lua
@@ -237,13 +237,11 @@ static int is_digit(const parser *ps)
     return ps->p < ps->end && *ps->p >= '0' && *ps->p <= '9';
 }
 
-static void number_value(lua_State *L, parser *ps)
+/* Moves past a number's text (RFC 8259's grammar), raising on a malformed one. Returns whether
+ * it is integral (no fraction, no exponent). */
+static int scan_number(lua_State *L, parser *ps)
 {
-    const char *start = ps->p;
     int integral = 1;
-    char text[64];
-    size_t n;
-
     if (*ps->p == '-')
         ps->p++;
     if (!is_digit(ps))
@@ -274,67 +272,85 @@ static void number_value(lua_State *L, parser *ps)
         while (is_digit(ps))
             ps->p++;
     }
-    n = (size_t)(ps->p - start);
-    if (integral && n - (*start == '-') <= 15) {
+    return integral;
+}
+
+/* Pushes the integer written in [start, end) when the VM holds it exactly; returns 0 otherwise
+ * (then the caller pushes a double). */
+static int push_integer(lua_State *L, const char *start, const char *end)
+{
+    size_t n = (size_t)(end - start);
+    if (n - (*start == '-') <= 15) {
         /* Up to 15 digits fit exactly in a double and in a long long: no strtod needed. */
         long long v = 0;
         const char *q = start + (*start == '-');
-        for (; q < ps->p; q++)
+        for (; q < end; q++)
             v = v * 10 + (*q - '0');
         if (*start == '-')
             v = -v;
 #if LM_HAS_INTEGERS
         if (v >= LUA_MININTEGER && v <= LUA_MAXINTEGER) { /* false only for 32-bit lua_Integer */
             lua_pushinteger(L, (lua_Integer)v);
-            return;
+            return 1;
         }
 #else
         lua_pushnumber(L, (lua_Number)v);
-        return;
+        return 1;
 #endif
     }
 #if LM_HAS_INTEGERS
-    if (integral) {
+    {
         /* Accumulate as a negative number so that the most negative integer fits too. */
         lua_Integer v = 0;
         const lua_Integer min = LUA_MININTEGER;
         const char *q = start + (*start == '-');
-        int overflow = 0;
-        for (; q < ps->p; q++) {
+        for (; q < end; q++) {
             int digit = *q - '0';
-            if (v < (min + digit) / 10) {
-                overflow = 1;
-                break;
-            }
+            if (v < (min + digit) / 10)
+                return 0; /* overflow */
             v = v * 10 - digit;
         }
-        if (!overflow && (*start == '-' || v != min)) {
+        if (*start == '-' || v != min) {
             lua_pushinteger(L, *start == '-' ? v : -v);
-            return;
+            return 1;
         }
     }
 #endif
-    {
-        /* Every digit can matter (1 followed by 99 zeros, 1.000...0001e5, a long -0.000...01):
-         * strtod sees the whole text, from a heap copy when it does not fit the stack buffer. */
-        char *buf = n < sizeof(text) ? text : (char *)malloc(n + 1);
-        const char *point = localeconv()->decimal_point;
-        double d;
-        if (buf == NULL)
-            luaL_error(L, "out of memory");
-        memcpy(buf, start, n);
-        buf[n] = '\0';
-        /* strtod follows the C locale's decimal point, which a host may have changed. */
-        if (point[0] != '.' && point[0] != '\0') {
-            char *dot = strchr(buf, '.');
-            if (dot != NULL)
-                *dot = point[0];
-        }
-        d = strtod(buf, NULL);
-        if (buf != text)
-            free(buf);
-        lua_pushnumber(L, d);
+    return 0;
+}
+
+/* Pushes the double written in [start, end). Every digit can matter (1 followed by 99 zeros,
+ * 1.000...0001e5, a long -0.000...01): strtod sees the whole text, from a heap copy when it does
+ * not fit the stack buffer. */
+static void push_double(lua_State *L, const char *start, const char *end)
+{
+    char text[64];
+    size_t n = (size_t)(end - start);
+    char *buf = n < sizeof(text) ? text : (char *)malloc(n + 1);
+    const char *point = localeconv()->decimal_point;
+    double d;
+    if (buf == NULL)
+        luaL_error(L, "out of memory");
+    memcpy(buf, start, n);
+    buf[n] = '\0';
+    /* strtod follows the C locale's decimal point, which a host may have changed. */
+    if (point[0] != '.' && point[0] != '\0') {
+        char *dot = strchr(buf, '.');
+        if (dot != NULL)
+            *dot = point[0];
     }
+    d = strtod(buf, NULL);
+    if (buf != text)
+        free(buf);
+    lua_pushnumber(L, d);
+}
+
+static void number_value(lua_State *L, parser *ps)
+{
+    const char *start = ps->p;
+    if (scan_number(L, ps) && push_integer(L, start, ps->p))
+        return;
+    push_double(L, start, ps->p);
 }
 
 static int literal(parser *ps, const char *word, size_t n)

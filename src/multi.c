@@ -1,4 +1,4 @@
-/* limitry.core multi handles: many transfers in flight, driven without blocking.
+/* The Lua class limitry.multi: many transfers in flight, driven without blocking.
  *   core.multi()                -> multi
  *   multi:add(handle, opts)     configures handle (as handle:request would) and starts it
  *   multi:add(handle, cfg, url [, method [, body [, flags [, owner]]]])
@@ -26,12 +26,35 @@
 #include <unistd.h>
 
 #include "compat.h"
+#include "class.h"
 #include "multi.h"
 #include "process.h"
+#include "transfer.h"
 
-#define MULTI_MT "limitry.multi"
+/* The fewest idle connections the multi's cache keeps (it grows with the transfers in flight). */
 #define LM_MULTI_MIN_IDLE 32
-#define HANDLE_MT "limitry.handle"
+
+/* A socket libcurl asked to have watched (socket-callback style), with what it waits for. */
+typedef struct {
+    curl_socket_t fd;
+    int what; /* CURL_POLL_IN, _OUT, _INOUT; CURL_POLL_REMOVE in a change record */
+} lm_watch;
+
+typedef struct lm_multi {
+    CURLM *multi;
+    pid_t pid; /* the process that created multi */
+    lm_handle *attached;
+    int count;      /* transfers attached */
+    int lost;       /* of those, lost to a fork */
+    long max_conns; /* CURLMOPT_MAXCONNECTS set last */
+    int check_stale; /* a transfer was added since the last stale-connection check */
+    /* Socket-callback style (multi:watch): the sockets libcurl watches now, and the changes not yet
+     * handed to Lua, both written by the libcurl callback in C memory only. */
+    int watching;
+    lm_watch *sockets, *changes;
+    size_t nsockets, cap_sockets, nchanges, cap_changes;
+    int oom; /* a change could not be recorded */
+} lm_multi;
 
 /* The socket callback: C memory only (never Lua). Keeps m->sockets equal to what libcurl wants
  * watched and appends the change for Lua to read after the libcurl call returns. */
@@ -98,15 +121,15 @@ static int open_multi(lm_multi *m)
  * The transfers stay attached, marked lost, so next_done reports each as failed. */
 static void abandon(lm_multi *m)
 {
-    lm_request *r;
+    lm_handle *h;
     if (m->multi == NULL || m->pid == lm_pid())
         return;
     m->multi = NULL;
-    for (r = m->attached; r != NULL; r = r->next) {
-        lm_request_abandon(r);
-        if (!r->fork_lost)
+    for (h = m->attached; h != NULL; h = h->next) {
+        lm_handle_abandon(h);
+        if (!h->fork_lost)
             m->lost++;
-        r->fork_lost = 1;
+        h->fork_lost = 1;
     }
     m->nsockets = m->nchanges = 0; /* the parent's sockets */
     lm_sockets_drop_inherited();
@@ -114,7 +137,7 @@ static void abandon(lm_multi *m)
 
 static lm_multi *check_multi(lua_State *L)
 {
-    lm_multi *m = (lm_multi *)lm_check_udata(L, 1, 1, MULTI_MT);
+    lm_multi *m = (lm_multi *)lm_check_udata(L, 1, 1, LM_MULTI_CLASS);
     if (m->multi != NULL && m->pid != lm_pid()) {
         abandon(m);
         if (open_multi(m) != 0)
@@ -125,35 +148,37 @@ static lm_multi *check_multi(lua_State *L)
     return m;
 }
 
-void lm_multi_detach(lm_request *r)
+/* Takes h's transfer off its multi handle (also handle:close, through h->detach). */
+static void detach(lm_handle *h)
 {
-    lm_multi *m = r->owner;
+    lm_multi *m = (lm_multi *)h->owner;
     pid_t me = lm_pid();
     if (m == NULL)
         return;
-    if (m->multi != NULL && m->pid == me && r->easy != NULL && r->pid == me && !r->fork_lost)
-        curl_multi_remove_handle(m->multi, r->easy);
-    if (r->fork_lost)
+    if (m->multi != NULL && m->pid == me && h->easy != NULL && h->pid == me && !h->fork_lost)
+        curl_multi_remove_handle(m->multi, h->easy);
+    if (h->fork_lost)
         m->lost--;
-    r->fork_lost = 0;
+    h->fork_lost = 0;
     m->count--;
-    if (r->prev)
-        r->prev->next = r->next;
+    if (h->prev)
+        h->prev->next = h->next;
     else
-        m->attached = r->next;
-    if (r->next)
-        r->next->prev = r->prev;
-    r->prev = r->next = NULL;
-    r->owner = NULL;
+        m->attached = h->next;
+    if (h->next)
+        h->next->prev = h->prev;
+    h->prev = h->next = NULL;
+    h->owner = NULL;
+    h->detach = NULL;
 }
 
 static int multi_new(lua_State *L)
 {
     lm_multi *m = (lm_multi *)lua_newuserdata(L, sizeof(lm_multi));
     memset(m, 0, sizeof(*m));
-    luaL_getmetatable(L, MULTI_MT);
+    luaL_getmetatable(L, LM_MULTI_CLASS);
     lua_setmetatable(L, -2);
-    lua_newtable(L); /* the owners of transfers in flight, by request address (see set_owner) */
+    lua_newtable(L); /* the owners of transfers in flight, by handle address (see set_owner) */
     lm_setuservalue(L, -2);
     if (open_multi(m) != 0)
         return luaL_error(L, "curl_multi_init failed");
@@ -208,14 +233,14 @@ static void drop_stale(lm_multi *m)
     }
 }
 
-/* The multi's user value maps each attached request (its address) to its owner, the Lua value
+/* The multi's user value maps each attached handle (its address) to its owner, the Lua value
  * next_done returns for it: C keeps no references of its own, and a Lua side that keeps no
- * table of its own finds its request object without a lookup. The value at idx, or nil, is set
- * for r; the multi userdata is at index 1. */
-static void set_owner(lua_State *L, lm_request *r, int idx)
+ * table of its own finds its async call without a lookup. The value at idx, or nil, is set
+ * for h; the multi userdata is at index 1. */
+static void set_owner(lua_State *L, lm_handle *h, int idx)
 {
     lm_getuservalue(L, 1);
-    lua_pushlightuserdata(L, r);
+    lua_pushlightuserdata(L, h);
     if (idx)
         lua_pushvalue(L, idx);
     else
@@ -224,12 +249,12 @@ static void set_owner(lua_State *L, lm_request *r, int idx)
     lua_pop(L, 1);
 }
 
-/* Pushes the multi's owner table (index 2 after lua_settop(L, 1)) and the owner of r above it;
- * returns 0, with both popped, when r has none (a transfer removed meanwhile). */
-static int push_owner(lua_State *L, lm_request *r)
+/* Pushes the multi's owner table (index 2 after lua_settop(L, 1)) and the owner of h above it;
+ * returns 0, with both popped, when h has none (a transfer removed meanwhile). */
+static int push_owner(lua_State *L, lm_handle *h)
 {
     lm_getuservalue(L, 1);
-    lua_pushlightuserdata(L, r);
+    lua_pushlightuserdata(L, h);
     lua_rawget(L, 2);
     if (lua_isnil(L, -1)) {
         lua_pop(L, 2);
@@ -242,9 +267,9 @@ static int push_owner(lua_State *L, lm_request *r)
  * that exists allocates nothing, so this cannot fail) and drops the owner table from under the
  * values. Only now, so that a raise while pushing the results (out of memory) leaves the owner
  * listed for multi:owners and close. */
-static int forget_owner(lua_State *L, lm_request *r, int n)
+static int forget_owner(lua_State *L, lm_handle *h, int n)
 {
-    lua_pushlightuserdata(L, r);
+    lua_pushlightuserdata(L, h);
     lua_pushnil(L);
     lua_rawset(L, 2);
     lua_remove(L, 2);
@@ -254,34 +279,35 @@ static int forget_owner(lua_State *L, lm_request *r, int n)
 static int multi_add(lua_State *L)
 {
     lm_multi *m = check_multi(L);
-    lm_request *r = (lm_request *)lm_check_udata(L, 2, 2, HANDLE_MT);
+    lm_handle *h = (lm_handle *)lm_check_udata(L, 2, 2, LM_HANDLE_CLASS);
     int split = !lua_isnoneornil(L, 4);
-    if (r->closed)
+    if (h->closed)
         return luaL_error(L, "attempt to use a closed limitry handle");
-    if (r->owner != NULL)
+    if (h->owner != NULL)
         return luaL_error(L, "this handle is already in flight");
-    if (lm_request_init(r) != 0)
+    if (lm_handle_init(h) != 0)
         return luaL_error(L, "curl_easy_init failed");
     if (split) {
         lua_settop(L, 8);
-        lm_request_setup_config(L, r, 3, m);
-        lm_anchor_config(L, 2, 3);
+        lm_transfer_setup_config(L, h, 3, m);
+        lm_anchor(L, 2, 3);
     } else {
         lua_settop(L, 3);
-        lm_request_setup(L, r, 3, m);
+        lm_transfer_setup(L, h, 3, m);
     }
-    set_owner(L, r, split && lua_toboolean(L, 8) ? 8 : 2); /* first: it may raise (memory) */
-    if (curl_multi_add_handle(m->multi, r->easy) != CURLM_OK) {
-        set_owner(L, r, 0);
-        lm_request_finish(r);
+    set_owner(L, h, split && lua_toboolean(L, 8) ? 8 : 2); /* first: it may raise (memory) */
+    if (curl_multi_add_handle(m->multi, h->easy) != CURLM_OK) {
+        set_owner(L, h, 0);
+        lm_transfer_finish(h);
         return luaL_error(L, "curl_multi_add_handle failed");
     }
     m->check_stale = 1;
-    r->owner = m;
-    r->next = m->attached;
+    h->owner = m;
+    h->detach = detach;
+    h->next = m->attached;
     if (m->attached)
-        m->attached->prev = r;
-    m->attached = r;
+        m->attached->prev = h;
+    m->attached = h;
     if (++m->count > m->max_conns) {
         m->max_conns = m->count;
         curl_multi_setopt(m->multi, CURLMOPT_MAXCONNECTS, m->max_conns);
@@ -403,34 +429,34 @@ static int multi_next_done(lua_State *L)
     lm_multi *m = check_multi(L);
     int left;
     CURLMsg *msg;
-    lm_request *lost;
+    lm_handle *lost;
     lua_settop(L, 1);
     luaL_checkstack(L, LM_RESULT_MAX + 4, "limitry result");
     for (lost = m->lost > 0 ? m->attached : NULL; lost != NULL; lost = lost->next) {
         if (!lost->fork_lost)
             continue;
-        lm_multi_detach(lost);
+        detach(lost);
         if (!push_owner(L, lost)) {
-            lm_request_finish(lost);
+            lm_transfer_finish(lost);
             return multi_next_done(L); /* the list changed: start again */
         }
-        return forget_owner(L, lost, lm_request_push_fork_lost(L, lost));
+        return forget_owner(L, lost, lm_transfer_push_fork_lost(L, lost));
     }
     while ((msg = curl_multi_info_read(m->multi, &left)) != NULL) {
-        lm_request *r = NULL;
+        lm_handle *h = NULL;
         CURLcode code;
         if (msg->msg != CURLMSG_DONE)
             continue;
         code = msg->data.result;
-        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&r);
-        if (r == NULL)
+        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&h);
+        if (h == NULL)
             continue;
-        lm_multi_detach(r);
-        if (!push_owner(L, r)) {
-            lm_request_finish(r);
+        detach(h);
+        if (!push_owner(L, h)) {
+            lm_transfer_finish(h);
             continue;
         }
-        return forget_owner(L, r, lm_request_push_result(L, r, code));
+        return forget_owner(L, h, lm_transfer_push_result(L, h, code));
     }
     return 0;
 }
@@ -543,23 +569,23 @@ static int multi_owners(lua_State *L)
 static int multi_remove(lua_State *L)
 {
     lm_multi *m = check_multi(L);
-    lm_request *r = (lm_request *)lm_check_udata(L, 2, 2, HANDLE_MT);
-    if (r->owner == m) {
-        lm_multi_detach(r);
-        lm_request_finish(r);
+    lm_handle *h = (lm_handle *)lm_check_udata(L, 2, 2, LM_HANDLE_CLASS);
+    if (h->owner == m) {
+        detach(h);
+        lm_transfer_finish(h);
     }
-    set_owner(L, r, 0); /* also the owner of a transfer that ended but was not handed back */
+    set_owner(L, h, 0); /* also the owner of a transfer that ended but was not handed back */
     return 0;
 }
 
 static int multi_close(lua_State *L)
 {
-    lm_multi *m = (lm_multi *)luaL_checkudata(L, 1, MULTI_MT);
+    lm_multi *m = (lm_multi *)luaL_checkudata(L, 1, LM_MULTI_CLASS);
     abandon(m); /* in a forked child, nothing of the parent's is cleaned up by libcurl */
     while (m->attached != NULL) {
-        lm_request *r = m->attached;
-        lm_multi_detach(r);
-        lm_request_finish(r);
+        lm_handle *h = m->attached;
+        detach(h);
+        lm_transfer_finish(h);
     }
     if (m->multi != NULL) {
         curl_multi_cleanup(m->multi);
@@ -594,7 +620,7 @@ static const luaL_Reg multi_methods[] = {
 
 void lm_multi_register(lua_State *L)
 {
-    lm_register_class(L, MULTI_MT, multi_methods, multi_close, HANDLE_MT);
+    lm_register_class(L, LM_MULTI_CLASS, multi_methods, multi_close, LM_HANDLE_CLASS);
     lua_pushcfunction(L, multi_new);
     lua_setfield(L, -2, "multi");
 }

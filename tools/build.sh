@@ -6,7 +6,7 @@ set -eu
 cd "$(dirname "$0")/.."
 CC=${CC:-cc}
 CURL_INCDIR=${CURL_INCDIR:-/usr/include/x86_64-linux-gnu}
-SOURCES="src/core.c src/request.c src/multi.c src/process.c src/json.c src/buffer.c src/encode.c"
+SOURCES="src/core.c src/class.c src/handle.c src/transfer.c src/multi.c src/process.c src/json.c src/buffer.c src/encode.c src/text.c src/random.c"
 for v in "$@"; do
   case "$v" in
     luajit) inc=/usr/include/luajit-2.1 ;;

@@ -1,5 +1,6 @@
--- Runs the README's code blocks as written, so the README cannot drift from what works.
---   lua5.4 tools/readme-check.lua [README.md]
+-- Runs the code blocks of the README (or of a docs/*.md) as written, so the docs cannot drift from
+-- what works.
+--   lua5.4 tools/readme-check.lua [README.md | docs/FILE.md]
 --
 -- The README is read now, not a list kept here, so blocks added later are checked too. In order:
 --   ```sh / ```shell / ```bash  run in a fresh shell (`env -i`, only HOME, PATH, LANG and a private
@@ -14,7 +15,9 @@
 -- A line `<!-- not-runnable -->` (optionally followed by a reason) right before a block skips it:
 -- signatures and sketches that are not programs. Every block is listed with what happened to it;
 -- any failure (non-zero exit, a timeout, a server left running) fails the check.
-local README = arg[1] or "README.md"
+--   lua5.4 tools/readme-check.lua --count FILE   prints how many runnable blocks FILE holds, runs none
+local COUNT = arg[1] == "--count"
+local README = (COUNT and arg[2]) or arg[1] or "README.md"
 local ROOT = io.popen("pwd"):read("*l")
 
 local function sh_quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
@@ -60,6 +63,14 @@ local function blocks(text)
 end
 
 local list = blocks(read(README))
+if COUNT then
+  local n = 0
+  for _, b in ipairs(list) do
+    if not b.skip and (b.info == "lua" or b.info == "sh" or b.info == "shell" or b.info == "bash" or b.info == "console") then n = n + 1 end
+  end
+  print(n)
+  os.exit(0)
+end
 local tmp = ROOT .. "/.test-tmp/readme-check"
 run("rm -rf " .. sh_quote(tmp))
 local checkout, home = tmp .. "/checkout", tmp .. "/home"

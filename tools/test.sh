@@ -3,7 +3,8 @@
 #   tools/test.sh            everything: client specs on Lua 5.4, 5.3, 5.1 and LuaJIT, the server
 #                            and nginx specs, the command line (as installed), an aggressive-GC
 #                            run, UBSan, valgrind, the rock
-#                            install, luacheck, the examples, the README's code blocks
+#                            install, luacheck, the examples, the code blocks of the README and
+#                            of every docs/*.md that has runnable ones
 #   tools/test.sh quick V    the client specs on one Lua (5.4, 5.3, 5.1 or luajit)
 #   tools/test.sh valgrind   the valgrind run alone
 #   tools/test.sh ubsan      the client specs with UndefinedBehaviorSanitizer
@@ -159,7 +160,12 @@ all)
   check "luacheck (lua/ server/ spec/ examples/ bench/ bin/)" luacheck --no-color lua/ server/ spec/ examples/ bench/ bin/ bin/limitry
   check "examples run as written" sh tools/examples-check.sh
   check "README blocks run as written" lua5.4 tools/readme-check.lua
-  check "docs/gateway.md blocks run as written" lua5.4 tools/readme-check.lua docs/gateway.md
+  # Every page of docs/ that holds a runnable block (tools/readme-check.lua --count says how many).
+  for doc in docs/*.md; do
+    if [ "$(lua5.4 tools/readme-check.lua --count "$doc")" -gt 0 ]; then
+      check "$doc blocks run as written" lua5.4 tools/readme-check.lua "$doc"
+    fi
+  done
   ;;
 esac
 echo "$TOTAL_PASSED passed, $TOTAL_FAILED failed"

@@ -111,7 +111,7 @@ function M.finish(e, attempts, host, sent_before, note, hint)
   return e
 end
 
--- The error value of a cancelled async request (every transport's).
+-- The error value of a cancelled async call (every transport's).
 function M.cancelled(attempts)
   return M.finish(M.new { name = "LimitryError", message = "cancelled" }, attempts)
 end

@@ -17,7 +17,6 @@
 -- dead_letter hook) and the rest delivered. A full queue refuses new events (counted, logged at a
 -- bounded rate), never dropping old ones. Built on the library's public API only.
 local limitry = require "limitry"
-local api = require "limitry.api"
 local options = require "limitry.recorder.options"
 local counters = require "limitry.recorder.counters"
 
@@ -128,7 +127,10 @@ function Recorder:record(ev, tag)
   for k, v in pairs(ev) do copy[k] = v end
   copy.idempotency_key = copy.idempotency_key or self:new_key()
   if copy.timestamp == nil then copy.timestamp = self.dict and ngx.now() or os.time() end
-  return self:_push(api.encode_event(copy, "recorder:record"), tag)
+  -- limitry.encode_event checks the event as events:record would; its argument errors are ours.
+  local ok, text = pcall(limitry.encode_event, copy)
+  if not ok then error(type(text) == "string" and text:gsub("^limitry%.encode_event:", "recorder:record:") or text, 0) end
+  return self:_push(text, tag)
 end
 
 -- Keys unique to this recorder: a random prefix (128 bits from the OS, once) and a counter, so

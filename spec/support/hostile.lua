@@ -137,8 +137,8 @@ local runs = 0
 function M.run(args)
   local limitry = require "limitry"
   runs = runs + 1
-  -- A key of its own: nginx pools connections per worker by host, port and key, and a check
-  -- that counts a connection's requests must not get one another check left in the pool.
+  -- A key of its own. Connections are pooled per worker by host and port, whatever the key: the
+  -- nginx spec has the server drop its idle connections before each check (/_close_idle).
   local key = ("%s-%d-%d"):format(M.KEY, runs, math.random(1, 1e9))
   local c = limitry.new { api_key = key, base_url = args.root .. "/" .. args.case .. "/v1",
     timeout = tonumber(args.timeout) or 2, connect_timeout = 2, max_retries = tonumber(args.retries) or 0,

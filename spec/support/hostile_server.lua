@@ -6,6 +6,9 @@
 -- A case name may carry a parameter after "=" (/long-line=status:1048576/v1/usage): CASES gets it.
 -- GET /_hits/<case> and /_pushed/<case> answer how many requests a case served and how many
 -- unsolicited replies it pushed onto idle connections, so the spec waits on facts, not sleeps.
+-- GET /_close_idle/all shuts down every connection waiting for its next request (as a server that
+-- drops idle connections does) and answers how many: a check that counts a connection's requests
+-- then starts on new connections, whatever pool another check left them in.
 -- Requests are read whole (headers, and a Content-Length body), so POSTs work as GETs do.
 local socket = require "socket"
 local unpack = table.unpack or unpack
@@ -15,6 +18,7 @@ local deadline = socket.gettime() + lifetime
 
 local SUMMARY = '{"totalEvents":%d,"totalTokens":0,"totalInputTokens":0,"totalOutputTokens":0,"totalCostCents":0}'
 local hits, pushed = {}, {}
+local waiting = {} -- connections waiting for their next request line
 local listener -- the listening socket (set below)
 
 -- Scheduler: each connection is a coroutine that yields { read = sock } / { write = sock } /
@@ -354,7 +358,9 @@ local function serve(sock)
   sock:settimeout(0)
   local c = setmetatable({ sock = sock, requests = 0 }, Conn)
   while running do
+    waiting[c] = true
     local line = c:line()
+    waiting[c] = nil
     if not line then break end
     local method, target = line:match("^(%u+) (%S+) HTTP/1%.%d$")
     local headers = {}
@@ -380,6 +386,13 @@ local function serve(sock)
       running = false
       c:send(http("200 OK", "{}"))
       keep = false
+    elseif case == "_close_idle" then
+      local n = 0
+      for other in pairs(waiting) do
+        other.sock:shutdown("both")
+        n = n + 1
+      end
+      keep = c:send(http("200 OK", tostring(n)))
     elseif case == "_hits" or case == "_pushed" then
       local count = (case == "_hits" and hits or pushed)[rest:sub(2)] or 0
       keep = c:send(http("200 OK", tostring(count)))

@@ -84,10 +84,52 @@ end
 
 -- A fault header value with a JSON body percent-encoded.
 function M.json_fault(json, extra)
-  return (extra and (extra .. ";") or "") .. "json=" .. require("limitry.protocol").percent_encode(json)
+  return (extra and (extra .. ";") or "") .. "json=" .. require("limitry.core").percent_encode(json)
 end
 
 -- A port nothing listens on.
+-- The options a raw limitry.core handle requires (the C core has no defaults: the facade owns them),
+-- with those of t on top: for specs that call handle:request, handle:call or multi:add directly.
+function M.core_options(t)
+  local o = { timeout_ms = 30000, connect_timeout_ms = 10000, max_body = 16 * 1024 * 1024, verify = true }
+  for k, v in pairs(t or {}) do o[k] = v end
+  return o
+end
+
+-- For specs that look under a client: records every handle core.new makes (`handles`) and the
+-- configuration tables handle:call is given (`configs`); with `fail_add` set to a message,
+-- multi:add raises it (as a refused option or a failed curl_multi_add_handle does). restore()
+-- puts the core back as it was.
+function M.watch_core()
+  local core = require "limitry.core"
+  local seen = { handles = {}, configs = {} }
+  local new = core.new
+  local probe = new()
+  local handle_methods = getmetatable(probe).__index
+  probe:close()
+  local probe_multi = core.multi()
+  local multi_methods = getmetatable(probe_multi).__index
+  probe_multi:close()
+  local call, add = handle_methods.call, multi_methods.add
+  core.new = function()
+    local h = new()
+    seen.handles[#seen.handles + 1] = h
+    return h
+  end
+  handle_methods.call = function(h, cfg, ...)
+    seen.configs[#seen.configs + 1] = cfg
+    return call(h, cfg, ...)
+  end
+  multi_methods.add = function(m, ...)
+    if seen.fail_add then error(seen.fail_add, 0) end
+    return add(m, ...)
+  end
+  function seen.restore()
+    core.new, handle_methods.call, multi_methods.add = new, call, add
+  end
+  return seen
+end
+
 function M.closed_port()
   local s = assert(socket.bind("127.0.0.1", 0))
   local _, port = s:getsockname()

@@ -1,19 +1,26 @@
--- OpenResty transport: one HTTP/1.1 exchange over ngx.socket.tcp, with nginx's keep-alive pool.
--- It moves bytes and nothing else: the request line and headers come from the client, and the
--- answer goes back as status, headers, body (or nil, kind, message, nil, sent) to
--- limitry.protocol, exactly like the libcurl handle's answer. Only the calling request's
--- coroutine waits; the worker serves everything else meanwhile. Whatever the server sends, an
--- attempt ends by its deadline and buffers no more than the limit of what it is reading.
+-- The cosocket transport's reader (limitry.transport.cosocket): one HTTP/1.1 answer from an nginx
+-- cosocket, by the attempt's deadline. Every read is a receiveany, which returns as soon as any
+-- bytes arrive, with what is left of the attempt's time as its timeout: so no server, however it
+-- drips or floods, keeps an attempt past its deadline, and nothing is buffered past the limit of
+-- what is being read (a line, a chunk, the body). The limits are the libcurl transport's
+-- (core.limits, src/core.h): one answer's status line and headers (and a chunked body's
+-- trailers), all the heads of one attempt, interim 1xx answers included, and the hex digits of a
+-- chunk size.
+--   reader.new(sock, deadline_ms, timeout_ms) -> r
+--   reader.head(r)                   -> status, headers, http_minor | nil, kind, message
+--   reader.body(r, status, headers, max_body) -> body, reusable | nil, kind, message
+--   reader.failure(err, timeout_ms, got_any) -> nil, kind, message (a failed read or write)
+--   reader.drained(r)                whether nothing was read past the answer
+local limits = require("limitry.core").limits
+
 local M = {}
 
--- Limits of the bytes read, the same as the libcurl transport's (src/request.c, and libcurl's own):
--- one answer's status line and headers (and a chunked body's trailers), all the heads of one
--- attempt, interim 1xx answers included, and the hex digits of a chunk size.
-local MAX_HEADER_BYTES = 65536
-local MAX_ALL_HEADER_BYTES = 300 * 1024
-local MAX_CHUNK_HEX = 16
-local HEADERS_TOO_LARGE = "response headers larger than the limit of 65536 bytes"
-local ALL_HEADERS_TOO_LARGE = "response headers larger than the limit of 307200 bytes (interim answers included)"
+local MAX_HEADER_BYTES = limits.header_bytes
+local MAX_ALL_HEADER_BYTES = limits.all_header_bytes
+local MAX_CHUNK_HEX = limits.chunk_hex_digits
+local HEADERS_TOO_LARGE = "response headers larger than the limit of " .. MAX_HEADER_BYTES .. " bytes"
+local ALL_HEADERS_TOO_LARGE = "response headers larger than the limit of " .. MAX_ALL_HEADER_BYTES
+  .. " bytes (interim answers included)"
 local NOT_HTTP = "the server's reply is not valid HTTP"
 -- Asked of receiveany at most: nginx hands back at most its lua_socket_buffer_size (4 KiB by
 -- default) a read, so this only bounds what one read may add to the reader's buffer.
@@ -21,56 +28,11 @@ local READ_SIZE = 65536
 
 local find, sub, byte, concat, ceil, min = string.find, string.sub, string.byte, table.concat, math.ceil, math.min
 
--- Where a base URL points, computed once per client.
--- { https, host, port, prefix, host_header, server_name }
-function M.target(base_url)
-  local scheme, authority, prefix = base_url:match("^(%a+)://([^/]+)(.*)$")
-  scheme = scheme:lower()
-  authority = authority:gsub("^.*@", "") -- userinfo is not ours to send: the key is the credential
-  local host, port = authority:match("^%[([^%]]+)%]:?(%d*)$")
-  if not host then host, port = authority:match("^([^:]+):?(%d*)$") end
-  local https = scheme == "https"
-  return {
-    https = https,
-    host = host,
-    port = tonumber(port) or (https and 443 or 80),
-    prefix = prefix,
-    host_header = authority,
-    -- SNI takes names, not addresses.
-    server_name = not host:find("^[%d.]+$") and not host:find(":") and host or nil,
-  }
-end
-
--- The pool a connection goes back to. Host, port, TLS name, verification and the key (as a
--- digest: pool names are not secret) all take part, so no two of them ever share a connection.
-function M.pool_name(target, verify, key)
-  return table.concat({ "limitry", target.https and "https" or "http", target.host, target.port,
-    target.server_name or "", verify and "verify" or "noverify", ngx.md5(key) }, "|")
-end
-
--- The request's header lines after the request line, each ending in CRLF (the blank line that
--- ends the head is the caller's, after any body headers).
-function M.head(target, header_lines)
-  return "Host: " .. target.host_header .. "\r\n" .. table.concat(header_lines, "\r\n") .. "\r\n"
-end
-
--- The whole request as pieces for one send: method, path, the head, and the body if any.
-function M.message(conn, method, path, body)
-  if body then
-    return { method, " ", conn.target.prefix, path, " HTTP/1.1\r\n", conn.head,
-      "Content-Type: application/json\r\nContent-Length: ", #body, "\r\n\r\n", body }
-  end
-  return { method, " ", conn.target.prefix, path, " HTTP/1.1\r\n", conn.head, "\r\n" }
-end
-
 local function now_ms() return ngx.now() * 1000 end
 
 -- The reader of one attempt's answer: { sock, buf (bytes read and not yet used, from pos),
--- pos, deadline (ms, ngx.now's clock), timeout_ms, reads }. Every read is a receiveany, which
--- returns as soon as any bytes arrive, with what is left of the attempt's time as its timeout:
--- so no server, however it drips or floods, keeps an attempt past its deadline, and nothing
--- is buffered past the limit of what is being read (a line, a chunk, the body).
-local function reader(sock, deadline, timeout_ms)
+-- pos, deadline (ms, ngx.now's clock), timeout_ms, reads }.
+function M.new(sock, deadline, timeout_ms)
   return { sock = sock, buf = "", pos = 1, deadline = deadline, timeout_ms = timeout_ms, reads = 0 }
 end
 
@@ -152,7 +114,7 @@ local function take(r, n)
   return concat(parts)
 end
 
-local function transport_failure(err, timeout_ms, got_any)
+function M.failure(err, timeout_ms, got_any)
   if err == "timeout" then
     return nil, "timeout", string.format("no complete response within %d ms", timeout_ms)
   end
@@ -164,16 +126,7 @@ end
 local function read_failure(r, err, got_any)
   if err == "too_large" then return nil, "too_large", HEADERS_TOO_LARGE end
   if err == "protocol" then return nil, "protocol", NOT_HTTP end
-  return transport_failure(err, r.timeout_ms, got_any)
-end
-
-local function connect_failure(err)
-  if err == "timeout" then return nil, "timeout", "timed out while connecting" end
-  if err:find("no resolver defined", 1, true) then
-    return nil, "network", "could not resolve the host name (nginx.conf needs a 'resolver' line)"
-  end
-  if err:find("could not be resolved", 1, true) then return nil, "network", "could not resolve the host name" end
-  return nil, "network", "could not connect: " .. err
+  return M.failure(err, r.timeout_ms, got_any)
 end
 
 -- Whether what r holds so far can start an answer ("HTTP/"): garbage or an HTTP/0.9 body is not
@@ -184,7 +137,7 @@ local function may_be_http(r)
 end
 
 -- Reads the status line and the headers. Returns status, headers, http_minor or nil, kind, message.
-local function read_head(r)
+function M.head(r)
   local all = 0 -- bytes of every head so far, interim answers included
   while true do
     if r.pos > #r.buf then
@@ -296,7 +249,7 @@ local function read_chunked(r, max_body)
 end
 
 -- Reads the body as the headers describe it. Returns body, reusable or nil, kind, message.
-local function read_body(r, status, headers, max_body)
+function M.body(r, status, headers, max_body)
   if status == 204 or status == 304 then return "", true end
   local te = headers["transfer-encoding"]
   if te then
@@ -334,99 +287,16 @@ local function read_body(r, status, headers, max_body)
   end
 end
 
-local function keeps_alive(headers, minor)
+-- Whether the server keeps the connection open after this answer.
+function M.keeps_alive(headers, minor)
   local conn = headers.connection
   conn = conn and conn:lower()
   if minor == "0" then return conn ~= nil and conn:find("keep-alive", 1, true) ~= nil end
   return not (conn and conn:find("close", 1, true))
 end
 
--- One exchange on one connection. Returns status, headers, body, or nil, kind, message, nil,
--- sent (false when no byte of the request was written), plus `stale` = true when a pooled
--- connection failed before any byte of an answer (the server had closed it while idle), which
--- is worth one more try on another connection for a request that may be sent twice.
--- `fresh`: a new connection, never a pooled one, closed afterwards (the request must not be sent
--- twice: see M.request).
-local function exchange(conn, request_line, fresh)
-  local deadline = now_ms() + conn.timeout_ms -- the attempt's: connect included, as libcurl's
-  local sock = ngx.socket.tcp()
-  sock:settimeouts(min(conn.connect_timeout_ms, conn.timeout_ms), conn.timeout_ms, conn.timeout_ms)
-  local ok, err = sock:connect(conn.target.host, conn.target.port, fresh and conn.fresh_options or conn.pool_options)
-  if not ok then
-    local _, kind, message = connect_failure(err)
-    return nil, kind, message, nil, false
-  end
-  local reused = sock:getreusedtimes() > 0
-  if conn.target.https and not reused then
-    -- pcall: resty.core's sslhandshake asserts (raises) when a handshake that finished at once
-    -- failed verification; that is a NetworkError like any other failed handshake. Passing
-    -- `false` for the session would skip that check and accept an unverified peer.
-    local called
-    called, ok, err = pcall(sock.sslhandshake, sock, nil, conn.target.server_name, conn.verify)
-    if not called then ok, err = nil, "certificate verify failed" end
-    if not ok then
-      sock:close()
-      if tostring(err):find("verif") or tostring(err):find("certificate") then
-        return nil, "tls", "TLS certificate verification failed (trust its issuer with lua_ssl_trusted_certificate in nginx.conf)", nil, false
-      end
-      return nil, "tls", "TLS handshake failed", nil, false
-    end
-  end
-  local left = deadline - now_ms()
-  if left <= 0 then
-    sock:close()
-    return nil, "timeout", string.format("no complete response within %d ms", conn.timeout_ms), nil, false
-  end
-  sock:settimeout(ceil(left))
-  ok, err = sock:send(request_line)
-  if not ok then
-    sock:close()
-    -- Some bytes may have gone out before the error: sent.
-    local _, kind, message = transport_failure(err, conn.timeout_ms, false)
-    if reused and err ~= "timeout" then kind, message = "network", "connection broken" end
-    return nil, kind, message, nil, true, reused and err ~= "timeout"
-  end
-  local r = reader(sock, deadline, conn.timeout_ms)
-  local status, headers, minor = read_head(r)
-  if not status then
-    sock:close()
-    -- headers, minor hold kind, message here
-    local stale = reused and headers == "network" and minor == "server closed the connection without a response"
-    return nil, headers, minor, nil, true, stale
-  end
-  local body, reusable, why = read_body(r, status, headers, conn.max_body)
-  if not body then
-    sock:close()
-    return nil, reusable, why, nil, true -- kind, message
-  end
-  -- Bytes after the answer are no answer to anything: the connection is not used again.
-  if reusable and not fresh and r.pos > #r.buf and keeps_alive(headers, minor) then
-    sock:setkeepalive(conn.keepalive_ms, conn.pool_size)
-  else
-    sock:close()
-  end
-  return status, headers, body
-end
-
--- The transport's one entry: `conn` is the client's cosocket settings (Client:_cosocket in
--- init.lua), `request_line` the whole request (a table of strings, sent as one). `fresh`: the
--- request must not be sent twice (its retry rule is "connect"): it goes out on a new connection,
--- which is closed afterwards, since a pooled one can die after the request went out and before
--- any answer, and nothing then tells whether the server has it. Other requests are sent once
--- more, on another connection, when a pooled one turns out to be dead (see exchange).
--- Returns status, headers, body or nil, kind, message, nil, sent.
-function M.request(conn, request_line, fresh)
-  local a, b, c, d, sent, stale = exchange(conn, request_line, fresh)
-  if not (stale and not fresh) then return a, b, c, d, sent end
-  a, b, c, d, sent = exchange(conn, request_line, false)
-  if a == nil and sent == false then
-    -- The request went out on the dead connection, and no new one could be made: the server
-    -- may have it (libcurl's words for the same case).
-    c = c:gsub("^could not connect", "connection lost after the request was sent; reconnecting failed")
-      :gsub("^timed out while connecting", "connection lost after the request was sent; reconnecting timed out")
-    sent = true
-  end
-  return a, b, c, d, sent
-end
+-- Whether every byte read was part of the answer (bytes after it answer nothing: the connection is
+-- not used again).
+function M.drained(r) return r.pos > #r.buf end
 
 return M
