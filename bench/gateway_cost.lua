@@ -56,7 +56,7 @@ end
 local PATHS = { { "bare", "/bare" }, { "floor", "/floor" }, { "access", "/access" }, { "access+body", "/body" },
   { "gateway", "/v1" } }
 
-local lim = scenario.start_limitry { latency = 20, api_limit = 1000000, nice = true }
+local lim = scenario.start_limitry { latency = 20, api_limit = 1000000, nice = 19 }
 local g = gateway_nginx.start { dir = support.tmpdir("gw-cost"), workers = 2,
   config = { client = { api_key = lim.api_key, base_url = lim.base_url } },
   extra = location("floor", FLOOR) .. location("access", ACCESS) .. location("body", ACCESS .. BODY) }

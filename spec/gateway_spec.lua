@@ -356,6 +356,79 @@ describe("limitry.gateway without a usable key", function()
   end)
 end)
 
+describe("limitry.recorder's flusher in nginx", function()
+  -- A Limitry stand-in in the same nginx (/fake/v1/events/batch) that notes the most batches it
+  -- ever held at once; when the flusher may send two at once, it holds each batch until a second
+  -- one is in flight (or 3 s pass), so a flusher that sends one at a time is seen to.
+  local EXTRA = [[
+    location = /fake/v1/events/batch {
+      client_body_buffer_size 1m;
+      client_max_body_size 2m;
+      content_by_lua_block {
+        local d = ngx.shared.upstream
+        local now = d:incr("inflight", 1, 0)
+        if now > (d:get("max_inflight") or 0) then d:set("max_inflight", now) end
+        local deadline = ngx.now() + 3
+        while d:get("hold") and (d:get("inflight") or 0) < 2 and ngx.now() < deadline do ngx.sleep(0.01) end
+        ngx.req.read_body()
+        local n = select(2, ngx.req.get_body_data():gsub('"idempotencyKey"', ""))
+        d:incr("events", n, 0)
+        d:incr("calls", 1, 0)
+        d:incr("inflight", -1)
+        ngx.say('{"count":', n, '}')
+      }
+    }
+    location = /_flush {
+      content_by_lua_block {
+        local calls_allowed = tonumber(ngx.var.arg_budget)
+        ngx.shared.upstream:set("hold", tonumber(ngx.var.arg_concurrency) >= 2)
+        local asked = 0
+        local rec = require("limitry.recorder").new { dict = "limitry", prefix = "t" .. ngx.var.arg_run .. ":",
+          client = { api_key = "sk-test", base_url = "http://127.0.0.1:" .. ngx.var.server_port .. "/fake/v1" },
+          concurrency = tonumber(ngx.var.arg_concurrency), flush_interval = 0,
+          budget = calls_allowed and function() asked = asked + 1; return asked <= calls_allowed end or nil }
+        for i = 1, tonumber(ngx.var.arg_events) do
+          rec:record_json('{"customerId":"c","eventType":"e","idempotencyKey":"k' .. ngx.var.arg_run .. '-' .. i .. '"}')
+        end
+        local ok, err = rec:flush(10)
+        local d = ngx.shared.upstream
+        ngx.say(string.format('{"flushed":%s,"left":%d,"events":%d,"calls":%d,"max_inflight":%d,"err":%q}',
+          tostring(ok == true), rec:stats().depth, d:get("events") or 0, d:get("calls") or 0, d:get("max_inflight") or 0,
+          tostring(err)))
+      }
+    }
+]]
+  local g
+  setup(function()
+    g = gateway_nginx.start { dir = support.tmpdir("gw-flusher"), workers = 1, extra = EXTRA,
+      config = { client = { api_key = "sk-test", base_url = "http://127.0.0.1:" .. support.closed_port() .. "/v1" } } }
+  end)
+  teardown(function() gateway_nginx.stop(g) end)
+
+  local function run(query)
+    local a = request(g.port, "GET", "/_flush?" .. query)
+    assert.equal(200, a.status, a.body)
+    return limitry.decode(a.body)
+  end
+
+  it("keeps `concurrency` batches in flight at once, each event delivered once", function()
+    local r = run("run=1&events=4000&concurrency=2")
+    assert.is_true(r.flushed)
+    assert.equal(4000, r.events)
+    assert.equal(4, r.calls)
+    assert.equal(2, r.max_inflight)
+  end)
+
+  it("asks the budget before each batch call and keeps what it refuses queued", function()
+    local before = run("run=2&events=0&concurrency=1")
+    local r = run("run=3&events=5000&concurrency=1&budget=2")
+    assert.is_false(r.flushed)
+    assert.equal(2, r.calls - before.calls)
+    assert.equal(2000, r.events - before.events)
+    assert.equal(3000, r.left)
+  end)
+end)
+
 describe("examples/openresty/nginx.conf", function()
   it("is accepted by nginx as written, with the checkout's path and the providers on loopback", function()
     local dir = support.tmpdir("example-conf")

@@ -175,6 +175,22 @@ describe("limitry.recorder (plain Lua host)", function()
     assert.equal(0, recorder.new { client = { api_key = server.api_key, base_url = server.base_url }, spool = spool }:stats().restored)
   end)
 
+  it("delivers events written in the recorder's shorthand as their JSON", function()
+    local code = {}
+    for c, text in pairs(recorder.SHORTHAND) do code[text] = c end
+    local customer = support.test_id("short")
+    local r = new()
+    for i = 1, 3 do
+      assert.is_true(r:record_json(code['{"customerId":"'] .. customer .. code['","eventType":'] .. '"call"'
+        .. code[',"idempotencyKey":"'] .. customer .. "-" .. i .. code['","timestamp":"'] .. '2026-01-01T00:00:00Z"'
+        .. code[',"inputTokens":'] .. i .. code[',"properties":{'] .. '"k":"v"}}'))
+    end
+    assert.is_true(r:close(10))
+    local u = usage_of(customer)
+    assert.equal(3, u.totalEvents)
+    assert.equal(6, u.totalInputTokens)
+  end)
+
   it("delivers the items of an older recorder's spool ('0|' and a tag in front of each event)", function()
     local spool = support.tmpdir("spool-old") .. "/events.spool"
     local customer = support.test_id("spool-old")
@@ -235,7 +251,7 @@ describe("limitry.recorder (plain Lua host)", function()
   it("raises on wrong arguments, naming them", function()
     assert.has_error(function() recorder.new { batch_size = 1001 } end, "limitry.recorder: batch_size must be a whole number from 1 to 1000")
     assert.has_error(function() recorder.new { colour = 1 } end,
-      "limitry.recorder: unknown option 'colour' (allowed: backoff, batch_size, client, clock, concurrency, dead_letter, dict, "
+      "limitry.recorder: unknown option 'colour' (allowed: backoff, batch_size, budget, client, clock, concurrency, dead_letter, dict, "
       .. "flush_interval, log, log_interval, max_backoff, max_queued, max_retry_after, on_delivered, on_failure, prefix, "
       .. "shutdown_timeout, "
       .. "spool, timeout)")

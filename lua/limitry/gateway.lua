@@ -21,6 +21,7 @@ local recorder_mod = require "limitry.recorder"
 local decisions_mod = require "limitry.gateway.decisions"
 local usage = require "limitry.gateway.usage"
 local event = require "limitry.gateway.event"
+local request_body_mod = require "limitry.gateway.request_body"
 
 local M = {}
 
@@ -44,6 +45,7 @@ M.DEFAULTS = {
   rules_interval = 30,       -- seconds between two reads of the quota and rate-limit list
   cold_timeout = 0.5,        -- seconds a request with nothing cached waits on Limitry at most
   check_budget = 300,        -- Limitry calls per minute for checks and lists, across workers
+  api_budget = 900,          -- Limitry calls per minute in all (batches get what checks and lists leave)
   decision_header = "X-Limitry-Decision", -- fresh, cached, stale or skipped on every answer
   log_interval = 10,         -- seconds between two error-log lines of one kind
 }
@@ -53,7 +55,7 @@ local TYPES = {
   event_type = "string", provider = { "string", "function" }, fail_open = "boolean", stream_usage = "boolean",
   extract = "function", batch_size = "number", flush_interval = "number", max_queued = "number",
   refresh_after = "number", ttl = "number", stale_ttl = "number", rules_interval = "number", cold_timeout = "number",
-  check_budget = "number", decision_header = "string", log_interval = "number",
+  check_budget = "number", api_budget = "number", decision_header = "string", log_interval = "number",
 }
 
 local config -- set by configure (in init_by_lua, before nginx forks)
@@ -79,8 +81,10 @@ local function check_config(cfg)
       error("limitry.gateway.configure: " .. k .. " must be a number of seconds from 0 to 86400", 3)
     end
   end
-  if cfg.check_budget and not (cfg.check_budget >= 1 and cfg.check_budget % 1 == 0) then
-    error("limitry.gateway.configure: check_budget must be a whole number of calls per minute >= 1", 3)
+  for _, k in ipairs { "check_budget", "api_budget" } do
+    if cfg[k] and not (cfg[k] >= 1 and cfg[k] % 1 == 0) then
+      error("limitry.gateway.configure: " .. k .. " must be a whole number of calls per minute >= 1", 3)
+    end
   end
 end
 
@@ -125,6 +129,19 @@ local function client_options(overrides)
   return o
 end
 
+-- The recorder's budget hook: Limitry's API limit counts every call of the key in a minute, so
+-- batches get what this minute's checks and lists (limitry.gateway.decisions' count) leave of api_budget.
+local function batch_budget()
+  local dict, minute = state.dict, math.floor(ngx.now() / 60)
+  local key = "gw:bc:" .. minute
+  if (dict:get("d:b:" .. minute) or 0) + (dict:get(key) or 0) >= config.api_budget then return false end
+  if not dict:incr(key, 1) then
+    dict:safe_add(key, 0, 120)
+    dict:incr(key, 1)
+  end
+  return true
+end
+
 -- init_worker(): this worker's clients, recorder and decision cache; starts the flusher.
 function M.init_worker()
   if not config then M.configure {} end
@@ -142,7 +159,7 @@ function M.init_worker()
       cold_wait = config.cold_timeout, check_budget = config.check_budget, counters = state.counters, log = log }
     state.recorder = recorder_mod.new { client = background, dict = config.dict, batch_size = config.batch_size,
       flush_interval = config.flush_interval, max_queued = config.max_queued,
-      log_interval = config.log_interval,
+      log_interval = config.log_interval, budget = batch_budget,
       on_delivered = function(tags) state.decisions:delivered(tags) end }
     if not rawget(_G, "LIMITRY_NOFLUSH") then state.recorder:start() end
     ngx.timer.every(0.25, function(premature)
@@ -186,56 +203,6 @@ local function request_body()
   return ngx.req.get_body_data()
 end
 
-local QUOTE, COLON = string.byte('"'), string.byte(":")
-local WHITE = { [32] = true, [9] = true, [10] = true, [13] = true }
-
--- Where the value of the first member `name` of a JSON text starts (after the colon and spaces), or
--- nil. Plain searches for `name"` (a search for '"' would stop at every quote of the text).
-local function member_value_at(body, name)
-  local at = string.find(body, name .. '"', 1, true)
-  while at do
-    if string.byte(body, at - 1) == QUOTE then
-      local i = at + #name + 1
-      while WHITE[string.byte(body, i)] do i = i + 1 end
-      if string.byte(body, i) == COLON then
-        i = i + 1
-        while WHITE[string.byte(body, i)] do i = i + 1 end
-        return i
-      end
-    end
-    at = string.find(body, name .. '"', at + 1, true)
-  end
-  return nil
-end
-
--- The model a request body names ("model": "...", without escapes), or nil.
-local function body_model(body)
-  local i = member_value_at(body, "model")
-  if not i or string.byte(body, i) ~= QUOTE then return nil end
-  local close = string.find(body, '"', i + 1, true)
-  local model = close and string.sub(body, i + 1, close - 1)
-  if not model or model == "" or string.find(model, "\\", 1, true) then return nil end
-  return model
-end
-
--- Streamed chat completions report usage only with stream_options.include_usage: added when absent.
-local function add_stream_usage(body)
-  local at = member_value_at(body, "stream")
-  if not at or string.sub(body, at, at + 3) ~= "true" or string.find(body, "include_usage", 1, true) then return end
-  local new
-  local s, e = body:find('"stream_options"%s*:%s*{%s*')
-  if s then
-    local sep = body:sub(e + 1, e + 1) == "}" and "" or ","
-    new = body:sub(1, e) .. '"include_usage":true' .. sep .. body:sub(e + 1)
-  else
-    local open = body:find("{", 1, true)
-    if not open then return end
-    local rest = body:sub(open + 1)
-    new = body:sub(1, open) .. '"stream_options":{"include_usage":true}' .. (rest:find("^%s*}") and "" or ",") .. rest
-  end
-  ngx.req.set_body_data(new)
-end
-
 local find, floor = string.find, math.floor
 
 local byte = string.byte
@@ -276,8 +243,8 @@ function M.access()
   if (model == nil and config.model_header) or (config.stream_usage and find(ngx.var.uri, "/chat/completions", 1, true)) then
     local body = request_body()
     if body then
-      if model == nil then model = body_model(body) end
-      if config.stream_usage then add_stream_usage(body) end
+      if model == nil then model = request_body_mod.model(body) end
+      if config.stream_usage then request_body_mod.with_stream_usage(body) end
     end
   end
   if model ~= nil and not valid_id(model) then model = nil end
@@ -332,11 +299,11 @@ end
 -- The properties of an event, written once for each combination of the three flags.
 local PROPERTIES = {}
 for k = 0, 7 do
-  local parts = {}
-  if k % 2 == 1 then parts[#parts + 1] = '"stream":"true"' end
-  if math.floor(k / 2) % 2 == 1 then parts[#parts + 1] = '"incomplete":"true"' end
-  if k >= 4 then parts[#parts + 1] = '"usage":"unknown"' end
-  PROPERTIES[k] = parts[1] and (',"properties":{' .. table.concat(parts, ",") .. "}") or ""
+  local list = {}
+  if k % 2 == 1 then list[#list + 1] = { "stream", "true" } end
+  if math.floor(k / 2) % 2 == 1 then list[#list + 1] = { "incomplete", "true" } end
+  if k >= 4 then list[#list + 1] = { "usage", "unknown" } end
+  PROPERTIES[k] = event.properties(list)
 end
 
 local function record(ctx)

@@ -19,6 +19,8 @@
 local limitry = require "limitry"
 local options = require "limitry.recorder.options"
 local counters = require "limitry.recorder.counters"
+local settle = require "limitry.recorder.settle"
+local shorthand = require "limitry.recorder.shorthand"
 
 local M = {}
 local Recorder = {}
@@ -44,8 +46,9 @@ local function in_nginx() return type(rawget(_G, "ngx")) == "table" and ngx.shar
 local dict_counters, table_counters = counters.dict, counters.table
 M.dict_counters = dict_counters
 
--- Histogram buckets of a batch call's duration (seconds), as Prometheus' defaults.
-M.BUCKETS = { 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10 }
+M.BUCKETS = settle.BUCKETS -- a batch call's duration histogram (seconds)
+M.SHORTHAND = shorthand.TEXT -- the codes record_json's text may use (limitry.recorder.shorthand)
+M.expand = shorthand.expand
 
 function M.new(opts)
   if opts ~= nil and type(opts) ~= "table" then raise("expected an options table (got " .. type(opts) .. ")") end
@@ -80,8 +83,9 @@ function M.new(opts)
 end
 
 local find, sub, byte, concat = string.find, string.sub, string.byte, table.concat
+local unpack = table.unpack or unpack -- luacheck: ignore 113 (Lua 5.1's unpack)
 
--- Queue items: an event's JSON text alone (it starts with "{"), or with a tag (what on_delivered
+-- Queue items: an event's JSON text alone (it starts with "{", or "\1" in shorthand), or with a tag (what on_delivered
 -- gets back) in front: "<length of the tag>|<tag><JSON>". An untagged event is stored as it came,
 -- with no copy made. Items of an older recorder ("0|<JSON>") read the same.
 local BRACE = string.byte("{")
@@ -93,7 +97,8 @@ end
 
 -- The JSON text and the tag of an item.
 local function split_item(item)
-  if byte(item, 1) == BRACE then return item, nil end
+  local first = byte(item, 1)
+  if first == BRACE or first == 1 then return item, nil end
   local bar = find(item, "|", 1, true)
   local n = tonumber(sub(item, 1, bar - 1))
   return sub(item, bar + n + 1), n > 0 and sub(item, bar + 1, bar + n) or nil
@@ -144,11 +149,13 @@ end
 
 -- Records an event given as its JSON text, as limitry.encode_event makes it (with its
 -- idempotencyKey, which must be unique to the event): for hosts that build the text themselves.
--- Returns like record(); the text is not checked here (Limitry refusing it dead-letters it).
+-- The text may use the codes of M.SHORTHAND (it then starts with "\1"); they are expanded when the
+-- batch is sent. Returns like record(); the text is not checked here (Limitry refusing it
+-- dead-letters it).
 function Recorder:record_json(json, tag)
   if getmetatable(self) ~= Recorder then error("limitry.recorder: call it as recorder:record_json(text)", 2) end
   if self.closed then error("limitry.recorder: this recorder is closed", 2) end
-  if type(json) ~= "string" or sub(json, 1, 1) ~= "{" then
+  if type(json) ~= "string" or not (byte(json, 1) == BRACE or byte(json, 1) == 1) then
     error("limitry.recorder: record_json expects an event's JSON object text", 2)
   end
   if tag ~= nil and type(tag) ~= "string" then error("limitry.recorder: tag must be a string", 2) end
@@ -167,67 +174,13 @@ function Recorder:_push(json, tag)
 end
 
 -- How a batch attempt ended: "done", "split" (send the halves next) or "retry" (after a backoff).
-function Recorder:_settle(b, jsons, tags, res, err, raised, seconds)
-  local c, n = self.counters, #b.items
-  c.incr("calls:events_batch", 1)
-  if res then
-    self.queue:ack(b)
-    c.incr("events_sent", n)
-    c.incr("batches_sent", 1)
-    for _, le in ipairs(M.BUCKETS) do if seconds <= le then c.incr("batch_seconds_le:" .. le, 1) end end
-    c.incr("batch_seconds_sum", seconds)
-    c.incr("batch_seconds_count", 1)
-    self.failures = 0
-    if self.on_delivered then
-      local list = {}
-      for i = 1, n do if tags[i] then list[#list + 1] = tags[i] end end
-      if list[1] then self.on_delivered(list) end
-    end
-    return "done"
-  end
-  local status = err and err.status
-  if raised or status == 400 or status == 413 or status == 422 then
-    c.incr("call_errors:events_batch:" .. (raised and "ArgumentError" or err.name), 1)
-    if n == 1 then
-      local reason = raised or err.msg
-      self.queue:ack(b)
-      c.incr("events_dead_lettered", 1)
-      local ev = limitry.decode(jsons[1])
-      self:_log("dead", "error", "dropped an event Limitry will not take (" .. tostring(reason) .. "); customer "
-        .. tostring(type(ev) == "table" and ev.customerId))
-      if self.dead_letter then pcall(self.dead_letter, jsons[1], reason, tags[1]) end
-      return "done"
-    end
-    self.queue:split(b)
-    c.incr("batches_split", 1)
-    return "split"
-  end
-  c.incr("call_errors:events_batch:" .. (err and err.name or "LimitryError"), 1)
-  c.incr("events_retried", n)
-  c.incr("batches_failed", 1)
-  self.queue:keep(b)
-  self.failures = self.failures + 1
-  local delay = err and err.retry_after
-  if delay then
-    delay = math.min(delay, self.max_retry_after)
-  else
-    local cap = math.min(self.max_backoff, self.backoff * 2 ^ (self.failures - 1))
-    delay = cap / 2 + math.random() * cap / 2
-  end
-  self.backoff_until = self.clock() + delay
-  if self.dict then self.dict:safe_set(self.prefix .. "backoff", self.backoff_until) end
-  if self.on_failure then pcall(self.on_failure, err or raised, n) end
-  local hint = (err and err.name == "AuthenticationError") and " (check the API key)" or ""
-  self:_log("retry", "warn", string.format("could not deliver %d events, retrying in %.1f s: %s%s", n, delay,
-    err and err.msg or "unknown error", hint))
-  return "retry"
-end
+Recorder._settle = settle.settle
 
 -- The JSON texts and tags of batch b, and the events:batch body.
 local function unpack_batch(b)
   local jsons, tags = {}, {}
   for i, item in ipairs(b.items) do jsons[i], tags[i] = split_item(item) end
-  return jsons, tags, '{"events":[' .. concat(jsons, ",") .. "]}"
+  return jsons, tags, shorthand.expand('{"events":[' .. concat(jsons, ",") .. "]}")
 end
 
 local BATCH_OPTIONS = { idempotent = true } -- every event carries its key: a resend counts once
@@ -246,6 +199,7 @@ end
 function Recorder:_start_batches(force)
   local now = self.clock()
   while self.inflight < self.concurrency and now >= self.backoff_until and (force or due(self, now)) do
+    if self.budget and not self.budget() then return end
     local b = self.queue:take(self.batch_size)
     if not b then return end
     self.last_flush = now
@@ -315,9 +269,36 @@ end
 
 -- nginx --------------------------------------------------------------------------------------
 
--- One flusher run under the dict's lock: batches go out one after another while they are due
--- (`force`: until the queue is empty or `budget` seconds have passed).
-function Recorder:_nginx_flush(force, budget)
+-- One batch call and its settling, in a light thread of the flusher: returns the batch's id and
+-- how it ended ("done", "split", "retry"; "retry" too when settling raised: the batch stays stored).
+local function send_batch(self, b)
+  local ok, outcome = pcall(function()
+    local jsons, tags, body = unpack_batch(b)
+    local started = ngx.now()
+    local called, res, _, err = pcall(self.client.request, self.client, "POST", "/events/batch", body, BATCH_OPTIONS)
+    return self:_settle(b, jsons, tags, called and res or nil, called and err or nil, not called and res or nil,
+      ngx.now() - started)
+  end)
+  if not ok then
+    self:_log("crash", "error", "settling a batch failed: " .. tostring(outcome))
+    outcome = "retry"
+  end
+  return b.id, outcome
+end
+
+-- The next batch to send, unless none is due: a stored one not in flight (a retry, a split half)
+-- first, else a new one off the queue when a whole batch waits, flush_interval has passed, or `force`.
+local function next_batch(self, now, busy, force)
+  local queue = self.queue
+  local fresh = force or now - self.last_flush >= self.flush_interval or queue:waiting() >= self.batch_size
+  return queue:take(self.batch_size, busy, not fresh)
+end
+
+-- One flusher run under the dict's lock, for `seconds` at most (5): up to `concurrency` batch calls
+-- in flight, each in a light thread, while batches are due, the budget hook allows a call, and no
+-- backoff is running. `force` sends partial batches too and waits out backoffs that fit (flush(),
+-- and a stopping worker's drain within shutdown_timeout).
+function Recorder:_nginx_flush(force, seconds)
   local dict, queue = self.dict, self.queue
   local now = ngx.now()
   self.last_flush = dict:get(self.prefix .. "last") or 0
@@ -326,9 +307,10 @@ function Recorder:_nginx_flush(force, budget)
   -- A flusher that dies keeps the others waiting until its lease ends: a batch call's timeout, plus 1 s.
   local lease = self.timeout + 1
   if not queue:lock(self.token, lease) then return nil, "limitry.recorder: another worker is flushing" end
-  local stop_at = now + (budget or 5)
+  local stop_at = now + (seconds or 5)
   local exiting = false
-  while ngx.now() < stop_at and queue:holds(self.token) do
+  local busy, threads, running, spent = {}, {}, 0, false
+  while true do
     now = ngx.now()
     if not exiting and ngx.worker.exiting() then
       -- The worker is stopping (QUIT, HUP) while this run holds the lock: drain for
@@ -336,25 +318,36 @@ function Recorder:_nginx_flush(force, budget)
       exiting, force = true, true
       stop_at = math.min(stop_at, now + self.shutdown_timeout)
     end
-    if now < self.backoff_until and not force then break end
-    if not force and not due(self, now) then break end
-    local b = queue:take(self.batch_size)
-    if not b then break end
-    dict:safe_set(self.prefix .. "last", now)
-    self.last_flush = now
-    local jsons, tags, body = unpack_batch(b)
-    local started = ngx.now()
-    local ok, res, _, err = pcall(self.client.request, self.client, "POST", "/events/batch", body, BATCH_OPTIONS)
-    local outcome = self:_settle(b, jsons, tags, ok and res or nil, ok and err or nil, not ok and res or nil,
-      ngx.now() - started)
-    if outcome == "retry" then
-      if force and ngx.now() + (self.backoff_until - ngx.now()) < stop_at then
-        ngx.sleep(math.max(0, self.backoff_until - ngx.now()))
-      else
-        break
-      end
+    local b
+    if running < self.concurrency and not spent and now < stop_at and now >= self.backoff_until
+      and queue:holds(self.token) then
+      b = next_batch(self, now, busy, force)
+      -- Past the budget the batch stays stored (the oldest), sent by a later run.
+      if b and self.budget and not self.budget() then b, spent = nil, true end
     end
-    queue:lock(self.token, lease)
+    if b then
+      busy[b.id], running = true, running + 1
+      dict:safe_set(self.prefix .. "last", now)
+      self.last_flush = now
+      threads[b.id] = ngx.thread.spawn(send_batch, self, b)
+    elseif running > 0 then
+      local list = {}
+      for _, t in pairs(threads) do list[#list + 1] = t end
+      local ok, id = ngx.thread.wait(unpack(list))
+      if ok and id then
+        busy[id], threads[id], running = nil, nil, running - 1
+      else -- cannot happen (send_batch does not raise); never wait on a thread twice
+        for k, t in pairs(threads) do ngx.thread.kill(t); threads[k], busy[k] = nil, nil end
+        running = 0
+      end
+      queue:lock(self.token, lease)
+    elseif force and now < self.backoff_until and self.backoff_until < stop_at then
+      -- At least 1 ms: ngx.sleep rounds down to milliseconds, and a sleep of 0 only yields.
+      ngx.sleep(math.max(0.001, self.backoff_until - now))
+      ngx.update_time()
+    else
+      break
+    end
   end
   queue:unlock(self.token)
   local left = queue:depth()

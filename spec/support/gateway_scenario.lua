@@ -24,15 +24,15 @@ local function http_get(url, method)
   return status, body
 end
 
--- The Limitry stand-in: opts.latency (ms), opts.api_limit (per minute), opts.nice (true: its
--- processes at nice 19).
+-- The Limitry stand-in: opts.latency (ms), opts.api_limit (per minute), opts.nice (its processes'
+-- nice value, e.g. 19: they take only CPU time left over; -5: they get theirs first).
 function M.start_limitry(opts)
   local dir = support.tmpdir("standin")
   local info = local_server.start { dir = dir, empty = true, faults = true, latency = opts.latency or 20,
     api_limit = opts.api_limit or 1000 }
   info.root = info.base_url:gsub("/v1$", "")
   if opts.nice then
-    os.execute("renice -n 19 -p " .. info.pid .. " " .. sh("pgrep -P " .. info.pid):gsub("%s+", " ") .. " >/dev/null")
+    os.execute("renice -n " .. opts.nice .. " -p " .. info.pid .. " " .. sh("pgrep -P " .. info.pid):gsub("%s+", " ") .. " >/dev/null")
   end
   return info
 end
@@ -189,7 +189,7 @@ end
 -- share its cores with, runs at nice 19 and ingests the batches with the CPU time left over (the
 -- recorder's queue holds what it has not taken yet; it drains after each run).
 function M.compare(opts)
-  local lim = M.start_limitry { latency = opts.latency or 20, api_limit = 100000, nice = true }
+  local lim = M.start_limitry { latency = opts.latency or 20, api_limit = 100000, nice = 19 }
   local g = gateway_nginx.start { dir = support.tmpdir("gw-compare"), workers = opts.workers or 2,
     config = { client = { api_key = lim.api_key, base_url = lim.base_url } } }
   local runs = { bare = {}, gateway = {} }

@@ -5,7 +5,7 @@ M.DEFAULTS = {
   batch_size = 1000,       -- events per events:batch call (1 to 1000)
   flush_interval = 1,      -- seconds: a partial batch goes out after this long
   max_queued = nil,        -- events waiting at most: 100,000 in memory; in nginx, what the dict holds (1/8 kept free)
-  concurrency = 2,         -- batches in flight at once (plain hosts; the nginx flusher sends one at a time)
+  concurrency = 2,         -- batches in flight at once
   backoff = 0.5,           -- seconds before the first retry of a failed batch, doubled each time
   max_backoff = 30,        -- seconds
   max_retry_after = 300,   -- seconds: a longer Retry-After is waited out at this length
@@ -20,7 +20,7 @@ local OPTION_TYPES = {
   max_queued = "number", concurrency = "number", backoff = "number", max_backoff = "number",
   max_retry_after = "number", timeout = "number", shutdown_timeout = "number", log_interval = "number",
   prefix = "string", log = "function", dead_letter = "function",
-  on_delivered = "function", on_failure = "function", clock = "function",
+  on_delivered = "function", on_failure = "function", clock = "function", budget = "function",
 }
 
 local function raise(msg) error("limitry.recorder: " .. msg, 4) end

@@ -91,18 +91,24 @@ function Queue:holds(token) return self.dict:get(self.k_lock) == token end
 
 local function batch_key(self, id) return self.P .. "b:" .. id end
 
--- The oldest unsettled batch, if any (moving "blow" past settled ones).
-local function oldest(self)
+-- The oldest unsettled batch not in `busy` (ids of batches in flight), if any; moves "blow" past
+-- settled ones.
+local function oldest(self, busy)
   local dict = self.dict
   local low, high = dict:get(self.k_low) or 1, dict:get(self.k_seq) or 0
+  local first_unsettled
   for id = low, high do
     local joined = dict:get(batch_key(self, id))
     if joined then
-      if id > low then dict:incr(self.k_low, id - low) end
-      return { id = id, items = split_joined(joined) }
+      first_unsettled = first_unsettled or id
+      if not (busy and busy[id]) then
+        if first_unsettled > low then dict:incr(self.k_low, first_unsettled - low) end
+        return { id = id, items = split_joined(joined) }
+      end
     end
   end
-  if high + 1 > low then dict:incr(self.k_low, high + 1 - low) end
+  local settled_to = first_unsettled or high + 1
+  if settled_to > low then dict:incr(self.k_low, settled_to - low) end
   return nil
 end
 
@@ -119,10 +125,11 @@ local function store(self, items)
   return { id = id, items = items }
 end
 
--- The next batch to send (lock holder only): an unsettled one first, else up to n items off the list.
-function Queue:take(n)
-  local b = oldest(self)
-  if b then return b end
+-- The next batch to send (lock holder only): an unsettled one not in `busy` first, else (unless
+-- `stored_only`) up to n items off the list.
+function Queue:take(n, busy, stored_only)
+  local b = oldest(self, busy)
+  if b or stored_only then return b end
   local dict, items = self.dict, {}
   for i = 1, n do
     local item = dict:lpop(self.k_list)
