@@ -153,3 +153,32 @@ describe("limitry.gateway.event", function()
     assert.equal("2025-12-06T05:46:40.999Z", got.timestamp)
   end)
 end)
+
+describe("limitry.gateway.configure", function()
+  local gateway = require "limitry.gateway"
+
+  local function refused(options, message)
+    local ok, err = pcall(gateway.configure, options)
+    assert.is_false(ok)
+    assert.equal(message, (tostring(err):gsub("^[^:]*:%d+: ", "")))
+  end
+
+  it("raises on a value out of range, naming the option and what is allowed", function()
+    refused({ batch_size = 5000 }, "limitry.gateway.configure: batch_size must be a whole number from 1 to 1000")
+    refused({ batch_size = 1.5 }, "limitry.gateway.configure: batch_size must be a whole number from 1 to 1000")
+    refused({ max_queued = -5 }, "limitry.gateway.configure: max_queued must be a whole number from 1 to 2147483647")
+    refused({ decision_header = "" }, "limitry.gateway.configure: decision_header must be a header name (letters, digits, '-', ...)")
+    refused({ check_budget = 950 }, "limitry.gateway.configure: check_budget must not exceed api_budget (900)")
+    refused({ fail_open = "yes" }, "limitry.gateway.configure: option 'fail_open' must be a boolean (got string)")
+  end)
+
+  it("checks the client's options as limitry.new does, leaving a missing key to the workers", function()
+    refused({ client = { bogus = 1 } }, "limitry.gateway.configure: client: unknown option 'bogus' (allowed: "
+      .. "api_key, backoff, base_url, ca_file, ca_path, connect_timeout, headers, keepalive_timeout, log, max_backoff, "
+      .. "max_response_size, max_retries, max_retry_after, max_worker_thread_calls, no_proxy, openresty, pool_size, "
+      .. "proxy, ssl_verify, thread_pool, timeout)")
+    refused({ client = { api_key = 42 } }, "limitry.gateway.configure: client: option 'api_key' must be a string (got number)")
+    assert.is_table(gateway.configure { client = { base_url = "http://127.0.0.1:1/v1" } })
+    assert.is_table(gateway.configure { client = { api_key = "sk-test", timeout = 2 }, batch_size = 500 })
+  end)
+end)

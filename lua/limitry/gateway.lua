@@ -81,6 +81,34 @@ local function check_config(cfg)
       error("limitry.gateway.configure: " .. k .. " must be a number of seconds from 0 to 86400", 3)
     end
   end
+  local function whole(k, low, high)
+    local v = cfg[k]
+    if v and not (v >= low and v <= high and v % 1 == 0) then
+      error("limitry.gateway.configure: " .. k .. " must be a whole number from " .. low .. " to " .. high, 4)
+    end
+  end
+  whole("batch_size", 1, 1000)
+  whole("max_queued", 1, 2147483647)
+  if cfg.decision_header and not cfg.decision_header:find("^[%w!#$%%&'*+.^_`|~-]+$") then
+    error("limitry.gateway.configure: decision_header must be a header name (letters, digits, '-', ...)", 3)
+  end
+  if cfg.check_budget and (cfg.api_budget or M.DEFAULTS.api_budget) < cfg.check_budget then
+    error("limitry.gateway.configure: check_budget must not exceed api_budget (" .. (cfg.api_budget or M.DEFAULTS.api_budget) .. ")", 3)
+  end
+  if cfg.dict and rawget(_G, "ngx") and ngx.shared and not ngx.shared[cfg.dict] then
+    error("limitry.gateway.configure: dict '" .. cfg.dict .. "' is not a lua_shared_dict of nginx.conf (add 'lua_shared_dict "
+      .. cfg.dict .. " 64m;' to the http block)", 3)
+  end
+  if cfg.client then
+    -- The client's own options, checked as limitry.new checks them (a missing key is the workers' to
+    -- find: LIMITRY_API_KEY reaches them through nginx's env directive).
+    local ok, client = pcall(limitry.new, cfg.client)
+    if ok then
+      client:close()
+    elseif not tostring(client):find("api_key is required", 1, true) then
+      error("limitry.gateway.configure: client: " .. tostring(client):gsub("^limitry%.new: ", ""), 3)
+    end
+  end
   for _, k in ipairs { "check_budget", "api_budget" } do
     if cfg[k] and not (cfg[k] >= 1 and cfg[k] % 1 == 0) then
       error("limitry.gateway.configure: " .. k .. " must be a whole number of calls per minute >= 1", 3)
@@ -236,7 +264,7 @@ function M.access()
   local customer = read_source(config.customer_source)
   if not valid_id(customer) then
     return reply(400, { error = type(config.customer) == "string"
-      and ("the " .. config.customer .. " header must name the customer (1 to 256 characters)")
+      and ("the " .. config.customer .. " header must name the customer (1 to 256 bytes)")
       or "no customer id for this request" })
   end
   local model = read_source(config.model_source)
