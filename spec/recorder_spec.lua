@@ -191,6 +191,15 @@ describe("limitry.recorder (plain Lua host)", function()
     assert.equal(6, u.totalInputTokens)
   end)
 
+  it("says the events left are lost when a recorder without a spool is closed", function()
+    local down = { api_key = server.api_key, base_url = "http://127.0.0.1:" .. support.closed_port() .. "/v1" }
+    local r = recorder.new { client = down, log = function() end }
+    for i = 1, 3 do r:record { customer_id = "c", event_type = "call", input_tokens = i } end
+    local ok, msg = r:close(0.2)
+    assert.is_nil(ok)
+    assert.equal("limitry.recorder: 3 events not delivered, lost (no spool)", msg)
+  end)
+
   it("delivers the items of an older recorder's spool ('0|' and a tag in front of each event)", function()
     local spool = support.tmpdir("spool-old") .. "/events.spool"
     local customer = support.test_id("spool-old")

@@ -257,6 +257,8 @@ function Recorder:close(timeout)
   if self.owns_client then self.client:close() end
   self.queue:close()
   if ok then return true end
+  -- A plain host without a spool keeps nothing once closed: say so.
+  if not self.dict and not self.spool then msg = msg:gsub("not delivered yet$", "not delivered, lost (no spool)") end
   return nil, msg
 end
 
