@@ -646,10 +646,12 @@ describe("limitry, the command line", function()
             assert_one_line(err)
             assert.truthy(err:find("AuthenticationError") and err:find("LIMITRY_API_KEY"), err)
             assert.falsy((out .. err):find(secret, 1, true))
+            if args[1] == "project" then assert.truthy(err:find("(HTTP 401, key from LIMITRY_API_KEY)", 1, true), err) end
           end
           local rc, _, err = limitry_cli { "--key", secret, "project" } -- common options before the command too
           assert.are.equal(1, rc)
           assert.falsy(err:find(secret, 1, true))
+          assert.truthy(err:find("(HTTP 401, key from --key)", 1, true), err)
           rc, _, err = limitry_cli({ "project", "--key", "-" }, { stdin = secret .. "\n", env = { LIMITRY_API_KEY = false } })
           assert.are.equal(1, rc)
           assert.falsy(err:find(secret, 1, true))

@@ -99,7 +99,8 @@ function M.main(argv, opts)
         key = key:match("^%s*(.-)%s*$")
         a.key = key
       end
-      if key == nil or key == "" then key = os.getenv("LIMITRY_API_KEY") end
+      ctx.key_source = "key from --key"
+      if key == nil or key == "" then key, ctx.key_source = os.getenv("LIMITRY_API_KEY"), "key from LIMITRY_API_KEY" end
       if key == nil or key == "" then
         usage_error("no API key: set LIMITRY_API_KEY or pass --key KEY (--key - reads it from stdin)")
       end

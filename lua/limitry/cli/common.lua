@@ -193,7 +193,9 @@ local function call(ctx, fn, ...)
     elseif err and err.name == "RateLimitError" and err.retry_after then
       hint = "; try again in " .. math.ceil(err.retry_after) .. " s"
     end
-    fail(EXIT.ERROR, tostring(msg) .. hint)
+    -- The library names where its key came from; here that was the command line's --key or the environment.
+    msg = tostring(msg):gsub("key given to limitry%.new", ctx.key_source or "%0")
+    fail(EXIT.ERROR, msg .. hint)
   end
   return res
 end
