@@ -778,3 +778,22 @@ describe("query values (core.percent_encode, core.has_control)", function()
         customer_id = "a b/c&d=é", model = "gpt-4o" }))
   end)
 end)
+
+describe("core.expand", function()
+  it("replaces each byte from 1 to 31 that the map names, in one pass, and leaves every other byte", function()
+    local all = {}
+    for b = 0, 255 do all[#all + 1] = string.char(b) end
+    local s = table.concat(all)
+    local want = s:gsub("[\1\2\31]", { ["\1"] = "<one>", ["\2"] = "", ["\31"] = "\1\1" })
+    assert.equal(want, core.expand(s, { ["\1"] = "<one>", ["\2"] = "", ["\31"] = "\1\1", ["\0"] = "zero", [" "] = "space" }))
+    assert.equal("ab", core.expand("ab", { ["\1"] = "x" }))
+    assert.equal("", core.expand("", { ["\1"] = "x" }))
+    assert.equal("xx", core.expand("\1\1", { ["\1"] = "x" }))
+    assert.equal("\1", core.expand("\1", {}))
+  end)
+
+  it("raises on arguments of the wrong type", function()
+    assert.has_error(function() core.expand(nil, {}) end)
+    assert.has_error(function() core.expand("a", "b") end)
+  end)
+end)

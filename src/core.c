@@ -3,7 +3,7 @@
  *   core.new() -> handle        handle.c (one libcurl easy handle; transfer.c does its transfers)
  *   core.multi() -> multi       multi.c (many transfers in flight, driven without blocking)
  *   core.encode(value), core.utf8_error(s), core.array_mt            encode.c
- *   core.percent_encode(s), core.has_control(s)                      text.c
+ *   core.percent_encode(s), core.has_control(s), core.expand(s, map) text.c
  *   core.random_id()                                                 random.c
  *   core.decode(json [, secret]) -> value | nil, message; the secret, where a string of the
  *                              value holds it, is replaced by "[REDACTED]" (keys included)

@@ -2,7 +2,8 @@
  * Lua pattern class costs ~150 instructions a byte and a query value is checked and encoded on
  * every call whose arguments changed:
  *   core.percent_encode(s)   every byte but RFC 3986's unreserved ones as %XX
- *   core.has_control(s)      whether s holds a byte 0-31 or 127 */
+ *   core.has_control(s)      whether s holds a byte 0-31 or 127
+ *   core.expand(s, map)      each byte 1-31 that map names replaced by map's text for it */
 #include "compat.h"
 #include "text.h"
 
@@ -55,8 +56,52 @@ static int core_has_control(lua_State *L)
     return 1;
 }
 
+/* core.expand(s, map): s with each byte from 1 to 31 that map (a table of one-byte strings to
+ * strings) names replaced by its text; s itself when it holds none. The recorder's shorthand:
+ * Lua's gsub with a table costs ~3 ms on a batch of 1,000 events, in a worker that serves requests. */
+static int core_expand(lua_State *L)
+{
+    const char *text[32] = {0};
+    size_t text_len[32] = {0};
+    size_t len, i, run;
+    const unsigned char *s = (const unsigned char *)luaL_checklstring(L, 1, &len);
+    luaL_Buffer b;
+    int c, any = 0;
+    luaL_checktype(L, 2, LUA_TTABLE);
+    for (c = 1; c < 32; c++) {
+        char key = (char)c;
+        lua_pushlstring(L, &key, 1);
+        lua_rawget(L, 2);
+        if (lua_type(L, -1) == LUA_TSTRING) { /* held by the table, which the caller holds */
+            text[c] = lua_tolstring(L, -1, &text_len[c]);
+            any = 1;
+        }
+        lua_pop(L, 1);
+    }
+    for (i = 0; any && i < len && !(s[i] < 32 && text[s[i]]); i++)
+        ;
+    if (!any || i == len) {
+        lua_settop(L, 1);
+        return 1;
+    }
+    luaL_buffinit(L, &b);
+    run = 0;
+    for (; i < len; i++) {
+        if (s[i] < 32 && text[s[i]]) {
+            luaL_addlstring(&b, (const char *)s + run, i - run);
+            luaL_addlstring(&b, text[s[i]], text_len[s[i]]);
+            run = i + 1;
+        }
+    }
+    luaL_addlstring(&b, (const char *)s + run, len - run);
+    luaL_pushresult(&b);
+    return 1;
+}
+
 void lm_text_register(lua_State *L)
 {
+    lua_pushcfunction(L, core_expand);
+    lua_setfield(L, -2, "expand");
     lua_pushcfunction(L, core_percent_encode);
     lua_setfield(L, -2, "percent_encode");
     lua_pushcfunction(L, core_has_control);

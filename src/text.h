@@ -1,4 +1,4 @@
-/* core.percent_encode and core.has_control (text.c). */
+/* core.percent_encode, core.has_control and core.expand (text.c). */
 #ifndef LIMITRY_TEXT_H
 #define LIMITRY_TEXT_H
 
@@ -6,7 +6,7 @@
 
 #include "core.h"
 
-/* Sets core.percent_encode and core.has_control on the module table at the top of the stack. */
+/* Sets core.percent_encode, core.has_control and core.expand on the module table at the top of the stack. */
 LM_HIDDEN void lm_text_register(lua_State *L);
 
 #endif

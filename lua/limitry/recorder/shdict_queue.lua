@@ -98,10 +98,12 @@ local function oldest(self, busy)
   local low, high = dict:get(self.k_low) or 1, dict:get(self.k_seq) or 0
   local first_unsettled
   for id = low, high do
-    local joined = dict:get(batch_key(self, id))
-    if joined then
+    if busy and busy[id] then -- in flight: unsettled, and not read (a batch is ~150 KB to copy)
       first_unsettled = first_unsettled or id
-      if not (busy and busy[id]) then
+    else
+      local joined = dict:get(batch_key(self, id))
+      if joined then
+        first_unsettled = first_unsettled or id
         if first_unsettled > low then dict:incr(self.k_low, first_unsettled - low) end
         return { id = id, items = split_joined(joined) }
       end
@@ -147,8 +149,14 @@ function Queue:take(n, busy, stored_only)
   return b
 end
 
+-- Whether a batch is still stored, without copying it out of the dict (ttl, where nginx has it).
+local function stored(dict, key)
+  if dict.ttl then return (dict:ttl(key)) ~= nil end
+  return dict:get(key) ~= nil
+end
+
 function Queue:ack(b)
-  if self.dict:get(batch_key(self, b.id)) then
+  if stored(self.dict, batch_key(self, b.id)) then
     self.dict:delete(batch_key(self, b.id))
     self.dict:incr(self.k_held, -#b.items)
   end

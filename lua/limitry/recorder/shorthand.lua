@@ -3,10 +3,11 @@
 -- escaped in strings and are not whitespace) stands for a run of text. An item written with them
 -- (limitry.gateway's are) takes about half the room in a lua_shared_dict (a 150-byte value lands
 -- in the dict's 256-byte slab class, a 264-byte one in the 512-byte class), so the same dict holds
--- twice the events; the flusher expands a batch with one gsub before sending it.
-local M = {}
+-- twice the events; the flusher expands a batch in one pass of the C core before sending it
+-- (Lua's gsub with a table took ~3 ms a batch of 1,000, in a worker that also serves requests).
+local core = require "limitry.core"
 
-local find, gsub = string.find, string.gsub
+local M = {}
 
 -- code -> the text it stands for
 M.TEXT = {
@@ -23,12 +24,9 @@ M.TEXT = {
   ["\14"] = ',"costCents":',
 }
 
-local CODES = "[\1-\8\11\12\14]"
+local TEXT = M.TEXT
 
 -- text with every code replaced by what it stands for (text itself when it holds none).
-function M.expand(text)
-  if find(text, CODES) then return (gsub(text, CODES, M.TEXT)) end
-  return text
-end
+function M.expand(text) return core.expand(text, TEXT) end
 
 return M
