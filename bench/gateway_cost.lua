@@ -17,13 +17,6 @@ local socket = require "socket"
 local seconds, rounds = tonumber(arg[1]) or 5, tonumber(arg[2]) or 3
 local TICK = 100 -- clock ticks per second (USER_HZ on Linux)
 
-local function sh(cmd)
-  local p = assert(io.popen(cmd))
-  local out = p:read("*a")
-  p:close()
-  return out
-end
-
 -- utime + stime of a process, in seconds.
 local function cpu(pid)
   local f = io.open("/proc/" .. pid .. "/stat")
@@ -37,7 +30,7 @@ end
 
 local function workers_cpu(master)
   local total = 0
-  for pid in sh("pgrep -P " .. master):gmatch("%d+") do total = total + cpu(pid) end
+  for _, pid in ipairs(scenario.worker_pids(master)) do total = total + cpu(pid) end
   return total
 end
 

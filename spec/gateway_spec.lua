@@ -45,15 +45,7 @@ local function chat_body(stream, with_usage)
     .. (with_usage and ',"stream_options":{"include_usage":true}' or "") .. "}"
 end
 
-local function eventually(seconds, check)
-  local deadline = socket.gettime() + seconds
-  repeat
-    local v = check()
-    if v then return v end
-    socket.sleep(0.05)
-  until socket.gettime() > deadline
-  return check()
-end
+local eventually = require("spec.support.gateway").eventually
 
 describe("limitry.gateway in nginx", function()
   local lim, admin, g

@@ -22,6 +22,7 @@ local decisions_mod = require "limitry.gateway.decisions"
 local usage = require "limitry.gateway.usage"
 local event = require "limitry.gateway.event"
 local request_body_mod = require "limitry.gateway.request_body"
+local add_counter = require("limitry.gateway.rules").add -- a dict counter that never evicts
 
 local M = {}
 
@@ -163,10 +164,7 @@ local function batch_budget()
   local dict, minute = state.dict, math.floor(ngx.now() / 60)
   local key = "gw:bc:" .. minute
   if (dict:get("d:b:" .. minute) or 0) + (dict:get(key) or 0) >= config.api_budget then return false end
-  if not dict:incr(key, 1) then
-    dict:safe_add(key, 0, 120)
-    dict:incr(key, 1)
-  end
+  add_counter(dict, key, 1, 120)
   return true
 end
 

@@ -46,11 +46,14 @@ function M.metrics(port)
   return m
 end
 
+-- The pids of an nginx master's workers.
 local function worker_pids(master)
   local pids = {}
   for pid in sh("pgrep -P " .. master):gmatch("%d+") do pids[#pids + 1] = tonumber(pid) end
   return pids
 end
+
+M.worker_pids = worker_pids
 
 local function rss_kib(pid)
   local f = io.open("/proc/" .. pid .. "/status")

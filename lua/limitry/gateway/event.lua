@@ -21,14 +21,7 @@ end
 
 function M.quote(s) return '"' .. escaped(s) .. '"' end
 
-local last_second, last_prefix
-
--- unix seconds t as an ISO 8601 string with milliseconds (truncated: never a later second).
-function M.timestamp(t)
-  local sec = floor(t)
-  if sec ~= last_second then last_second, last_prefix = sec, os.date("!%Y-%m-%dT%H:%M:%S", sec) end
-  return format("%s.%03dZ", last_prefix, floor((t - sec) * 1000))
-end
+local last_second, last_prefix -- the timestamp's date part, made once per second
 
 -- The optional members, in the order they are written, and the bit each has in a writer's mask.
 -- The short code of a text of recorder.SHORTHAND.
