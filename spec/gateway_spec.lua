@@ -304,6 +304,36 @@ describe("limitry.gateway counting on its own", function()
   end)
 end)
 
+describe("limitry.gateway with its queue full", function()
+  local lim, g
+  setup(function()
+    lim = scenario.start_limitry { latency = 0, api_limit = 100000 }
+    -- Nothing leaves (flush_interval is an hour): the queue fills at 5.
+    g = gateway_nginx.start { dir = support.tmpdir("gw-full"), workers = 2, config = { max_queued = 5,
+      flush_interval = 3600, client = { api_key = lim.api_key, base_url = lim.base_url } } }
+  end)
+  teardown(function()
+    gateway_nginx.stop(g)
+    support.stop(lim)
+  end)
+
+  it("serves every call, and counts each one as an answer: queued + refused = served", function()
+    local customer = support.test_id("full")
+    for _ = 1, 8 do
+      assert.equal(200, request(g.port, "POST", CHAT, { ["X-Customer-Id"] = customer }, chat_body()).status)
+    end
+    local m = eventually(5, function()
+      local x = scenario.metrics(g.port)
+      return (x['limitry_answers_recorded_total{answer="complete"}'] or 0) >= 8 and x or nil
+    end)
+    assert(m, "the answers were not counted")
+    assert.equal(8, m['limitry_answers_recorded_total{answer="complete"}'])
+    assert.equal(5, m.limitry_events_queued_total)
+    assert.equal(3, m.limitry_events_refused_total)
+    assert.equal(5, m.limitry_queue_depth)
+  end)
+end)
+
 describe("limitry.gateway without a usable key", function()
   local lim, dirs = nil, {}
   setup(function() lim = scenario.start_limitry { latency = 0, api_limit = 100000 } end)

@@ -345,15 +345,16 @@ local function record(ctx)
     PROPERTIES[flags])
   local limits = ctx.limits
   local tag = limits and limits[1] and state.decisions:account(limits, ctx.admits, u, started) or nil
-  if state.recorder:record_json(json, tag) then
-    local c = state.counters
-    if u.complete then
-      c.incr("gw:answers:complete", 1)
-    else
-      c.incr("gw:answers:incomplete", 1)
-      c.incr("gw:incomplete_tokens", (input or 0) + (output or 0))
-    end
+  -- Counted whether the recorder took the event or refused it (queue full, counted there): served
+  -- calls = events delivered + events refused, cut-short calls included.
+  local c = state.counters
+  if u.complete then
+    c.incr("gw:answers:complete", 1)
+  else
+    c.incr("gw:answers:incomplete", 1)
+    c.incr("gw:incomplete_tokens", (input or 0) + (output or 0))
   end
+  state.recorder:record_json(json, tag)
 end
 
 -- The status the upstream answered (the last one, after nginx's retries of other servers), else

@@ -50,7 +50,7 @@ function M.render(dict, recorder)
   line("limitry_batch_duration_seconds_sum " .. number(get(rp .. "batch_seconds_sum")))
   line("limitry_batch_duration_seconds_count " .. number(count))
 
-  line("# HELP limitry_answers_recorded_total Calls recorded, by whether their answer was read to its end.")
+  line("# HELP limitry_answers_recorded_total Calls served (2xx) and recorded or, the queue being full, refused; by whether their answer was read to its end.")
   line("# TYPE limitry_answers_recorded_total counter")
   for _, a in ipairs { "complete", "incomplete" } do
     line('limitry_answers_recorded_total{answer="' .. a .. '"} ' .. number(get("m:gw:answers:" .. a)))
