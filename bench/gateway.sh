@@ -1,5 +1,6 @@
 #!/bin/sh
 # The gateway scenario of issue #16 (bench/gateway.lua), about 3 minutes; BENCH_QUICK=1 for a short run.
+#   sh bench/gateway.sh compare   only the gateway path against the bare proxy (about 1 minute)
 #   sh bench/gateway.sh cost   CPU time per request, gateway path against bare proxy (bench/gateway_cost.lua)
 set -eu
 cd "$(dirname "$0")/.."
@@ -11,4 +12,5 @@ mkdir -p "$LIMITRY_TEST_TMP"
 unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY ALL_PROXY all_proxy
 ulimit -n 65536 2>/dev/null || true
 if [ "${1:-}" = cost ]; then exec lua5.4 bench/gateway_cost.lua; fi
+if [ "${1:-}" = compare ]; then exec lua5.4 bench/gateway.lua compare; fi
 exec lua5.4 bench/gateway.lua ${BENCH_QUICK:+quick}

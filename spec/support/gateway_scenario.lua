@@ -9,6 +9,7 @@ local local_server = require "limitry_local"
 local socket = require "socket"
 local gateway_nginx = require "spec.support.gateway_nginx"
 local support = require "spec.support.server"
+local sink = require "spec.support.limitry_sink"
 
 local M = {}
 
@@ -188,11 +189,12 @@ function M.stop(r)
 end
 
 -- Gateway path vs the bare proxy in the same nginx: `rounds` alternating wrk runs of `seconds`.
--- The gateway's own cost is what is compared: the Limitry stand-in, which a real gateway does not
--- share its cores with, runs at nice 19 and ingests the batches with the CPU time left over (the
--- recorder's queue holds what it has not taken yet; it drains after each run).
+-- The gateway's own cost is what is compared: Limitry is spec.support.limitry_sink, which answers
+-- after 20 ms as Limitry does but stores nothing (a real gateway does not share its cores with
+-- Limitry's ingest; the local server's would be counted against the gateway on this machine).
+-- Returns { bare = {wrk figures...}, gateway = {...}, events = what the sink was sent }.
 function M.compare(opts)
-  local lim = M.start_limitry { latency = opts.latency or 20, api_limit = 100000, nice = 19 }
+  local lim = sink.start { latency = opts.latency or 20 }
   local g = gateway_nginx.start { dir = support.tmpdir("gw-compare"), workers = opts.workers or 2,
     config = { client = { api_key = lim.api_key, base_url = lim.base_url } } }
   local runs = { bare = {}, gateway = {} }
@@ -206,7 +208,8 @@ function M.compare(opts)
     end
   end
   gateway_nginx.stop(g)
-  support.stop(lim)
+  runs.events = sink.events(lim)
+  sink.stop(lim)
   return runs
 end
 
