@@ -51,7 +51,7 @@ end
 
 -- 3. Gateway path vs bare proxy_pass, 16 connections, Limitry healthy (a stand-in that stores
 -- nothing: spec.support.limitry_sink; Limitry's own work is not the gateway's).
-local runs = scenario.compare { rounds = quick and 1 or 3, seconds = quick and 3 or 8, connections = 16 }
+local runs = scenario.compare { rounds = quick and 1 or 5, seconds = quick and 3 or 8, connections = 16 }
 local function median(list, field)
   local v = {}
   for i, x in ipairs(list) do v[i] = x[field] end
