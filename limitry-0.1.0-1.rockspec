@@ -22,6 +22,7 @@ description = {
 }
 dependencies = {
    "lua >= 5.1, < 5.5",
+   "argparse >= 0.6", -- bin/limitry's grammar (the library itself needs none)
 }
 external_dependencies = {
    CURL = { header = "curl/curl.h", library = "curl" },
