@@ -79,13 +79,13 @@ local function check_config(cfg)
   end
   for _, k in ipairs { "refresh_after", "ttl", "stale_ttl", "rules_interval", "cold_timeout", "log_interval", "flush_interval" } do
     if cfg[k] and not (cfg[k] >= 0 and cfg[k] <= 86400) then
-      error("limitry.gateway.configure: " .. k .. " must be a number of seconds from 0 to 86400", 3)
+      error("limitry.gateway.configure: " .. k .. " must be a number of seconds from 0 to 86400 (got " .. tostring(cfg[k]) .. ")", 3)
     end
   end
   local function whole(k, low, high)
     local v = cfg[k]
     if v and not (v >= low and v <= high and v % 1 == 0) then
-      error("limitry.gateway.configure: " .. k .. " must be a whole number from " .. low .. " to " .. high, 4)
+      error("limitry.gateway.configure: " .. k .. " must be a whole number from " .. low .. " to " .. high .. " (got " .. tostring(v) .. ")", 4)
     end
   end
   whole("batch_size", 1, 1000)
@@ -112,7 +112,7 @@ local function check_config(cfg)
   end
   for _, k in ipairs { "check_budget", "api_budget" } do
     if cfg[k] and not (cfg[k] >= 1 and cfg[k] % 1 == 0) then
-      error("limitry.gateway.configure: " .. k .. " must be a whole number of calls per minute >= 1", 3)
+      error("limitry.gateway.configure: " .. k .. " must be a whole number of calls per minute >= 1 (got " .. tostring(cfg[k]) .. ")", 3)
     end
   end
 end
