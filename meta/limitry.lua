@@ -329,7 +329,7 @@ function Client:socket_action(fd, events) end
 function Client:close() end
 ---An endpoint the library does not wrap: path relative to base_url (query included, as given); body
 ---JSON text or a table to encode. GET and options.idempotent are retried like the usage calls, the
----rest only when nothing was sent.
+---rest only when nothing was sent. A 2xx answer without a body (204) returns true.
 ---@param method "GET"|"POST"|"PUT"|"DELETE"
 ---@param path string
 ---@param body string|table|nil

@@ -19,6 +19,7 @@ M.DECODE, M.SMALL, M.FRESH = 1, 2, 4 -- the C core's flags (src/transfer.h); FRE
 function M.shape(name, check, opts)
   opts = opts or {}
   return { name = name, check = check, decision = opts.decision or false, small = opts.small or false,
+    empty = opts.empty or false, -- a 2xx without a body (204 No Content) is true, not a DecodeError
     flags = (opts.decision and 0 or M.DECODE) + (opts.small and M.SMALL or 0) }
 end
 
@@ -101,7 +102,7 @@ M.rate_limit_check = M.field("rate_limit_check", "allowed", "boolean", { decisio
 M.resource = M.field("resource", "id", "string", { small = true })
 M.resource_list = M.field("resource_list", "data", "array")
 M.deleted = M.field("deleted", "success", "boolean", { small = true })
-M.any = M.shape("any", function() return true end) -- client:request: any JSON
+M.any = M.shape("any", function() return true end, { empty = true }) -- client:request: any JSON, or none
 
 local function header_number(headers, name)
   local v = headers and headers[name]
@@ -162,6 +163,7 @@ function M.interpret(shape, secret, status, headers, body, decoded)
     if type(doc) == "table" and type(doc.allowed) == "boolean" then return M.decision(doc, headers) end
   end
   if status >= 200 and status < 300 then
+    if shape.empty and decoded == nil and (body == nil or body == "") then return true end
     local doc, why = decoded, nil
     if doc == nil then doc, why = core.decode(body, secret) end
     if doc == nil then
