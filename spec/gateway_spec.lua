@@ -302,28 +302,18 @@ describe("limitry.gateway counting on its own", function()
     -- Nothing was delivered (flush_interval is an hour): the refusal came from the local count.
     assert.equal(0, assert(admin:customers():get_usage(customer, WIDE[1], WIDE[2])).totalEvents)
   end)
-end)
 
-describe("limitry.gateway with its queue full", function()
-  local lim, g
-  setup(function()
-    lim = scenario.start_limitry { latency = 0, api_limit = 100000 }
-    -- Nothing leaves (flush_interval is an hour): the queue fills at 5.
-    g = gateway_nginx.start { dir = support.tmpdir("gw-full"), workers = 2, config = { max_queued = 5,
+  it("serves every call with its queue full, and counts each one as an answer: queued + refused = served", function()
+    -- Its own nginx, whose queue holds 5 events; nothing leaves (flush_interval is an hour).
+    local full = gateway_nginx.start { dir = support.tmpdir("gw-full"), workers = 2, config = { max_queued = 5,
       flush_interval = 3600, client = { api_key = lim.api_key, base_url = lim.base_url } } }
-  end)
-  teardown(function()
-    gateway_nginx.stop(g)
-    support.stop(lim)
-  end)
-
-  it("serves every call, and counts each one as an answer: queued + refused = served", function()
+    finally(function() gateway_nginx.stop(full) end)
     local customer = support.test_id("full")
     for _ = 1, 8 do
-      assert.equal(200, request(g.port, "POST", CHAT, { ["X-Customer-Id"] = customer }, chat_body()).status)
+      assert.equal(200, request(full.port, "POST", CHAT, { ["X-Customer-Id"] = customer }, chat_body()).status)
     end
     local m = eventually(5, function()
-      local x = scenario.metrics(g.port)
+      local x = scenario.metrics(full.port)
       return (x['limitry_answers_recorded_total{answer="complete"}'] or 0) >= 8 and x or nil
     end)
     assert(m, "the answers were not counted")
