@@ -17,6 +17,7 @@
 -- recorder (limitry.recorder), whose queue lives in the shared dict. No handler ever raises into
 -- nginx: an internal failure is logged (at a bounded rate) and fail_open decides.
 local limitry = require "limitry"
+local options = require "limitry.options"
 local recorder_mod = require "limitry.recorder"
 local decisions_mod = require "limitry.gateway.decisions"
 local usage = require "limitry.gateway.usage"
@@ -63,20 +64,8 @@ local config -- set by configure (in init_by_lua, before nginx forks)
 local state  -- this worker's: { recorder, decisions, dict, broken }
 
 local function check_config(cfg)
-  for k, v in pairs(cfg) do
-    local want = TYPES[k]
-    if not want then
-      local names = {}
-      for name in pairs(TYPES) do names[#names + 1] = name end
-      table.sort(names)
-      error("limitry.gateway.configure: unknown option '" .. tostring(k) .. "' (allowed: " .. table.concat(names, ", ") .. ")", 3)
-    end
-    local ok = type(v) == want or (type(want) == "table" and (type(v) == want[1] or type(v) == want[2]))
-    if not ok then
-      error("limitry.gateway.configure: option '" .. k .. "' must be a "
-        .. (type(want) == "table" and table.concat(want, " or ") or want) .. " (got " .. type(v) .. ")", 3)
-    end
-  end
+  local wrong = options.name_or_type_error(cfg, TYPES)
+  if wrong then error("limitry.gateway.configure: " .. wrong, 3) end
   for _, k in ipairs { "refresh_after", "ttl", "stale_ttl", "rules_interval", "cold_timeout", "log_interval", "flush_interval" } do
     if cfg[k] and not (cfg[k] >= 0 and cfg[k] <= 86400) then
       error("limitry.gateway.configure: " .. k .. " must be a number of seconds from 0 to 86400 (got " .. tostring(cfg[k]) .. ")", 3)

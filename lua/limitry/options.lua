@@ -38,19 +38,35 @@ local has_control = core.has_control
 local function raise(msg) error("limitry.new: " .. msg, 0) end
 M.raise = raise
 
+-- What is wrong with the first option of opts that `types` does not name, or whose value is not of
+-- its type (types: option -> a type name, or a list of the type names it may have), or nil. Shared
+-- by limitry.new, limitry.recorder.new and limitry.gateway.configure, each raising it as its own.
+function M.name_or_type_error(opts, types)
+  for k, v in pairs(opts) do
+    local want = types[k]
+    if not want then
+      local names = {}
+      for name in pairs(types) do names[#names + 1] = name end
+      table.sort(names)
+      return "unknown option '" .. tostring(k) .. "' (allowed: " .. table.concat(names, ", ") .. ")"
+    end
+    local fits = type(v) == want
+    if type(want) == "table" then
+      for _, t in ipairs(want) do fits = fits or type(v) == t end
+    end
+    if not fits then
+      return "option '" .. k .. "' must be a " .. (type(want) == "table" and table.concat(want, " or ") or want)
+        .. " (got " .. type(v) .. ")"
+    end
+  end
+  return nil
+end
+
 -- Raises on an unknown option, a wrong type or a value out of range. modes: the allowed
 -- `openresty` values.
 function M.check(opts, modes)
-  for k, v in pairs(opts) do
-    local want = M.TYPES[k]
-    if not want then
-      local names = {}
-      for name in pairs(M.TYPES) do names[#names + 1] = name end
-      table.sort(names)
-      raise("unknown option '" .. tostring(k) .. "' (allowed: " .. table.concat(names, ", ") .. ")")
-    end
-    if type(v) ~= want then raise("option '" .. k .. "' must be a " .. want .. " (got " .. type(v) .. ")") end
-  end
+  local wrong = M.name_or_type_error(opts, M.TYPES)
+  if wrong then raise(wrong) end
   -- Bounded so that every value converts to the C core's integers without overflow.
   for _, k in ipairs { "timeout", "connect_timeout" } do
     if opts[k] and not (opts[k] > 0 and opts[k] <= MAX_SECONDS) then

@@ -1,4 +1,6 @@
 -- limitry.recorder's options: their defaults and their checks (recorder.new raises on a wrong one).
+local client_options = require "limitry.options"
+
 local M = {}
 
 M.DEFAULTS = {
@@ -26,16 +28,8 @@ local OPTION_TYPES = {
 local function raise(msg) error("limitry.recorder: " .. msg, 4) end
 
 function M.check(opts)
-  for k, v in pairs(opts) do
-    local want = OPTION_TYPES[k]
-    if not want then
-      local names = {}
-      for name in pairs(OPTION_TYPES) do names[#names + 1] = name end
-      table.sort(names)
-      raise("unknown option '" .. tostring(k) .. "' (allowed: " .. table.concat(names, ", ") .. ")")
-    end
-    if type(v) ~= want then raise("option '" .. k .. "' must be a " .. want .. " (got " .. type(v) .. ")") end
-  end
+  local wrong = client_options.name_or_type_error(opts, OPTION_TYPES)
+  if wrong then raise(wrong) end
   local b = opts.batch_size
   if b and not (b >= 1 and b <= 1000 and b % 1 == 0) then raise("batch_size must be a whole number from 1 to 1000") end
   for _, k in ipairs { "max_queued", "concurrency" } do
