@@ -37,6 +37,9 @@ fi
 CLIENT_SPECS="spec/arguments_spec.lua spec/json_spec.lua spec/encode_spec.lua spec/client_spec.lua spec/tls_spec.lua spec/async_spec.lua spec/game_loop_spec.lua spec/hardening_spec.lua spec/fork_spec.lua spec/hostile_spec.lua spec/meta_spec.lua spec/api_spec.lua spec/steady_state_spec.lua spec/event_loop_spec.lua spec/recorder_spec.lua spec/gateway_usage_spec.lua"
 TOTAL_PASSED=0
 TOTAL_FAILED=0
+# What failed, repeated just above the last line: a CI log is often read from its tail only.
+FAILED_LIST="$LIMITRY_TEST_TMP/failed.txt"
+: >"$FAILED_LIST"
 LOG="$LIMITRY_TEST_TMP/last.log"
 # Issue #17: the log option, client:request, what installing gives.
 CLIENT_SPECS="$CLIENT_SPECS spec/log_spec.lua spec/request_spec.lua spec/install_spec.lua"
@@ -47,6 +50,7 @@ count() { # suite-name passed failed
   TOTAL_PASSED=$((TOTAL_PASSED + $2))
   TOTAL_FAILED=$((TOTAL_FAILED + $3))
   printf '== %-28s %4d passed, %d failed\n' "$1" "$2" "$3"
+  if [ "$3" -gt 0 ]; then echo "$1: $3 failed" >>"$FAILED_LIST"; fi
 }
 
 # busted on Lua $1, build dir $2, suite name $3, then spec files; extra interpreter args in PRE.
@@ -64,6 +68,10 @@ run_busted() {
   [ -n "$bad" ] || bad=0
   if [ "$rc" -ne 0 ] && [ "$bad" -eq 0 ]; then bad=1; fi  # a crash or a runner error counts too
   count "$name" "$ok" "$bad"
+  # busted names each failure on a line "Failure → spec/x.lua @ N", the test's name on the next.
+  if [ "$bad" -gt 0 ]; then
+    sed 's/\x1b\[[0-9;]*m//g' "$LOG" | grep -A1 -E '^(Failure|Error) ' | grep -v '^--$' | sed 's/^/  /' >>"$FAILED_LIST"
+  fi
 }
 
 check() { # name, command: one pass or one fail
@@ -168,5 +176,6 @@ all)
   done
   ;;
 esac
+if [ -s "$FAILED_LIST" ]; then echo "== what failed"; cat "$FAILED_LIST"; fi
 echo "$TOTAL_PASSED passed, $TOTAL_FAILED failed"
 [ "$TOTAL_FAILED" -eq 0 ]
