@@ -246,13 +246,22 @@ describe("limitry.gateway in nginx", function()
       local customer = support.test_id("metrics")
       for _ = 1, 3 do request(g.port, "POST", CHAT, { ["X-Customer-Id"] = customer }, chat_body()) end
       wait_events(customer, 3)
-      local after = eventually(3, function()
+      -- Each worker adds its counts to the dict every 0.25 s: wait for the three calls in each.
+      local function moved(m, name) return (m[name] or 0) - (before[name] or 0) >= 3 end
+      local function decisions(m)
+        local n = 0
+        for name, v in pairs(m) do
+          if name:find("^limitry_decisions_total{") then n = n + v end
+        end
+        return n
+      end
+      local after = eventually(5, function()
         local m = scenario.metrics(g.port)
-        return (m.limitry_events_sent_total or 0) - (before.limitry_events_sent_total or 0) >= 3 and m or nil
+        return moved(m, "limitry_events_sent_total") and moved(m, "limitry_events_queued_total")
+          and decisions(m) - decisions(before) >= 3 and m or nil
       end)
-      assert(after, "the sent counter did not move")
+      assert(after, "the sent, queued and decision counters did not all move by 3")
       assert.is_true(after['limitry_decisions_total{outcome="allowed",source="cached"}'] >= 3)
-      assert.is_true(after.limitry_events_queued_total - before.limitry_events_queued_total >= 3)
       assert.is_number(after.limitry_queue_depth)
       assert.is_true(after['limitry_batches_total{outcome="sent"}'] >= 1)
       assert.is_true(after['limitry_calls_total{call="events_batch"}'] >= 1)
@@ -312,9 +321,12 @@ describe("limitry.gateway counting on its own", function()
     for _ = 1, 8 do
       assert.equal(200, request(full.port, "POST", CHAT, { ["X-Customer-Id"] = customer }, chat_body()).status)
     end
+    -- Each worker adds its counts to the dict every 0.25 s: wait until every one of the 8 is in.
     local m = eventually(5, function()
       local x = scenario.metrics(full.port)
-      return (x['limitry_answers_recorded_total{answer="complete"}'] or 0) >= 8 and x or nil
+      local answered = x['limitry_answers_recorded_total{answer="complete"}'] or 0
+      local taken = (x.limitry_events_queued_total or 0) + (x.limitry_events_refused_total or 0)
+      return answered >= 8 and taken >= 8 and x or nil
     end)
     assert(m, "the answers were not counted")
     assert.equal(8, m['limitry_answers_recorded_total{answer="complete"}'])

@@ -178,7 +178,10 @@ function M.init_worker()
       on_delivered = function(tags) state.decisions:delivered(tags) end }
     if not rawget(_G, "LIMITRY_NOFLUSH") then state.recorder:start() end
     ngx.timer.every(0.25, function(premature)
+      -- The recorder's counters with the gateway's, in one step: a scrape never sees an answer
+      -- counted whose event is not yet counted queued or refused.
       state.counters.sync()
+      state.recorder.counters.sync()
       if premature then return end
       local rules = state.decisions:rules()
       if not rules or ngx.now() - rules.at > config.rules_interval then
