@@ -178,8 +178,8 @@ function M.init_worker()
       on_delivered = function(tags) state.decisions:delivered(tags) end }
     if not rawget(_G, "LIMITRY_NOFLUSH") then state.recorder:start() end
     ngx.timer.every(0.25, function(premature)
-      -- The recorder's counters with the gateway's, in one step: a scrape never sees an answer
-      -- counted whose event is not yet counted queued or refused.
+      -- The recorder's counters with the gateway's, in one step: an answer and its event's queued
+      -- or refused count reach the dict together.
       state.counters.sync()
       state.recorder.counters.sync()
       if premature then return end

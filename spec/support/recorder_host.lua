@@ -19,11 +19,7 @@ if mode == "record" then
     assert(r:record { customer_id = customer, event_type = "game_tick", input_tokens = i })
     out:write(i, "\n")
     if i % 200 == 0 then r:tick() end
-    if i == hold then
-      local socket = require "socket"
-      local deadline = socket.gettime() + 60
-      while socket.gettime() < deadline do socket.sleep(0.05) end
-    end
+    if i == hold then require("socket").sleep(60) end
   end
   out:close()
 end
